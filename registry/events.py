@@ -1,0 +1,249 @@
+"""Inbound events: signature checks and parsing, with no I/O."""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+MAX_BODY_BYTES = 1024 * 1024
+CREATED_BY_TAG = "registry_bot.created_by"
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_ARTIFACT_PATH = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_.\-/]{1,255}$")
+_MODEL_URI = re.compile(r"^[a-z][a-z0-9+.-]*:/\S{1,1000}$")
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
+_VERSION = re.compile(r"^[1-9][0-9]{0,9}$")
+
+
+class SignatureError(ValueError):
+    """The request is not signed by a sender we trust."""
+
+
+class InvalidEvent(ValueError):
+    """The body is not an event we accept; `details` names each bad field."""
+
+    def __init__(self, message: str, details: Sequence[str] = ()):
+        super().__init__(message)
+        self.details = list(details)
+
+
+@dataclass(frozen=True)
+class TrainingEvent:
+    """A training run finished and its model should become a version (SPEC section 5)."""
+
+    model_name: str
+    run_id: str
+    artifact_path: str = "model"
+    model_uri: str = ""
+    requested_by: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Return primitives for a task's keyword arguments."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VersionCreated:
+    """MLflow's `model_version.created` webhook payload, as far as we use it."""
+
+    model_name: str
+    version: str
+    run_id: str
+    source: str
+    created_by_us: bool
+
+
+def verify_standard_webhook(
+    headers: Mapping[str, str], body: bytes, secrets: Sequence[str]
+) -> str:
+    """Check a Standard Webhooks signature against any of `secrets`; return the webhook id.
+
+    Several secrets are allowed so a sender can rotate keys without downtime.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    msg_id = lowered.get("webhook-id", "")
+    if not (msg_id and lowered.get("webhook-timestamp") and lowered.get("webhook-signature")):
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    if len(msg_id) > 256:
+        raise SignatureError("webhook-id is longer than 256 characters")
+    last = "no matching signature"
+    for secret in secrets:
+        try:
+            Webhook(secret).verify(_text(body), lowered, json_parse=False)
+            return msg_id
+        except WebhookVerificationError as exc:
+            last = _reason(exc)
+            if "timestamp" in last:
+                break  # the same for every secret: no point trying the others
+        except (ValueError, binascii.Error):
+            last = "malformed webhook-signature header"
+    raise SignatureError(last)
+
+
+def verify_mlflow_webhook(headers: Mapping[str, str], body: bytes, secret: str) -> str:
+    """Check MLflow's own webhook signature; return the delivery id.
+
+    MLflow signs "{delivery_id}.{timestamp}.{body}" exactly like Standard Webhooks
+    but keys the HMAC with the raw secret rather than a base64 `whsec_` key.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    mapped = {
+        "webhook-id": lowered.get("x-mlflow-delivery-id", ""),
+        "webhook-timestamp": lowered.get("x-mlflow-timestamp", ""),
+        "webhook-signature": lowered.get("x-mlflow-signature", ""),
+    }
+    if not all(mapped.values()):
+        raise SignatureError(
+            "missing X-MLflow-Delivery-Id, X-MLflow-Timestamp or X-MLflow-Signature header"
+        )
+    try:
+        Webhook(secret.encode()).verify(_text(body), mapped, json_parse=False)
+    except WebhookVerificationError as exc:
+        raise SignatureError(_reason(exc)) from None
+    except (ValueError, binascii.Error):
+        raise SignatureError("malformed X-MLflow-Signature header") from None
+    return mapped["webhook-id"]
+
+
+def parse_training_event(body: bytes) -> TrainingEvent:
+    """Parse and validate a training-completion event, naming every bad field."""
+    data = _json_object(body)
+    problems = []
+    model_name = _required(data, "model_name", _MODEL_NAME, problems)
+    run_id = _required(data, "run_id", _RUN_ID, problems)
+    artifact_path = _optional(data, "artifact_path", _ARTIFACT_PATH, problems) or "model"
+    model_uri = _optional(data, "model_uri", _MODEL_URI, problems)
+    requested_by = _requester(data, problems)
+    metrics = _metrics(data, problems)
+    description = _description(data, problems)
+    if problems:
+        raise InvalidEvent("invalid training event", problems)
+    return TrainingEvent(
+        model_name, run_id, artifact_path, model_uri, requested_by, metrics, description
+    )
+
+
+def parse_mlflow_event(body: bytes) -> VersionCreated | None:
+    """Return the created version from an MLflow webhook body, or None for other events."""
+    data = _json_object(body)
+    if (data.get("entity"), data.get("action")) != ("model_version", "created"):
+        return None
+    payload = data.get("data")
+    if not isinstance(payload, dict):
+        raise InvalidEvent("invalid MLflow event", ["data: must be an object"])
+    problems: list[str] = []
+    name = _required(payload, "name", _MODEL_NAME, problems)
+    version = _required(payload, "version", _VERSION, problems)
+    if problems:
+        raise InvalidEvent("invalid MLflow event", [f"data.{p}" for p in problems])
+    tags = payload.get("tags") if isinstance(payload.get("tags"), dict) else {}
+    return VersionCreated(
+        model_name=name,
+        version=version,
+        run_id=str(payload.get("run_id") or ""),
+        source=str(payload.get("source") or ""),
+        created_by_us=CREATED_BY_TAG in tags,
+    )
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SignatureError("body is not UTF-8, so its signature cannot match") from None
+
+
+def _reason(exc: WebhookVerificationError) -> str:
+    text = str(exc).lower()
+    if "too old" in text:
+        return "webhook-timestamp is too old (more than 5 minutes)"
+    if "too new" in text:
+        return "webhook-timestamp is in the future (more than 5 minutes)"
+    if "header" in text:
+        return "malformed webhook-timestamp header"
+    return "no matching signature"
+
+
+def _json_object(body: bytes) -> dict:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidEvent("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent("body must be a JSON object")
+    return data
+
+
+def _required(data: dict, name: str, pattern: re.Pattern, problems: list[str]) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        problems.append(f"{name}: required")
+        return ""
+    return _checked(value, name, pattern, problems)
+
+
+def _optional(data: dict, name: str, pattern: re.Pattern, problems: list[str]) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        return ""
+    return _checked(value, name, pattern, problems)
+
+
+def _checked(value: Any, name: str, pattern: re.Pattern, problems: list[str]) -> str:
+    if not isinstance(value, str):
+        problems.append(f"{name}: must be a string")
+        return ""
+    if not pattern.match(value):
+        problems.append(f"{name}: malformed ({value[:80]!r})")
+        return ""
+    return value
+
+
+def _requester(data: dict, problems: list[str]) -> str:
+    value = data.get("requested_by")
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str) and (_USER_ID.match(value) or _EMAIL.match(value)):
+        return value
+    problems.append("requested_by: must be a Slack user ID (U…) or an e-mail address")
+    return ""
+
+
+def _metrics(data: dict, problems: list[str]) -> dict[str, float]:
+    value = data.get("metrics")
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > 200:
+        problems.append("metrics: must be an object of at most 200 name: number pairs")
+        return {}
+    bad = [
+        k
+        for k, v in value.items()
+        if len(k) > 250 or isinstance(v, bool) or not isinstance(v, int | float)
+        or not math.isfinite(v)
+    ]
+    if bad:
+        problems.append(f"metrics: values must be finite numbers (bad: {', '.join(bad[:10])})")
+        return {}
+    return {k: float(v) for k, v in value.items()}
+
+
+def _description(data: dict, problems: list[str]) -> str:
+    value = data.get("description")
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 5000:
+        problems.append("description: must be a string of at most 5000 characters")
+        return ""
+    return value

@@ -1,0 +1,156 @@
+"""Signature checks and event parsing: pure functions, tested by equality."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+
+from registry.events import (
+    InvalidEvent,
+    SignatureError,
+    TrainingEvent,
+    parse_mlflow_event,
+    parse_training_event,
+    verify_mlflow_webhook,
+    verify_standard_webhook,
+)
+from tests.support import TRAINING_SECRET, signed_headers
+
+OTHER_SECRET = "whsec_" + base64.b64encode(b"another-secret-of-thirty-two-byt").decode()
+BODY = json.dumps({"model_name": "churn", "run_id": "abc123"}).encode()
+
+
+def test_valid_signature_returns_the_webhook_id():
+    headers = signed_headers(BODY, msg_id="msg_1")
+    assert verify_standard_webhook(headers, BODY, [TRAINING_SECRET]) == "msg_1"
+
+
+def test_any_of_several_secrets_verifies_during_rotation():
+    headers = signed_headers(BODY, secret=OTHER_SECRET)
+    assert verify_standard_webhook(headers, BODY, [TRAINING_SECRET, OTHER_SECRET])
+
+
+def test_header_with_old_and_new_signatures_verifies():
+    old = signed_headers(BODY, secret=OTHER_SECRET, msg_id="m", at=1000 + time.time())
+    new = signed_headers(BODY, secret=TRAINING_SECRET, msg_id="m", at=1000 + time.time())
+    both = {**new, "webhook-signature": old["webhook-signature"] + " " + new["webhook-signature"]}
+    with pytest.raises(SignatureError):  # 1000 s ahead: too new, whatever the signatures
+        verify_standard_webhook(both, BODY, [TRAINING_SECRET])
+    now_old = signed_headers(BODY, secret=OTHER_SECRET, msg_id="m")
+    now_new = signed_headers(BODY, secret=TRAINING_SECRET, msg_id="m")
+    sigs = now_old["webhook-signature"] + " " + now_new["webhook-signature"]
+    assert verify_standard_webhook({**now_new, "webhook-signature": sigs}, BODY, [TRAINING_SECRET])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda h, b: ({**h, "webhook-signature": "v1,AAAA"}, b), "no matching signature"),
+        (lambda h, b: ({**h, "webhook-signature": "garbage"}, b), "malformed"),
+        (lambda h, b: ({k: v for k, v in h.items() if k != "webhook-id"}, b), "missing"),
+        (lambda h, b: (h, b + b" "), "no matching signature"),
+        (lambda h, b: ({**h, "webhook-timestamp": "soon"}, b), "malformed webhook-timestamp"),
+    ],
+)
+def test_bad_signatures_are_refused(mutate, reason):
+    headers, body = mutate(signed_headers(BODY), BODY)
+    with pytest.raises(SignatureError, match=reason):
+        verify_standard_webhook(headers, body, [TRAINING_SECRET])
+
+
+def test_wrong_secret_is_refused():
+    with pytest.raises(SignatureError, match="no matching signature"):
+        verify_standard_webhook(signed_headers(BODY, secret=OTHER_SECRET), BODY, [TRAINING_SECRET])
+
+
+@pytest.mark.parametrize(("offset", "ok"), [(-301, False), (-299, True), (299, True), (301, False)])
+def test_timestamp_tolerance_is_five_minutes_both_ways(offset, ok):
+    headers = signed_headers(BODY, at=time.time() + offset)
+    if ok:
+        assert verify_standard_webhook(headers, BODY, [TRAINING_SECRET])
+    else:
+        with pytest.raises(SignatureError, match="too old" if offset < 0 else "future"):
+            verify_standard_webhook(headers, BODY, [TRAINING_SECRET])
+
+
+def _mlflow_headers(body: bytes, secret: str, delivery: str = "d-1", ts: int | None = None):
+    ts = ts or int(time.time())
+    mac = hmac.new(secret.encode(), f"{delivery}.{ts}.{body.decode()}".encode(), hashlib.sha256)
+    return {
+        "X-MLflow-Delivery-Id": delivery,
+        "X-MLflow-Timestamp": str(ts),
+        "X-MLflow-Signature": "v1," + base64.b64encode(mac.digest()).decode(),
+    }
+
+
+def test_mlflow_signature_is_keyed_with_the_raw_secret():
+    assert verify_mlflow_webhook(_mlflow_headers(BODY, "s3cret"), BODY, "s3cret") == "d-1"
+    with pytest.raises(SignatureError):
+        verify_mlflow_webhook(_mlflow_headers(BODY, "forged"), BODY, "s3cret")
+    with pytest.raises(SignatureError, match="missing"):
+        verify_mlflow_webhook({}, BODY, "s3cret")
+
+
+def test_training_event_defaults():
+    event = parse_training_event(BODY)
+    assert event == TrainingEvent(model_name="churn", run_id="abc123", artifact_path="model")
+
+
+def test_training_event_full():
+    body = {
+        "model_name": "churn", "run_id": "4f0c", "artifact_path": "clf", "model_uri": "models:/m-1",
+        "requested_by": "rita@example.com", "metrics": {"accuracy": 0.93, "n": 3},
+        "description": "nightly", "unknown": "ignored",
+    }
+    event = parse_training_event(json.dumps(body).encode())
+    assert event.metrics == {"accuracy": 0.93, "n": 3.0}
+    assert (event.artifact_path, event.model_uri, event.requested_by) == (
+        "clf", "models:/m-1", "rita@example.com")
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({}, ["model_name", "run_id"]),
+        ({"model_name": "churn"}, ["run_id"]),
+        ({"model_name": 5, "run_id": "r"}, ["model_name"]),
+        ({"model_name": "bad name", "run_id": "r"}, ["model_name"]),
+        ({"model_name": "c", "run_id": "r", "artifact_path": "../etc"}, ["artifact_path"]),
+        ({"model_name": "c", "run_id": "r", "requested_by": "someone"}, ["requested_by"]),
+        ({"model_name": "c", "run_id": "r", "metrics": {"a": "high"}}, ["metrics"]),
+        ({"model_name": "c", "run_id": "r", "metrics": {"a": True}}, ["metrics"]),
+        ({"model_name": "c", "run_id": "r", "metrics": [1]}, ["metrics"]),
+        ({"model_name": "c", "run_id": "r", "description": 7}, ["description"]),
+        ({"model_name": "c", "run_id": "r", "model_uri": "no scheme"}, ["model_uri"]),
+    ],
+)
+def test_invalid_fields_are_each_named(body, fields):
+    with pytest.raises(InvalidEvent) as caught:
+        parse_training_event(json.dumps(body).encode())
+    named = [d.split(":")[0] for d in caught.value.details]
+    assert named == fields
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"\xff\xfe", b'{"metrics": NaN}'])
+def test_non_objects_are_refused(raw):
+    with pytest.raises(InvalidEvent):
+        parse_training_event(raw)
+
+
+def test_mlflow_version_created_is_parsed_and_others_ignored():
+    created = {"entity": "model_version", "action": "created",
+               "data": {"name": "churn", "version": "4", "run_id": "r", "source": "models:/m-1",
+                        "tags": {}}}
+    parsed = parse_mlflow_event(json.dumps(created).encode())
+    assert (parsed.model_name, parsed.version, parsed.created_by_us) == ("churn", "4", False)
+    ours = {**created, "data": {**created["data"], "tags": {"registry_bot.created_by": "x"}}}
+    assert parse_mlflow_event(json.dumps(ours).encode()).created_by_us
+    tag_set = {"entity": "model_version_tag", "action": "set", "data": {}}
+    assert parse_mlflow_event(json.dumps(tag_set).encode()) is None
+    with pytest.raises(InvalidEvent, match="invalid MLflow event"):
+        parse_mlflow_event(json.dumps({**created, "data": {"name": "churn"}}).encode())
