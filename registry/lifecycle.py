@@ -1,0 +1,271 @@
+"""The lifecycle of a candidate version: register, stage, notify, and the durable record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from registry.approvers import ApproverDirectory
+from registry.decisions import approvals_on, judge_approval, judge_rejection
+from registry.events import TrainingEvent
+from registry.gateway import ModelVersion, RegistryGateway
+from registry.messages import NoticeFacts, Outcome, decided_notice, mention, staging_notice
+from registry.settings import Settings
+from registry.slack import Notifier
+
+log = logging.getLogger(__name__)
+
+LOG_TAG = "registry_bot.log"
+LOG_LIMIT = 25  # entries kept per version; MLflow caps a tag value at a few KB
+
+
+@dataclass
+class Services:
+    """What the domain code needs: the registry, Slack, the settings and a clock."""
+
+    gateway: RegistryGateway
+    notifier: Notifier
+    settings: Settings
+    directory: ApproverDirectory
+    clock: Any = time.time
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What staging an event did."""
+
+    version: str
+    outcome: str  # "noticed", "already_noticed", "already_decided"
+    notice_ts: str = ""
+
+
+def stage_training_event(svc: Services, event: TrainingEvent, *, event_id: str) -> StageResult:
+    """Register the event's model version once, move it to Staging and post one notice."""
+    gw = svc.gateway
+    mv = gw.find_version(event.model_name, event.run_id, event.artifact_path, event.model_uri)
+    if mv is None:
+        tags = request_tags(event, event_id)
+        mv = gw.register(
+            event.model_name, event.run_id, event.artifact_path, event.model_uri, tags
+        )
+        log.info("registered", extra=_ctx(event_id, mv))
+    elif event.metrics and not mv.tag("metrics"):
+        gw.set_tags(mv.name, mv.version, {"registry_bot.metrics": json.dumps(event.metrics)})
+    return stage_version(svc, mv.name, mv.version, event_id=event_id)
+
+
+def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> StageResult:
+    """Move an existing version to Staging (if still undecided) and post its notice once."""
+    mv = svc.gateway.get_version(name, version)
+    if mv.stage in ("Production", "Archived"):
+        log.info("already decided, no notice", extra=_ctx(event_id, mv))
+        return StageResult(mv.version, "already_decided")
+    if mv.stage != "Staging":
+        svc.gateway.move(name, version, "Staging")
+        record(svc, mv, "staged", actor=mv.tag("requested_by"), extra={"staged_at": _now(svc)})
+        mv = svc.gateway.get_version(name, version)
+    if mv.tag("notice_ts"):
+        return StageResult(mv.version, "already_noticed", mv.tag("notice_ts"))
+    mv = _resolve_requester(svc, mv)
+    text, blocks = staging_notice(notice_facts(svc, mv))
+    ts = svc.notifier.post(text, blocks)
+    svc.gateway.set_tags(
+        name,
+        version,
+        {"registry_bot.notice_channel": svc.notifier.channel, "registry_bot.notice_ts": ts},
+    )
+    log.info("notice posted", extra={**_ctx(event_id, mv), "notice_ts": ts})
+    return StageResult(mv.version, "noticed", ts)
+
+
+def approve(
+    svc: Services, name: str, version: str, *, user: str, response_url: str = ""
+) -> str:
+    """Count an Approve click; at the last required approval promote the version."""
+    mv = svc.gateway.get_version(name, version)
+    if mv.tag("decision") == "approved" and mv.stage == "Staging":
+        return promote(svc, mv, approvers=approvals_on(mv))  # a crash left it half done
+    clicker = svc.directory.clicker(user, with_email="@" in mv.tag("requested_by"))
+    verdict = judge_approval(mv, clicker, required=svc.settings.required_approvals)
+    if verdict.action in ("refused", "done"):
+        svc.notifier.tell(channel=_channel(svc, mv), user=user, text=verdict.message,
+                          response_url=response_url)
+        return verdict.action
+    approvals = [*approvals_on(mv), user]
+    if verdict.action == "promote":
+        decided = {"decision": "approved", "decided_by": ",".join(approvals), "decided_at": _now(svc)}
+        svc.gateway.set_tags(name, version, _tags({**decided, "approvals": ",".join(approvals)}))
+        return promote(svc, svc.gateway.get_version(name, version), approvers=approvals)
+    record(svc, mv, "approval", actor=user, extra={"approvals": ",".join(approvals)})
+    mv = svc.gateway.get_version(name, version)
+    refresh_notice(svc, mv)
+    count = f"{len(approvals)} of {svc.settings.required_approvals}"
+    svc.notifier.tell(channel=_channel(svc, mv), user=user, response_url=response_url,
+                      text=f"Your approval of {name} v{version} is counted: {count} approvals.")
+    return "counted"
+
+
+def promote(svc: Services, mv: ModelVersion, *, approvers: list[str]) -> str:
+    """Move an approved version to Production, archive the old one, record and announce it."""
+    gw, now = svc.gateway, _now(svc)
+    archived = gw.move(mv.name, mv.version, "Production")
+    previous = archived[0] if archived else ""
+    actor = ",".join(approvers)
+    record(svc, mv, "promoted", actor=actor, previous=previous, extra={"production_since": now})
+    for old in archived:
+        old_mv = gw.get_version(mv.name, old)
+        record(svc, old_mv, "archived", actor=actor, reason=f"replaced by v{mv.version}",
+               extra={"production_until": now, "archived_at": now})
+    mv = gw.get_version(mv.name, mv.version)
+    outcome = Outcome("Approved", approvers, float(now))
+    refresh_notice(svc, mv, outcome)
+    was = f" v{previous} moved to Archived." if previous else ""
+    _thread(svc, mv, f"{mv.name} v{mv.version} is now Production, approved by "
+                     f"{', '.join(mention(u) for u in approvers)}.{was}")
+    return "promoted"
+
+
+def reject(
+    svc: Services, name: str, version: str, *, user: str, reason: str, response_url: str = ""
+) -> str:
+    """Archive a Staging version with the rejecter's reason."""
+    mv = svc.gateway.get_version(name, version)
+    if not (mv.tag("decision") == "rejected" and mv.stage == "Staging"):
+        verdict = judge_rejection(mv, svc.directory.clicker(user))
+        if verdict.action != "reject":
+            svc.notifier.tell(channel=_channel(svc, mv), user=user, text=verdict.message,
+                              response_url=response_url)
+            return verdict.action
+        decided = {"decision": "rejected", "decided_by": user, "decided_at": _now(svc),
+                   "reason": reason}
+        svc.gateway.set_tags(name, version, _tags(decided))
+    mv = svc.gateway.get_version(name, version)
+    svc.gateway.move(name, version, "Archived")
+    by, at = mv.tag("decided_by"), mv.tag("decided_at")
+    record(svc, mv, "rejected", actor=by, reason=mv.tag("reason"), extra={"archived_at": at})
+    mv = svc.gateway.get_version(name, version)
+    refresh_notice(svc, mv, Outcome("Rejected", [by], float(at), mv.tag("reason")))
+    _thread(svc, mv, f"{name} v{version} was rejected by {mention(by)} and archived.")
+    return "rejected"
+
+
+def refresh_notice(svc: Services, mv: ModelVersion, outcome: Outcome | None = None) -> None:
+    """Redraw the version's notice: counts while pending, no buttons once decided."""
+    channel, ts = mv.tag("notice_channel"), mv.tag("notice_ts")
+    if not (channel and ts):
+        return
+    facts = notice_facts(svc, mv)
+    text, blocks = decided_notice(facts, outcome) if outcome else staging_notice(facts)
+    svc.notifier.update(channel, ts, text, blocks)
+
+
+def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
+    """Gather what the notice shows: run, links, metrics beside Production's, approvals."""
+    gw, settings = svc.gateway, svc.settings
+    run = gw.run_summary(mv.run_id)
+    metrics = json.loads(mv.tag("metrics") or "{}") or (dict(run.metrics) if run else {})
+    prod = gw.production(mv.name)
+    prod_run = gw.run_summary(prod.run_id) if prod and prod.version != mv.version else None
+    ui = settings.ui_url
+    return NoticeFacts(
+        model_name=mv.name,
+        version=mv.version,
+        run_id=mv.run_id,
+        run_url=f"{ui}/#/experiments/{run.experiment_id}/runs/{mv.run_id}" if ui and run else "",
+        version_url=f"{ui}/#/models/{mv.name}/versions/{mv.version}" if ui else "",
+        requested_by=mv.tag("requested_by") or (run.user if run else ""),
+        git_commit=run.git_commit if run else "",
+        description=mv.tag("description"),
+        metrics=metrics,
+        production_version=prod.version if prod and prod.version != mv.version else "",
+        production_metrics=_prod_metrics(prod, prod_run),
+        approvals=tuple(approvals_on(mv)),
+        required_approvals=settings.required_approvals,
+        nobody_may_approve=settings.nobody_may_approve,
+    )
+
+
+def request_tags(event: TrainingEvent, event_id: str) -> dict[str, str]:
+    """Return the tags that remember who asked for this version, and with which event."""
+    tags = {
+        "registry_bot.event_id": event_id,
+        "registry_bot.requested_by": event.requested_by,
+        "registry_bot.description": event.description[:4000],
+    }
+    if event.metrics:
+        tags["registry_bot.metrics"] = json.dumps(event.metrics)
+    return {k: v for k, v in tags.items() if v}
+
+
+def record(
+    svc: Services,
+    mv: ModelVersion,
+    change: str,
+    *,
+    actor: str = "",
+    reason: str = "",
+    previous: str = "",
+    extra: Mapping[str, str] | None = None,
+) -> None:
+    """Append a lifecycle change to the version's durable log, with any extra tags."""
+    entries = history_of(mv)
+    entry = {"type": change, "at": _now(svc), "actor": actor, "reason": reason}
+    if previous:
+        entry["previous_version"] = previous
+    entries = [*entries, entry][-LOG_LIMIT:]
+    tags = _tags(extra or {})
+    tags[LOG_TAG] = json.dumps(entries, separators=(",", ":"))
+    svc.gateway.set_tags(mv.name, mv.version, tags)
+
+
+def history_of(mv: ModelVersion) -> list[dict]:
+    """Return the version's recorded lifecycle changes, oldest first."""
+    try:
+        entries = json.loads(mv.tags.get(LOG_TAG, "[]"))
+    except ValueError:
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _resolve_requester(svc: Services, mv: ModelVersion) -> ModelVersion:
+    """Find the Slack user behind an e-mail requester, so their own click is recognised."""
+    email = mv.tag("requested_by")
+    if "@" not in email or mv.tag("requested_by_user"):
+        return mv
+    user = svc.directory.user_for_email(email)
+    if not user:
+        return mv
+    svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.requested_by_user": user})
+    return svc.gateway.get_version(mv.name, mv.version)
+
+
+def _thread(svc: Services, mv: ModelVersion, text: str) -> None:
+    channel, ts = mv.tag("notice_channel"), mv.tag("notice_ts")
+    if channel and ts:
+        svc.notifier.reply(channel, ts, text)
+
+
+def _channel(svc: Services, mv: ModelVersion) -> str:
+    return mv.tag("notice_channel") or svc.settings.slack_channel
+
+
+def _tags(values: Mapping[str, str]) -> dict[str, str]:
+    return {f"registry_bot.{k}": v for k, v in values.items()}
+
+
+def _prod_metrics(prod: ModelVersion | None, prod_run) -> dict[str, float]:
+    if prod is None or prod_run is None:
+        return {}
+    return json.loads(prod.tag("metrics") or "{}") or dict(prod_run.metrics)
+
+
+def _now(svc: Services) -> str:
+    return f"{svc.clock():.3f}"
+
+
+def _ctx(event_id: str, mv: ModelVersion) -> dict[str, str]:
+    return {"event_id": event_id, "model": mv.name, "version": mv.version}

@@ -1,0 +1,206 @@
+"""Slack Block Kit messages, built as pure functions of what they show."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+APPROVE_ACTION = "approve_version"
+REJECT_ACTION = "reject_version"
+APPROVE_TEXT = "Approve"
+REJECT_TEXT = "Reject"
+DECISION_BLOCK = "decision"
+REJECT_MODAL = "reject_reason"
+REASON_BLOCK = "reason"
+REASON_INPUT = "reason_input"
+
+NOBODY_MAY_APPROVE = (
+    ":warning: No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody can approve."
+)
+
+
+@dataclass(frozen=True)
+class NoticeFacts:
+    """Everything a Staging notice shows about one candidate version."""
+
+    model_name: str
+    version: str
+    run_id: str = ""
+    run_url: str = ""
+    version_url: str = ""
+    requested_by: str = ""
+    git_commit: str = ""
+    description: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    production_version: str = ""
+    production_metrics: Mapping[str, float] = field(default_factory=dict)
+    approvals: Sequence[str] = ()
+    required_approvals: int = 1
+    nobody_may_approve: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A decided notice: what happened, by whom, when."""
+
+    verb: str  # "Approved", "Rejected", "Archived", ...
+    actors: Sequence[str]
+    at: float
+    reason: str = ""
+
+
+def button_value(model_name: str, version: str) -> str:
+    """Return the value carried by a notice's buttons."""
+    return json.dumps({"model": model_name, "version": str(version)}, separators=(",", ":"))
+
+
+def parse_button_value(value: str) -> tuple[str, str]:
+    """Return (model, version) from a button value; raise ValueError if it is not ours."""
+    data = json.loads(value)
+    if not isinstance(data, dict) or not data.get("model") or not data.get("version"):
+        raise ValueError("not a registry-bot button value")
+    return str(data["model"]), str(data["version"])
+
+
+def staging_notice(facts: NoticeFacts) -> tuple[str, list[dict]]:
+    """Build the Staging notice with its Approve and Reject buttons."""
+    blocks = _facts_blocks(facts)
+    blocks.append(_context(approval_count(facts)))
+    if facts.nobody_may_approve:
+        blocks.append(_context(NOBODY_MAY_APPROVE))
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": DECISION_BLOCK,
+            "elements": [
+                _button(APPROVE_TEXT, APPROVE_ACTION, facts, "primary"),
+                _button(REJECT_TEXT, REJECT_ACTION, facts, "danger"),
+            ],
+        }
+    )
+    return _headline(facts, "is in Staging and needs approval"), blocks
+
+
+def decided_notice(facts: NoticeFacts, outcome: Outcome) -> tuple[str, list[dict]]:
+    """Build the notice after a decision: no buttons, who decided and when."""
+    line = f"*{outcome.verb}* by {_people(outcome.actors)} at {format_time(outcome.at)}"
+    if outcome.reason:
+        line += f"\n>{_escape(outcome.reason)}"
+    blocks = [*_facts_blocks(facts), {"type": "section", "text": _mrkdwn(line)}]
+    return _headline(facts, f"{outcome.verb.lower()}"), blocks
+
+
+def approval_count(facts: NoticeFacts) -> str:
+    """Say how many approvals the version has and needs."""
+    text = f"{len(facts.approvals)} of {facts.required_approvals} approvals"
+    if facts.approvals:
+        text += f" ({_people(facts.approvals)})"
+    return text
+
+
+def format_time(at: float) -> str:
+    """Format a Unix time for people, in UTC."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def mention(user: str) -> str:
+    """Render a Slack user ID as a mention; leave e-mail addresses as they are."""
+    return f"<@{user}>" if user and user[0] in "UW" and user.isalnum() else _escape(user)
+
+
+def metrics_table(current: Mapping[str, float], production: Mapping[str, float]) -> str:
+    """Render candidate metrics beside Production's, with the difference."""
+    if not current:
+        return "_no metrics recorded_"
+    rows = ["metric | candidate | production | diff"]
+    for name in sorted(current):
+        value = current[name]
+        if name in production:
+            diff = value - production[name]
+            rows.append(f"{name} | {value:.4g} | {production[name]:.4g} | {diff:+.4g}")
+        else:
+            rows.append(f"{name} | {value:.4g} | – | –")
+    return "```" + "\n".join(rows) + "```"
+
+
+def _headline(facts: NoticeFacts, state: str) -> str:
+    return f"{facts.model_name} v{facts.version} {state}"
+
+
+def _facts_blocks(facts: NoticeFacts) -> list[dict]:
+    title = f"{facts.model_name} v{facts.version}"
+    fields = [
+        _mrkdwn(f"*Model*\n{_link(facts.version_url, title)}"),
+        _mrkdwn(f"*Run*\n{_link(facts.run_url, facts.run_id[:12] or '–')}"),
+        _mrkdwn(f"*Requested by*\n{mention(facts.requested_by) or '–'}"),
+        _mrkdwn(f"*Code version*\n{facts.git_commit[:12] or '–'}"),
+    ]
+    prod = f"v{facts.production_version}" if facts.production_version else "none yet"
+    blocks: list[dict] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{title}: Staging candidate"}},
+        {"type": "section", "fields": fields},
+    ]
+    if facts.description:
+        blocks.append({"type": "section", "text": _mrkdwn(_escape(facts.description[:2900]))})
+    table = metrics_table(facts.metrics, facts.production_metrics)
+    blocks.append({"type": "section", "text": _mrkdwn(f"*Metrics* (Production: {prod})\n{table}")})
+    return blocks
+
+
+def _button(text: str, action_id: str, facts: NoticeFacts, style: str) -> dict:
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text},
+        "action_id": action_id,
+        "style": style,
+        "value": button_value(facts.model_name, facts.version),
+    }
+
+
+def _people(users: Sequence[str]) -> str:
+    return ", ".join(mention(u) for u in users)
+
+
+def _link(url: str, text: str) -> str:
+    return f"<{url}|{_escape(text)}>" if url else _escape(text)
+
+
+def _context(text: str) -> dict:
+    return {"type": "context", "elements": [_mrkdwn(text)]}
+
+
+def _mrkdwn(text: str) -> dict:
+    return {"type": "mrkdwn", "text": text}
+
+
+def _escape(text: str) -> str:
+    # Slack mrkdwn treats &, < and > as control characters.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def reject_modal(model_name: str, version: str, *, channel: str, message_ts: str) -> dict:
+    """Build the modal that asks for a rejection reason."""
+    meta = {"model": model_name, "version": str(version), "channel": channel, "ts": message_ts}
+    return {
+        "type": "modal",
+        "callback_id": REJECT_MODAL,
+        "private_metadata": json.dumps(meta, separators=(",", ":")),
+        "title": {"type": "plain_text", "text": "Reject version"},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": {"type": "plain_text", "text": f"Why reject {model_name} v{version}?"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_INPUT,
+                    "multiline": True,
+                    "max_length": 2000,
+                },
+            }
+        ],
+    }

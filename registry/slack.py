@@ -1,0 +1,72 @@
+"""The Slack Web API adapter: a WebClient with retries, and the few calls the product makes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.webhook import WebhookClient
+
+from registry.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRIES = 3  # each kind; RateLimitErrorRetryHandler sleeps for Slack's Retry-After
+
+
+def retry_handlers() -> list:
+    """Return bounded retry handlers: 429 (honouring Retry-After), 5xx and connection errors."""
+    return [
+        RateLimitErrorRetryHandler(max_retry_count=RETRIES),
+        ServerErrorRetryHandler(max_retry_count=RETRIES),
+        ConnectionErrorRetryHandler(max_retry_count=RETRIES),
+    ]
+
+
+def web_client(settings: Settings, *, timeout: int = 10) -> WebClient:
+    """Build the WebClient every service uses."""
+    base = settings.slack_api_url.rstrip("/") + "/"  # WebClient joins method names onto it
+    return WebClient(
+        token=settings.slack_bot_token,
+        base_url=base,
+        timeout=timeout,
+        retry_handlers=retry_handlers(),
+    )
+
+
+class Notifier:
+    """Posts and updates the product's Slack messages."""
+
+    def __init__(self, client: WebClient, channel: str):
+        self.client = client
+        self.channel = channel
+
+    def post(self, text: str, blocks: Sequence[dict], *, thread_ts: str = "") -> str:
+        """Post to the notice channel; return the message ts."""
+        resp = self.client.chat_postMessage(
+            channel=self.channel, text=text, blocks=list(blocks), thread_ts=thread_ts or None
+        )
+        return str(resp["ts"])
+
+    def update(self, channel: str, ts: str, text: str, blocks: Sequence[dict]) -> None:
+        """Replace a posted message."""
+        self.client.chat_update(channel=channel, ts=ts, text=text, blocks=list(blocks))
+
+    def reply(self, channel: str, thread_ts: str, text: str) -> None:
+        """Add a thread reply under a message."""
+        self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
+
+    def tell(self, *, channel: str, user: str, text: str, response_url: str = "") -> None:
+        """Say something only `user` sees: via the response URL when there is one."""
+        if response_url:
+            WebhookClient(response_url, retry_handlers=retry_handlers()).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
+        else:
+            self.client.chat_postEphemeral(channel=channel, user=user, text=text)
