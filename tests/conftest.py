@@ -1,0 +1,104 @@
+"""Shared fixtures: real Redis, a real MLflow server, the Slack double, running services."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from bot.sandbox.double import SlackDouble
+from registry import devstack
+from tests.support import Stack, StackFactory
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = "xoxb-test-token"
+SIGNING_SECRET = "test-signing-secret"
+USERS = {
+    "UAPPROVER1": {"name": "ada", "email": "ada@example.com"},
+    "UAPPROVER2": {"name": "grace", "email": "grace@example.com"},
+    "UREQUESTER": {"name": "rita", "email": "rita@example.com"},
+    "UOUTSIDER": {"name": "olaf", "email": "olaf@example.com"},
+    "UGROUPIE": {"name": "gus", "email": "gus@example.com"},
+    **{f"UCLICK{i:02d}": {"name": f"clicker{i}", "email": f"c{i}@example.com"} for i in range(20)},
+}
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """Use the Redis at REDIS_URL (or 127.0.0.1:6379) when it answers; else start one."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if devstack.redis_answers(url):
+        yield url.rsplit("/", 1)[0]
+        return
+    port = devstack.free_port()
+    proc = devstack.start_redis(port, tmp_path_factory.mktemp("redis"))
+    yield f"redis://127.0.0.1:{port}"
+    devstack.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> Iterator[str]:
+    """Run one real `mlflow server` on SQLite for the session."""
+    port = devstack.free_port()
+    proc = devstack.start_mlflow_server(port, tmp_path_factory.mktemp("mlflow"))
+    yield f"http://127.0.0.1:{port}"
+    devstack.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def slack() -> Iterator[SlackDouble]:
+    """Run the Slack Web API double for the session."""
+    double = SlackDouble(token=TOKEN, users=USERS, usergroups={"SAPPROVERS": ["UGROUPIE"]})
+    double.start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture(scope="session")
+def stacks(redis_url, mlflow_server, slack, tmp_path_factory) -> Iterator[StackFactory]:
+    """Start worker/webhooks/bot processes per distinct configuration, shared by tests."""
+    factory = StackFactory(
+        redis_base=redis_url,
+        mlflow_uri=mlflow_server,
+        slack=slack,
+        workdir=tmp_path_factory.mktemp("stacks"),
+        base_env={
+            "SLACK_BOT_TOKEN": TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_CHANNEL": "CNOTICES",
+            "APPROVERS": "UAPPROVER1,UAPPROVER2," + ",".join(f"UCLICK{i:02d}" for i in range(20)),
+        },
+    )
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture(scope="session")
+def stack(stacks) -> Stack:
+    """The default configuration: stages mode, one approval."""
+    return stacks.get()
+
+
+@pytest.fixture
+def model_name() -> str:
+    """Return a model name no other test uses."""
+    return f"m-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def redis_client(redis_url) -> redis.Redis:
+    """A client on the default stack's database."""
+    return redis.Redis.from_url(f"{redis_url}/1")
+
+
+def run_python(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run `python <args>` in the repo with a clean settings environment."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )

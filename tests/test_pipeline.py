@@ -1,0 +1,142 @@
+"""The event pipeline end to end: signed event → real worker → MLflow version in Staging → notice."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from registry.messages import APPROVE_ACTION, REJECT_ACTION
+from tests.support import log_model
+
+pytestmark = pytest.mark.slow
+
+
+def notices_for(slack, model_name: str) -> list:
+    """Return the chat.postMessage calls that are Staging notices for `model_name`."""
+    return [
+        c for c in slack.calls("chat.postMessage")
+        if c.status == 200 and c.params.get("text", "").startswith(f"{model_name} v")
+        and not c.params.get("thread_ts")
+    ]
+
+
+def wait_notice(slack, model_name: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = notices_for(slack, model_name)
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no notice for {model_name} within {timeout}s")
+
+
+def buttons(call) -> dict[str, dict]:
+    """Map button text to button for a recorded message."""
+    return {
+        el["text"]["text"]: el
+        for block in call.params.get("blocks", []) if block.get("type") == "actions"
+        for el in block["elements"] if el.get("type") == "button"
+    }
+
+
+def test_training_event_reaches_staging_with_one_notice(stack, slack, mlflow_server, model_name):
+    run_id = log_model(mlflow_server, constant=3.0, metrics={"accuracy": 0.93},
+                       git_commit="abc123def4567890")
+    started = time.monotonic()
+    resp = stack.post_training({"model_name": model_name, "run_id": run_id,
+                                "requested_by": "UREQUESTER"})
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["status"] == "queued"
+
+    notice = wait_notice(slack, model_name)
+    assert time.monotonic() - started < 20
+    client = MlflowClient(mlflow_server)
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    assert [(v.version, v.current_stage) for v in versions] == [("1", "Staging")]
+    assert client.get_model_version_by_alias(model_name, "staging").version == "1"
+
+    found = buttons(notice)
+    assert set(found) == {"Approve", "Reject"}
+    assert found["Approve"]["action_id"] == APPROVE_ACTION
+    assert found["Reject"]["action_id"] == REJECT_ACTION
+    text = str(notice.params["blocks"])
+    assert "<@UREQUESTER>" in text and "abc123def456" in text and "accuracy" in text
+    assert f"#/models/{model_name}/versions/1" in text and f"/runs/{run_id}" in text
+
+    tags = client.get_model_version(model_name, "1").tags
+    assert tags["registry_bot.notice_channel"] == "CNOTICES"
+    assert tags["registry_bot.notice_ts"] in [m["ts"] for m in slack.messages("CNOTICES")]
+    assert tags["registry_bot.requested_by"] == "UREQUESTER"
+    assert "staged" in tags["registry_bot.log"]
+
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}/Staging")
+    assert list(loaded.predict([[1.0]])) == [3.0]
+
+
+def test_repeated_events_make_no_second_version_or_notice(stack, slack, mlflow_server, model_name):
+    run_id = log_model(mlflow_server, constant=1.0)
+    body = {"model_name": model_name, "run_id": run_id}
+    first = stack.post_training(body, msg_id="msg_fixed_" + model_name)
+    assert first.json() == {"status": "queued", "event_id": "msg_fixed_" + model_name}
+    wait_notice(slack, model_name)
+
+    again = stack.post_training(body, msg_id="msg_fixed_" + model_name)
+    assert again.status_code == 202 and again.json()["status"] == "duplicate"
+    other = stack.post_training(body)  # a new webhook-id for the same run
+    assert other.status_code == 202 and other.json()["status"] == "queued"
+
+    _wait_worker_idle(stack)
+    assert len(notices_for(slack, model_name)) == 1
+    versions = MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'")
+    assert len(versions) == 1
+
+
+def test_slack_429_is_retried_after_retry_after(stack, slack, mlflow_server, model_name):
+    run_id = log_model(mlflow_server, constant=2.0)
+    slack.fail_next("chat.postMessage", status=429, retry_after=1)
+    resp = stack.post_training({"model_name": model_name, "run_id": run_id})
+    assert resp.status_code == 202
+    wait_notice(slack, model_name)
+    _wait_worker_idle(stack)
+    posts = slack.calls("chat.postMessage")
+    limited = [c for c in posts if c.status == 429]
+    assert limited, "the double never answered 429"
+    ok = notices_for(slack, model_name)
+    assert len(ok) == 1
+    assert ok[0].at - limited[-1].at >= 1.0
+
+
+def test_aliases_mode_moves_no_stage(stacks, slack, mlflow_server, model_name):
+    stack = stacks.get(REGISTRY_MODE="aliases")
+    run_id = log_model(mlflow_server, constant=5.0)
+    assert stack.post_training({"model_name": model_name, "run_id": run_id}).status_code == 202
+    wait_notice(slack, model_name)
+    client = MlflowClient(mlflow_server)
+    version = client.get_model_version(model_name, "1")
+    assert version.current_stage == "None"
+    assert version.tags["registry_bot.stage"] == "Staging"
+    assert client.get_model_version_by_alias(model_name, "staging").version == "1"
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@staging")
+    assert list(loaded.predict([[0.0]])) == [5.0]
+
+
+def _wait_worker_idle(stack, settle: float = 1.5, timeout: float = 20) -> None:
+    """Wait until the stack's queue is empty and nothing new happened for `settle` seconds."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    last = None
+    while time.monotonic() < deadline:
+        state = (client.llen("registry-bot"), len(client.hkeys("unacked")))
+        if state != (0, 0) or state != last:
+            quiet_since = time.monotonic()
+        last = state
+        if state == (0, 0) and time.monotonic() - quiet_since >= settle:
+            return
+        time.sleep(0.1)
+    raise AssertionError("worker did not go idle")

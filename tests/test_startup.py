@@ -1,0 +1,56 @@
+"""Services refuse to start on bad settings, in one line; front doors never import mlflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import REPO, TRAINING_SECRET
+
+CLEAN = {k: v for k, v in os.environ.items()
+         if not k.startswith(("SLACK_", "MLFLOW_", "REDIS", "TRAINING_", "APPROVER", "REGISTRY_"))}
+GOOD = {
+    "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "SLACK_BOT_TOKEN": "xoxb-x",
+    "SLACK_SIGNING_SECRET": "s", "SLACK_CHANNEL": "CNOTICES", "TRAINING_WEBHOOK_SECRET": TRAINING_SECRET,
+    "PYTHONPATH": str(REPO),
+}
+
+
+def start(module: str, env: dict, tmp_path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module], env={**CLEAN, **env}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("module", "drop", "extra", "says"),
+    [
+        ("webhooks", "TRAINING_WEBHOOK_SECRET", {}, "TRAINING_WEBHOOK_SECRET is required"),
+        ("webhooks", "MLFLOW_TRACKING_URI", {}, "MLFLOW_TRACKING_URI is required"),
+        ("worker", "SLACK_CHANNEL", {}, "SLACK_CHANNEL is required"),
+        ("worker", "", {"REQUIRED_APPROVALS": "many"}, "REQUIRED_APPROVALS must be a whole number"),
+        ("bot", "SLACK_SIGNING_SECRET", {}, "SLACK_SIGNING_SECRET is required"),
+        ("bot", "SLACK_BOT_TOKEN", {}, "SLACK_BOT_TOKEN is required"),
+    ],
+)
+def test_bad_settings_stop_a_service_with_one_line(module, drop, extra, says, tmp_path):
+    env = {k: v for k, v in GOOD.items() if k != drop} | extra
+    result = start(module, env, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.stderr
+
+
+def test_front_doors_do_not_import_mlflow(tmp_path):
+    code = (
+        "import sys, webhooks, bot.web, webhooks.notify\n"
+        "from registry.settings import Settings\n"
+        "webhooks.create_app(Settings.from_env(dotenv_path=None))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env={**CLEAN, **GOOD}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

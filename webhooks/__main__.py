@@ -1,0 +1,43 @@
+"""Serve the webhooks (`python -m webhooks`) or send an event (`python -m webhooks notify`)."""
+
+from __future__ import annotations
+
+import sys
+
+from registry.logs import configure_logging
+from registry.settings import SettingsError
+
+
+def main(argv: list[str]) -> int:
+    """Dispatch to `notify` or serve the app."""
+    if argv[:1] == ["notify"]:
+        from webhooks.notify import main as notify
+
+        return notify(argv[1:])
+    configure_logging()
+    from werkzeug.serving import make_server
+
+    from webhooks.app import create_app
+
+    try:
+        app = create_app()
+    except SettingsError as exc:
+        print(f"registry-bot webhooks: {exc}", file=sys.stderr)
+        return 2
+    settings = app.extensions["registry_bot"].settings
+    try:
+        server = make_server(settings.webhooks_host, settings.webhooks_port, app, threaded=True)
+    except OSError as exc:
+        print(f"registry-bot webhooks: cannot listen on "
+              f"{settings.webhooks_host}:{settings.webhooks_port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"webhooks listening on http://{settings.webhooks_host}:{server.port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,194 @@
+"""The Flask receiver: verify, validate, deduplicate, enqueue, answer in milliseconds."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import redis
+from flask import Flask, Response, jsonify, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from werkzeug.exceptions import HTTPException
+
+from registry.events import (
+    MAX_BODY_BYTES,
+    InvalidEvent,
+    SignatureError,
+    parse_mlflow_event,
+    parse_training_event,
+    verify_mlflow_webhook,
+    verify_standard_webhook,
+)
+from registry.settings import Settings
+from worker.app import TASK_STAGE_EVENT, TASK_STAGE_VERSION, create_celery
+
+log = logging.getLogger(__name__)
+
+DEDUP_TTL = 7 * 24 * 3600  # longer than any sender's retry schedule
+QUEUE_DOWN = "queue unavailable"
+
+
+class Refused(Exception):
+    """A request we answer with an error status; nothing is enqueued."""
+
+    def __init__(self, status: int, error: str, details: list[str] | None = None, reason: str = ""):
+        super().__init__(error)
+        self.status, self.error, self.details = status, error, details or []
+        self.reason = reason or error
+
+
+def create_app(settings: Settings | None = None, *, celery: Any = None) -> Flask:
+    """Build the webhooks app; settings come from the environment unless given."""
+    settings = settings or Settings.from_env(
+        require=("MLFLOW_TRACKING_URI", "TRAINING_WEBHOOK_SECRET")
+    )
+    app = Flask("webhooks")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["registry_bot"] = Receiver(settings, celery or create_celery(settings))
+    _register_routes(app)
+    return app
+
+
+class Receiver:
+    """The webhooks service's state: settings, queue, Redis and metrics."""
+
+    def __init__(self, settings: Settings, celery: Any):
+        self.settings = settings
+        self.celery = celery
+        # Short timeouts: with Redis down the sender must get a 503 fast, not hang.
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0
+        )
+        self.metrics = CollectorRegistry()
+        self.accepted = Counter(
+            "registry_bot_events_accepted", "Events accepted", ["route"], registry=self.metrics
+        )
+        self.refused = Counter(
+            "registry_bot_events_refused", "Events refused", ["route", "reason"],
+            registry=self.metrics,
+        )
+        self.latency = Histogram(
+            "registry_bot_accept_seconds", "Time to accept an event", ["route"],
+            registry=self.metrics,
+        )
+
+    def enqueue_once(self, dedup_key: str, task: str, kwargs: dict) -> str:
+        """Enqueue unless `dedup_key` was seen; return "queued" or "duplicate"."""
+        key = f"registry-bot:seen:{dedup_key}"
+        try:
+            if not self.redis.set(key, "1", nx=True, ex=DEDUP_TTL):
+                return "duplicate"
+        except redis.RedisError as exc:
+            raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
+        try:
+            self.celery.send_task(task, kwargs=kwargs, retry=False)
+        except Exception as exc:
+            self.redis.delete(key)  # let the sender's retry through once the queue is back
+            log.error("enqueue failed: %s", exc, extra={"event_id": kwargs.get("event_id")})
+            raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
+        return "queued"
+
+
+def _register_routes(app: Flask) -> None:
+    app.add_url_rule("/hooks/training", view_func=training_hook, methods=["POST"])
+    app.add_url_rule("/hooks/mlflow", view_func=mlflow_hook, methods=["POST"])
+    app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+    app.add_url_rule("/metrics", view_func=metrics, methods=["GET"])
+    app.register_error_handler(Refused, _refused)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _crash)
+
+
+def receiver() -> Receiver:
+    """Return the current app's Receiver."""
+    from flask import current_app
+
+    return current_app.extensions["registry_bot"]
+
+
+def training_hook() -> tuple[Response, int]:
+    """Accept a signed training-completion event."""
+    recv = receiver()
+    with recv.latency.labels("training").time():
+        body = _json_body("training")
+        try:
+            event_id = verify_standard_webhook(
+                request.headers, body, recv.settings.training_webhook_secrets
+            )
+            event = parse_training_event(body)
+        except SignatureError as exc:
+            raise Refused(401, "invalid signature", [str(exc)], reason="signature") from None
+        except InvalidEvent as exc:
+            raise Refused(400, str(exc), exc.details, reason="invalid") from None
+        status = recv.enqueue_once(
+            f"training:{event_id}", TASK_STAGE_EVENT, {"event_id": event_id, **event.as_kwargs()}
+        )
+    recv.accepted.labels("training").inc()
+    log.info("training event %s", status, extra={"event_id": event_id, "model": event.model_name})
+    return jsonify(status=status, event_id=event_id), 202
+
+
+def mlflow_hook() -> tuple[Response, int]:
+    """Accept MLflow's own registry webhook; act on `model_version.created`."""
+    recv = receiver()
+    secret = recv.settings.mlflow_webhook_secret
+    if not secret:
+        raise Refused(404, "MLflow webhooks are not enabled (MLFLOW_WEBHOOK_SECRET)", reason="off")
+    body = _json_body("mlflow")
+    try:
+        delivery_id = verify_mlflow_webhook(request.headers, body, secret)
+        created = parse_mlflow_event(body)
+    except SignatureError as exc:
+        raise Refused(401, "invalid signature", [str(exc)], reason="signature") from None
+    except InvalidEvent as exc:
+        raise Refused(400, str(exc), exc.details, reason="invalid") from None
+    if created is None or created.created_by_us:
+        return jsonify(status="ignored", delivery_id=delivery_id), 200
+    # MLflow gives every delivery a new id, so deduplicate on the version itself.
+    event_id = f"mlflow-{created.model_name}-{created.version}"
+    kwargs = {"event_id": event_id, "model_name": created.model_name, "version": created.version}
+    status = recv.enqueue_once(f"mlflow:{created.model_name}:{created.version}", TASK_STAGE_VERSION, kwargs)
+    recv.accepted.labels("mlflow").inc()
+    return jsonify(status=status, event_id=event_id), 202
+
+
+def healthz() -> tuple[Response, int]:
+    """Report whether Redis answers."""
+    try:
+        receiver().redis.ping()
+    except redis.RedisError as exc:
+        return jsonify(redis=f"down: {exc}"), 503
+    return jsonify(redis="ok"), 200
+
+
+def metrics() -> Response:
+    """Serve Prometheus metrics."""
+    return Response(generate_latest(receiver().metrics), mimetype="text/plain; version=0.0.4")
+
+
+def _json_body(route: str) -> bytes:
+    if request.mimetype != "application/json":
+        raise Refused(415, "Content-Type must be application/json", reason="content_type")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise Refused(413, f"body larger than {MAX_BODY_BYTES} bytes", reason="too_large")
+    return request.get_data(cache=True)
+
+
+def _refused(exc: Refused) -> tuple[Response, int]:
+    receiver().refused.labels(request.path.rsplit("/", 1)[-1], exc.reason).inc()
+    log.info("refused %s: %s %s", exc.status, exc.error, exc.details, extra={"route": request.path})
+    return jsonify(error=exc.error, details=exc.details), exc.status
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    status = exc.code or 500
+    if status == 413:
+        return _refused(Refused(413, f"body larger than {MAX_BODY_BYTES} bytes", reason="too_large"))
+    return jsonify(error=exc.name.lower(), details=[exc.description or ""]), status
+
+
+def _crash(exc: Exception) -> tuple[Response, int]:
+    incident = uuid.uuid4().hex[:12]
+    log.exception("unhandled error, incident %s", incident, extra={"route": request.path})
+    return jsonify(error="internal error", details=[f"incident {incident}"]), 500

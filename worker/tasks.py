@@ -1,0 +1,145 @@
+"""Celery tasks: thin wrappers that build clients, take the model's lock and call the core."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import redis
+import requests
+from celery import Task, shared_task
+from slack_sdk.errors import SlackApiError
+
+from registry import lifecycle
+from registry.approvers import ApproverDirectory
+from registry.events import TrainingEvent
+from registry.gateway import MlflowGateway
+from registry.locks import LockBusy, model_lock
+from registry.settings import Settings
+from registry.slack import Notifier, web_client
+from worker.app import (
+    TASK_APPROVE,
+    TASK_REJECT,
+    TASK_STAGE_EVENT,
+    TASK_STAGE_VERSION,
+    configure_mlflow_client,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 6
+BACKOFF_CAP = 60
+
+
+@cache
+def services(settings: Settings) -> lifecycle.Services:
+    """Build this process's registry gateway and Slack notifier once."""
+    configure_mlflow_client()
+    gateway = MlflowGateway(
+        settings.mlflow_tracking_uri,
+        mode=settings.registry_mode,
+        staging_alias=settings.staging_alias,
+        production_alias=settings.production_alias,
+    )
+    client = web_client(settings)
+    return lifecycle.Services(
+        gateway=gateway,
+        notifier=Notifier(client, settings.slack_channel),
+        settings=settings,
+        directory=ApproverDirectory(settings, client),
+    )
+
+
+@cache
+def redis_client(url: str) -> redis.Redis:
+    """Return this process's Redis client."""
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+
+
+@shared_task(bind=True, name=TASK_STAGE_EVENT, max_retries=MAX_RETRIES)
+def stage_training_event(self: Task, *, event_id: str, **event: Any) -> str:
+    """Register a training event's version, stage it and post its notice."""
+    training = TrainingEvent(**event)
+    return _run(
+        self,
+        training.model_name,
+        event_id,
+        lambda svc: lifecycle.stage_training_event(svc, training, event_id=event_id).outcome,
+    )
+
+
+@shared_task(bind=True, name=TASK_STAGE_VERSION, max_retries=MAX_RETRIES)
+def stage_version(self: Task, *, event_id: str, model_name: str, version: str) -> str:
+    """Stage a version registered elsewhere (an MLflow webhook) and post its notice."""
+    return _run(
+        self,
+        model_name,
+        event_id,
+        lambda svc: lifecycle.stage_version(svc, model_name, version, event_id=event_id).outcome,
+    )
+
+
+@shared_task(bind=True, name=TASK_APPROVE, max_retries=MAX_RETRIES)
+def approve(
+    self: Task, *, event_id: str, model_name: str, version: str, user: str, response_url: str = ""
+) -> str:
+    """Count an approval; promote at the last one."""
+    return _run(
+        self,
+        model_name,
+        event_id,
+        lambda svc: lifecycle.approve(
+            svc, model_name, version, user=user, response_url=response_url
+        ),
+    )
+
+
+@shared_task(bind=True, name=TASK_REJECT, max_retries=MAX_RETRIES)
+def reject(
+    self: Task, *, event_id: str, model_name: str, version: str, user: str, reason: str,
+    response_url: str = "",
+) -> str:
+    """Archive a candidate with the rejecter's reason."""
+    return _run(
+        self,
+        model_name,
+        event_id,
+        lambda svc: lifecycle.reject(
+            svc, model_name, version, user=user, reason=reason, response_url=response_url
+        ),
+    )
+
+
+def _run(task: Task, model_name: str, event_id: str, work: Callable[[Any], str]) -> str:
+    """Run `work` under the model's lock; retry transient failures with backoff."""
+    settings: Settings = task.app.registry_settings
+    ctx = {"event_id": event_id, "model": model_name, "task": task.name}
+    try:
+        with model_lock(redis_client(settings.redis_url), model_name):
+            return work(services(settings))
+    except Exception as exc:
+        if is_transient(exc) and task.request.retries < task.max_retries:
+            delay = min(2 ** (task.request.retries + 1), BACKOFF_CAP)
+            log.warning("transient failure, retrying in %ss: %s", delay, exc, extra=ctx)
+            raise task.retry(exc=exc, countdown=delay) from exc
+        log.exception("task failed for good", extra=ctx)
+        raise
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Say whether a failure may pass if the task runs again later."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    if isinstance(exc, LockBusy | redis.ConnectionError | redis.TimeoutError):
+        return True
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return True
+    if isinstance(exc, SlackApiError):
+        status = getattr(exc.response, "status_code", 0)
+        return status == 429 or status >= 500
+    if isinstance(exc, RestException | MlflowException):
+        status = getattr(exc, "get_http_status_code", lambda: 500)()
+        return status >= 500 or status == 429 or "Max retries" in str(exc)
+    return False
