@@ -1,0 +1,1 @@
+"""Local Slack stand-ins for the tests and the browser sandbox."""

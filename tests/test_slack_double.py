@@ -1,0 +1,319 @@
+"""The Slack Web API double, driven through the real slack_sdk clients."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.webhook import WebhookClient
+
+from bot.sandbox.double import SlackDouble
+
+TOKEN = "xoxb-double-test"
+USERS = {
+    "UADA": {"name": "ada", "email": "ada@example.com"},
+    "UGRACE": {"name": "grace", "email": "grace@example.com"},
+}
+BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hello*"}}]
+MODAL = {"type": "modal", "callback_id": "reject", "title": {"type": "plain_text", "text": "Why"},
+         "blocks": []}
+
+
+@pytest.fixture
+def double() -> Iterator[SlackDouble]:
+    with SlackDouble(token=TOKEN, users=USERS, usergroups={"SAPPROVERS": ["UADA", "UGRACE"]}) as d:
+        yield d
+
+
+@pytest.fixture
+def client(double) -> WebClient:
+    return WebClient(token=TOKEN, base_url=double.api_url, timeout=5)
+
+
+def slack_error(call) -> str:
+    """Run `call`, expecting SlackApiError; return Slack's error code."""
+    with pytest.raises(SlackApiError) as info:
+        call()
+    return info.value.response["error"]
+
+
+def post_json(url: str) -> object:
+    """POST to `url`; return the JSON answer, or the error (threads must not raise)."""
+    try:
+        with requests.post(url, timeout=10) as resp:
+            return resp.json()
+    except requests.RequestException as exc:
+        return exc
+
+
+def test_urls_and_auth_test(double, client):
+    assert double.url == f"http://127.0.0.1:{double.port}/"
+    assert double.api_url == double.url + "api/"
+    resp = client.auth_test()
+    assert resp.status_code == 200
+    assert resp["ok"] is True
+    assert (resp["team_id"], resp["user_id"], resp["bot_id"]) == ("T0TEST", "UBOT", "BBOT")
+    assert resp["url"] and resp["team"] and resp["user"]
+
+
+def test_post_message_then_update(double, client):
+    first = client.chat_postMessage(channel="C1", text="hello", blocks=BLOCKS,
+                                    metadata={"event_type": "notice", "event_payload": {"v": 1}})
+    second = client.chat_postMessage(channel="C1", text="again")
+    assert first["channel"] == "C1"
+    assert first["message"]["ts"] == first["ts"]
+    assert first["message"]["blocks"] == BLOCKS and first["message"]["user"] == "UBOT"
+    assert float(second["ts"]) > float(first["ts"])
+
+    updated = client.chat_update(channel="C1", ts=first["ts"], text="decided", blocks=[])
+    assert (updated["channel"], updated["ts"], updated["text"]) == ("C1", first["ts"], "decided")
+    assert updated["message"]["blocks"] == []
+
+    shown = double.messages("C1")
+    assert [m["ts"] for m in shown] == [first["ts"], second["ts"]]
+    assert shown[0]["text"] == "decided" and shown[0]["blocks"] == []
+    assert shown[0]["metadata"] == {"event_type": "notice", "event_payload": {"v": 1}}
+    assert double.messages("C-other") == []
+
+
+def test_message_errors_store_nothing(double, client):
+    assert slack_error(lambda: client.api_call("chat.postMessage", json={"text": "x"})) \
+        == "channel_not_found"
+    assert slack_error(lambda: client.api_call("chat.postMessage", json={"channel": "C1"})) \
+        == "no_text"
+    assert slack_error(lambda: client.chat_update(channel="C1", ts="1.000001", text="x")) \
+        == "message_not_found"
+    assert double.messages("C1") == []
+    assert [c.status for c in double.calls()] == [200, 200, 200]
+
+
+def test_threads_history_and_replies(double, client):
+    parent = client.chat_postMessage(channel="C1", text="parent",
+                                     metadata={"event_type": "notice", "event_payload": {}})
+    reply = client.chat_postMessage(channel="C1", text="reply", thread_ts=parent["ts"])
+    later = client.chat_postMessage(channel="C1", text="later")
+
+    history = client.conversations_history(channel="C1")
+    assert [m["text"] for m in history["messages"]] == ["later", "parent"]
+    assert history["messages"][1]["reply_count"] == 1
+    assert "metadata" not in history["messages"][1]
+    full = client.conversations_history(channel="C1", include_all_metadata=True, limit=1)
+    assert [m["ts"] for m in full["messages"]] == [later["ts"]] and full["has_more"] is True
+    with_meta = client.conversations_history(channel="C1", include_all_metadata=True)
+    assert with_meta["messages"][1]["metadata"]["event_type"] == "notice"
+
+    for ts in (parent["ts"], reply["ts"]):
+        thread = client.conversations_replies(channel="C1", ts=ts)
+        assert [m["ts"] for m in thread["messages"]] == [parent["ts"], reply["ts"]]
+    assert double.messages("C1")[0]["replies"][0]["text"] == "reply"
+    assert slack_error(lambda: client.conversations_replies(channel="C1", ts="9.000009")) \
+        == "thread_not_found"
+
+
+def test_post_ephemeral(double, client):
+    resp = client.chat_postEphemeral(channel="C1", user="UADA", text="only you")
+    assert set(resp.data) == {"ok", "message_ts"}
+    assert double.ephemerals("C1") == [
+        {"channel": "C1", "user": "UADA", "text": "only you", "ts": resp["message_ts"]}]
+    assert double.messages("C1") == []
+
+
+def test_views_open_update_push(double, client):
+    opened = client.views_open(trigger_id="123.456.abc", view=MODAL)["view"]
+    assert opened["id"].startswith("V") and opened["callback_id"] == "reject"
+    assert opened["root_view_id"] == opened["id"] and opened["state"] == {"values": {}}
+    call = double.calls("views.open")[0]
+    assert call.params["trigger_id"] == "123.456.abc" and call.params["view"] == MODAL
+
+    changed = {**MODAL, "title": {"type": "plain_text", "text": "Sure?"}}
+    updated = client.views_update(view_id=opened["id"], view=changed, hash=opened["hash"])
+    assert updated["view"]["id"] == opened["id"]
+    assert updated["view"]["title"]["text"] == "Sure?" and updated["view"]["hash"] != opened["hash"]
+    assert slack_error(lambda: client.views_update(view_id=opened["id"], view=changed,
+                                                   hash=opened["hash"])) == "hash_conflict"
+    assert slack_error(lambda: client.views_update(view_id="VNOPE", view=changed)) == "not_found"
+
+    pushed = client.views_push(trigger_id="789", view=MODAL)["view"]
+    assert pushed["id"] != opened["id"]
+    assert [v["id"] for v in double.views()] == [opened["id"], pushed["id"]]
+    assert slack_error(lambda: client.views_open(trigger_id="t", view={"blocks": []})) \
+        == "invalid_arguments"
+
+
+def test_users_and_usergroups(client):
+    user = client.users_info(user="UADA")["user"]
+    assert (user["id"], user["name"]) == ("UADA", "ada")
+    assert user["profile"]["email"] == "ada@example.com"
+    assert client.users_lookupByEmail(email="Grace@Example.com")["user"]["id"] == "UGRACE"
+    assert client.usergroups_users_list(usergroup="SAPPROVERS")["users"] == ["UADA", "UGRACE"]
+    assert slack_error(lambda: client.users_info(user="UNOBODY")) == "user_not_found"
+    assert slack_error(lambda: client.users_lookupByEmail(email="x@example.com")) \
+        == "users_not_found"
+    assert slack_error(lambda: client.usergroups_users_list(usergroup="SNONE")) \
+        == "no_such_subteam"
+
+
+def test_wrong_or_missing_token_is_refused(double):
+    wrong = WebClient(token="xoxb-wrong", base_url=double.api_url)
+    with pytest.raises(SlackApiError) as info:
+        wrong.chat_postMessage(channel="C1", text="x")
+    assert info.value.response.status_code == 200
+    assert info.value.response["error"] == "invalid_auth"
+    with requests.post(double.api_url + "auth.test", timeout=5) as resp:
+        assert (resp.status_code, resp.json()) == (200, {"ok": False, "error": "not_authed"})
+    assert double.messages("C1") == []
+
+
+def test_unknown_method(client):
+    with pytest.raises(SlackApiError) as info:
+        client.api_call("chat.teleport", json={"channel": "C1"})
+    assert info.value.response.status_code == 200
+    assert info.value.response["error"] == "unknown_method"
+
+
+def test_form_multipart_json_and_query_bodies(double, client):
+    blocks = json.dumps(BLOCKS)
+    client.api_call("chat.postMessage", params={"channel": "C1", "text": "form", "blocks": blocks})
+    with requests.post(double.api_url + "chat.postMessage", timeout=5, files={
+            "token": (None, TOKEN), "channel": (None, "C1"), "text": (None, "multi"),
+            "blocks": (None, blocks)}) as resp:
+        assert resp.json()["ok"] is True
+    with requests.post(double.api_url + "chat.postMessage", timeout=5,
+                       json={"channel": "C1", "text": "json", "blocks": BLOCKS},
+                       headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.json()["ok"] is True
+    with requests.get(double.api_url + "users.info", timeout=5,
+                      params={"token": TOKEN, "user": "UGRACE"}) as resp:
+        assert resp.json()["user"]["name"] == "grace"
+
+    posts = double.calls("chat.postMessage")
+    assert [c.headers["Content-Type"].split(";")[0] for c in posts] == [
+        "application/x-www-form-urlencoded", "multipart/form-data", "application/json"]
+    assert all(c.params["blocks"] == BLOCKS for c in posts)
+    assert [m["blocks"] for m in double.messages("C1")] == [BLOCKS] * 3
+
+
+def test_429_retry_after_is_honoured_by_retry_handler(double):
+    client = WebClient(token=TOKEN, base_url=double.api_url,
+                       retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)])
+    double.fail_next("chat.postMessage", status=429, retry_after=1)
+    started = time.monotonic()
+    resp = client.chat_postMessage(channel="C1", text="after the limit")
+    assert time.monotonic() - started >= 1.0
+    assert resp["ok"] is True
+    limited, posted = double.calls("chat.postMessage")
+    assert (limited.status, posted.status) == (429, 200)
+    assert limited.response == {"ok": False, "error": "ratelimited"}
+    assert posted.at - limited.at >= 1.0
+    assert [m["text"] for m in double.messages("C1")] == ["after the limit"]
+
+
+def test_429_without_retry_handler_shows_retry_after(double, client):
+    double.fail_next("chat.postMessage", status=429, retry_after=7)
+    with pytest.raises(SlackApiError) as info:
+        client.chat_postMessage(channel="C1", text="x")
+    assert info.value.response.status_code == 429
+    assert info.value.response.headers["Retry-After"] == "7"
+
+
+def test_500_fault_raises_without_retry_and_changes_nothing(double, client):
+    double.fail_next("chat.postMessage", status=500, count=2)
+    for _ in range(2):
+        with pytest.raises(SlackApiError) as info:
+            client.chat_postMessage(channel="C1", text="lost")
+        assert info.value.response.status_code == 500
+        assert info.value.response["error"] == "internal_error"
+    assert double.messages("C1") == []
+    client.chat_postMessage(channel="C1", text="kept")
+    assert [c.status for c in double.calls("chat.postMessage")] == [500, 500, 200]
+    assert [m["text"] for m in double.messages("C1")] == ["kept"]
+
+
+def test_fault_with_custom_error(double, client):
+    double.fail_next("users.info", status=200, error="account_inactive")
+    assert slack_error(lambda: client.users_info(user="UADA")) == "account_inactive"
+    assert client.users_info(user="UADA")["ok"] is True
+
+
+def test_response_url_posts_are_recorded(double):
+    url = double.response_url("click-1")
+    assert url == f"http://127.0.0.1:{double.port}/response/click-1"
+    resp = WebhookClient(url).send(text="Approved", replace_original=True)
+    assert (resp.status_code, resp.body) == (200, "ok")
+    call = double.wait_for("response_url")[0]
+    assert call.path == "/response/click-1" and call.status == 200
+    assert call.params == {"text": "Approved", "replace_original": True}
+    with requests.post(url, data="not json", timeout=5) as bad:
+        assert bad.status_code == 400
+    double.fail_next("response_url", status=500)
+    assert WebhookClient(url).send(text="x").status_code == 500
+    assert [c.status for c in double.calls("response_url")] == [200, 400, 500]
+
+
+def test_wait_for_waits_for_count_and_times_out(double, client):
+    timer = threading.Timer(0.3, lambda: [client.chat_postMessage(channel="C1", text=t)
+                                          for t in ("a", "b")])
+    timer.start()
+    try:
+        found = double.wait_for("chat.postMessage", lambda c: c.params["channel"] == "C1",
+                                timeout=5, count=2)
+    finally:
+        timer.join()
+    assert [c.params["text"] for c in found] == ["a", "b"]
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"views\.open.*chat\.postMessage"):
+        double.wait_for("views.open", timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 2
+
+
+def test_subscribe_and_clear(double, client):
+    events = double.subscribe()
+    client.auth_test()
+    assert events.get(timeout=2).method == "auth.test"
+    double.unsubscribe(events)
+    double.clear()
+    client.auth_test()
+    assert events.empty()
+    assert [c.method for c in double.calls()] == ["auth.test"]
+
+
+def test_set_delay_stalls_until_undone(double):
+    impatient = WebClient(token=TOKEN, base_url=double.api_url, timeout=1)
+    double.set_delay("auth.test", 5)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        impatient.auth_test()
+    assert time.monotonic() - started < 3
+    double.set_delay("auth.test", 0)
+    assert impatient.auth_test()["ok"] is True
+
+
+def test_stop_frees_the_port():
+    double = SlackDouble(token=TOKEN).start()
+    port, url = double.port, double.api_url
+    double.set_delay("auth.test", 30)  # a stalled request must not hold stop() up
+    answers: list[object] = []
+    stalled = threading.Thread(target=lambda: answers.append(post_json(url + "auth.test")))
+    stalled.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    double.stop()
+    stalled.join()
+    assert time.monotonic() - started < 5
+    assert answers == [{"ok": False, "error": "not_authed"}]
+    with pytest.raises(requests.ConnectionError):
+        requests.post(url + "auth.test", timeout=2)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    with SlackDouble(token=TOKEN, port=port) as again:
+        assert again.api_url == url
+        assert WebClient(token=TOKEN, base_url=again.api_url).auth_test()["ok"] is True
