@@ -12,7 +12,7 @@ from typing import Any
 from registry.approvers import ApproverDirectory
 from registry.decisions import approvals_on, judge_approval, judge_rejection
 from registry.events import TrainingEvent
-from registry.gateway import ModelVersion, RegistryGateway
+from registry.gateway import ModelVersion, RegistryGateway, VersionNotFound
 from registry.messages import NoticeFacts, Outcome, decided_notice, mention, staging_notice
 from registry.settings import Settings
 from registry.slack import Notifier
@@ -86,7 +86,9 @@ def approve(
     svc: Services, name: str, version: str, *, user: str, response_url: str = ""
 ) -> str:
     """Count an Approve click; at the last required approval promote the version."""
-    mv = svc.gateway.get_version(name, version)
+    mv = _current(svc, name, version, user=user, response_url=response_url)
+    if mv is None:
+        return "missing"
     if mv.tag("decision") == "approved" and mv.stage == "Staging":
         return promote(svc, mv, approvers=approvals_on(mv))  # a crash left it half done
     clicker = svc.directory.clicker(user, with_email="@" in mv.tag("requested_by"))
@@ -133,7 +135,9 @@ def reject(
     svc: Services, name: str, version: str, *, user: str, reason: str, response_url: str = ""
 ) -> str:
     """Archive a Staging version with the rejecter's reason."""
-    mv = svc.gateway.get_version(name, version)
+    mv = _current(svc, name, version, user=user, response_url=response_url)
+    if mv is None:
+        return "missing"
     if not (mv.tag("decision") == "rejected" and mv.stage == "Staging"):
         verdict = judge_rejection(mv, svc.directory.clicker(user))
         if verdict.action != "reject":
@@ -229,6 +233,18 @@ def history_of(mv: ModelVersion) -> list[dict]:
     except ValueError:
         return []
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _current(
+    svc: Services, name: str, version: str, *, user: str, response_url: str
+) -> ModelVersion | None:
+    """Re-read the version; tell the clicker if it no longer exists."""
+    try:
+        return svc.gateway.get_version(name, version)
+    except VersionNotFound:
+        svc.notifier.tell(channel=svc.settings.slack_channel, user=user, response_url=response_url,
+                          text=f"{name} v{version} no longer exists in the registry; nothing changed.")
+        return None
 
 
 def _resolve_requester(svc: Services, mv: ModelVersion) -> ModelVersion:

@@ -46,7 +46,10 @@ def redis_url(tmp_path_factory) -> Iterator[str]:
 def mlflow_server(tmp_path_factory) -> Iterator[str]:
     """Run one real `mlflow server` on SQLite for the session."""
     port = devstack.free_port()
-    proc = devstack.start_mlflow_server(port, tmp_path_factory.mktemp("mlflow"))
+    # The server caches its webhook list (60 s by default): keep it short so a test's
+    # webhook is seen at once.
+    proc = devstack.start_mlflow_server(port, tmp_path_factory.mktemp("mlflow"),
+                                        env={"MLFLOW_WEBHOOK_CACHE_TTL": "1"})
     yield f"http://127.0.0.1:{port}"
     devstack.stop(proc)
 

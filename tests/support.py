@@ -180,3 +180,72 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=1).status_code < 500
     except requests.RequestException:
         return False
+
+
+SLACK_SIGNING_SECRET = "test-signing-secret"
+SLACK_ANSWER_TIMES: list[float] = []  # every signed request's answer time, for the report
+
+
+def slack_post(bot_url: str, body: str, *, content_type: str, secret: str = SLACK_SIGNING_SECRET,
+               at: float | None = None) -> requests.Response:
+    """POST a request to the bot signed as Slack signs it; check it was answered within 3 s."""
+    from slack_sdk.signature import SignatureVerifier
+
+    ts = str(int(time.time() if at is None else at))
+    headers = {
+        "Content-Type": content_type,
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body),
+    }
+    started = time.monotonic()
+    resp = requests.post(f"{bot_url}/slack/events", data=body.encode(), headers=headers, timeout=10)
+    elapsed = time.monotonic() - started
+    SLACK_ANSWER_TIMES.append(elapsed)
+    assert elapsed < 3.0, f"Slack request answered in {elapsed:.2f}s"
+    return resp
+
+
+def interaction(bot_url: str, payload: dict, **kw: Any) -> requests.Response:
+    """Send an interactivity payload (button click or view submission)."""
+    from urllib.parse import urlencode
+
+    body = urlencode({"payload": json.dumps(payload)})
+    return slack_post(bot_url, body, content_type="application/x-www-form-urlencoded", **kw)
+
+
+def click(bot_url: str, slack, *, user: str, action_id: str, value: str, message_ts: str = "",
+          channel: str = "CNOTICES", team: str = "T0TEST", tag: str = "") -> tuple[requests.Response, str]:
+    """Click a button as `user`; return the answer and the response URL Slack would give."""
+    response_url = slack.response_url(f"{tag or action_id}-{user}-{uuid.uuid4().hex[:8]}")
+    payload = {
+        "type": "block_actions",
+        "team": {"id": team, "domain": "test"},
+        "user": {"id": user, "username": user.lower(), "team_id": team},
+        "api_app_id": "ATEST",
+        "token": "legacy-verification-token",
+        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.abc",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
+        "channel": {"id": channel, "name": "models"},
+        "message": {"type": "message", "ts": message_ts, "text": ""},
+        "response_url": response_url,
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "decision",
+                     "value": value, "action_ts": f"{time.time():.6f}"}],
+    }
+    return interaction(bot_url, payload), response_url
+
+
+def submit_view(bot_url: str, view: dict, *, user: str, reason: str | None,
+                team: str = "T0TEST") -> requests.Response:
+    """Submit a modal the bot opened, with `reason` typed into its input."""
+    values = {"reason": {"reason_input": {"type": "plain_text_input", "value": reason}}}
+    payload = {
+        "type": "view_submission",
+        "team": {"id": team, "domain": "test"},
+        "user": {"id": user, "username": user.lower(), "team_id": team},
+        "api_app_id": "ATEST",
+        "token": "legacy-verification-token",
+        "trigger_id": f"{int(time.time())}.1.abc",
+        "view": {**view, "id": f"V{uuid.uuid4().hex[:10].upper()}", "team_id": team,
+                 "state": {"values": values}},
+    }
+    return interaction(bot_url, payload)

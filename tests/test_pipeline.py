@@ -33,6 +33,17 @@ def wait_notice(slack, model_name: str, timeout: float = 20.0):
     raise AssertionError(f"no notice for {model_name} within {timeout}s")
 
 
+def wait_tag(client, model_name: str, version: str, tag: str, timeout: float = 10.0) -> dict:
+    """Wait until the version carries `tag` (set just after the notice is posted)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tags = client.get_model_version(model_name, version).tags
+        if tag in tags:
+            return tags
+        time.sleep(0.1)
+    raise AssertionError(f"{model_name} v{version} never got {tag}")
+
+
 def buttons(call) -> dict[str, dict]:
     """Map button text to button for a recorded message."""
     return {
@@ -66,7 +77,7 @@ def test_training_event_reaches_staging_with_one_notice(stack, slack, mlflow_ser
     assert "<@UREQUESTER>" in text and "abc123def456" in text and "accuracy" in text
     assert f"#/models/{model_name}/versions/1" in text and f"/runs/{run_id}" in text
 
-    tags = client.get_model_version(model_name, "1").tags
+    tags = wait_tag(client, model_name, "1", "registry_bot.notice_ts")
     assert tags["registry_bot.notice_channel"] == "CNOTICES"
     assert tags["registry_bot.notice_ts"] in [m["ts"] for m in slack.messages("CNOTICES")]
     assert tags["registry_bot.requested_by"] == "UREQUESTER"

@@ -128,6 +128,7 @@ def test_mlflow_server_webhook_stages_a_version_registered_elsewhere(
     )
     try:
         run_id = log_model(mlflow_server, constant=7.0)
+        time.sleep(1.2)  # past the server's webhook cache (MLFLOW_WEBHOOK_CACHE_TTL=1)
         mlflow.set_tracking_uri(mlflow_server)
         mv = mlflow.register_model(f"runs:/{run_id}/model", model_name)
         wait_notice(slack, model_name)
