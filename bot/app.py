@@ -1,0 +1,67 @@
+"""The Bolt app: listeners per group, one error handler, enqueueing slow work."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt import App, BoltContext
+
+from registry.approvers import ApproverDirectory
+from registry.settings import Settings
+from registry.slack import web_client
+
+log = logging.getLogger(__name__)
+
+QUEUE_DOWN = "registry-bot could not queue that just now; nothing changed. Please try again."
+
+
+@dataclass
+class Deps:
+    """What listeners need, handed to them through the Bolt context."""
+
+    settings: Settings
+    directory: ApproverDirectory
+    celery: Any
+
+    def enqueue(self, task: str, **kwargs: Any) -> bool:
+        """Queue a task with primitive keyword arguments; False if the queue is down."""
+        try:
+            self.celery.send_task(task, kwargs=kwargs, retry=False)
+        except Exception as exc:  # kombu raises several types for an unreachable broker
+            log.error("enqueue failed: %s", exc, extra={"task": task, "model": kwargs.get("model_name")})
+            return False
+        return True
+
+
+def build_app(settings: Settings, *, celery: Any = None) -> App:
+    """Build the Bolt app with every listener group registered."""
+    from bot.listeners import decisions
+    from worker.app import create_celery
+
+    client = web_client(settings)
+    app = App(
+        token=settings.slack_bot_token,
+        client=client,
+        signing_secret=settings.slack_signing_secret or None,
+        # In Socket Mode there is no HTTP request to sign.
+        request_verification_enabled=not settings.slack_app_token,
+        raise_error_for_unhandled_request=False,
+    )
+    deps = Deps(settings, ApproverDirectory(settings, client), celery or create_celery(settings))
+
+    @app.middleware
+    def provide_deps(context: BoltContext, next):  # noqa: A002 (Bolt's argument name)
+        context["deps"] = deps
+        next()
+
+    decisions.register(app)
+    app.error(on_error)
+    return app
+
+
+def on_error(error: Exception, body: dict, logger: logging.Logger) -> None:
+    """Log any listener failure once, with what Slack sent."""
+    user = (body.get("user") or {}).get("id") or body.get("user_id", "")
+    logger.exception("listener failed: %s", error, extra={"user": user})
