@@ -37,7 +37,7 @@ class Deps:
 
 def build_app(settings: Settings, *, celery: Any = None) -> App:
     """Build the Bolt app with every listener group registered."""
-    from bot.listeners import decisions
+    from bot.listeners import commands, decisions
     from worker.app import create_celery
 
     client = web_client(settings)
@@ -57,6 +57,7 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
         next()
 
     decisions.register(app)
+    commands.register(app, settings.slack_command)
     app.error(on_error)
     return app
 

@@ -15,7 +15,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 MAX_BODY_BYTES = 1024 * 1024
 CREATED_BY_TAG = "registry_bot.created_by"
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ARTIFACT_PATH = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_.\-/]{1,255}$")
 _MODEL_URI = re.compile(r"^[a-z][a-z0-9+.-]*:/\S{1,1000}$")

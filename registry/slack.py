@@ -47,10 +47,13 @@ class Notifier:
         self.client = client
         self.channel = channel
 
-    def post(self, text: str, blocks: Sequence[dict], *, thread_ts: str = "") -> str:
-        """Post to the notice channel; return the message ts."""
+    def post(
+        self, text: str, blocks: Sequence[dict], *, thread_ts: str = "", channel: str = ""
+    ) -> str:
+        """Post to the notice channel (or `channel`); return the message ts."""
         resp = self.client.chat_postMessage(
-            channel=self.channel, text=text, blocks=list(blocks), thread_ts=thread_ts or None
+            channel=channel or self.channel, text=text, blocks=list(blocks) or None,
+            thread_ts=thread_ts or None,
         )
         return str(resp["ts"])
 
@@ -62,11 +65,27 @@ class Notifier:
         """Add a thread reply under a message."""
         self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
 
-    def tell(self, *, channel: str, user: str, text: str, response_url: str = "") -> None:
-        """Say something only `user` sees: via the response URL when there is one."""
+    def tell(
+        self,
+        *,
+        channel: str,
+        user: str,
+        text: str,
+        response_url: str = "",
+        blocks: Sequence[dict] | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Say something only `user` sees: via the response URL when there is one.
+
+        `replace` swaps the ephemeral message the response URL belongs to (a plan
+        whose buttons were clicked) instead of adding another.
+        """
         if response_url:
             WebhookClient(response_url, retry_handlers=retry_handlers()).send(
-                text=text, response_type="ephemeral", replace_original=False
+                text=text, blocks=list(blocks) if blocks else None,
+                response_type="ephemeral", replace_original=replace,
             )
         else:
-            self.client.chat_postEphemeral(channel=channel, user=user, text=text)
+            self.client.chat_postEphemeral(
+                channel=channel, user=user, text=text, blocks=list(blocks) if blocks else None
+            )

@@ -249,3 +249,29 @@ def submit_view(bot_url: str, view: dict, *, user: str, reason: str | None,
                  "state": {"values": values}},
     }
     return interaction(bot_url, payload)
+
+
+def slash(bot_url: str, slack, text: str, *, user: str, command: str = "/registry",
+          channel: str = "CNOTICES", team: str = "T0TEST") -> tuple[requests.Response, str]:
+    """Send a slash command as Slack does; return the answer and its response URL."""
+    from urllib.parse import urlencode
+
+    response_url = slack.response_url(f"cmd-{user}-{uuid.uuid4().hex[:8]}")
+    form = {"token": "legacy", "team_id": team, "team_domain": "test", "channel_id": channel,
+            "channel_name": "models", "user_id": user, "user_name": user.lower(),
+            "command": command, "text": text, "api_app_id": "ATEST", "response_url": response_url,
+            "trigger_id": f"{int(time.time())}.2.abc"}
+    resp = slack_post(bot_url, urlencode(form), content_type="application/x-www-form-urlencoded")
+    return resp, response_url
+
+
+def mention_event(bot_url: str, text: str, *, user: str, channel: str = "CNOTICES",
+                  team: str = "T0TEST") -> requests.Response:
+    """Send an app_mention event as Slack's Events API does."""
+    event = {"type": "app_mention", "user": user, "text": f"<@UBOT> {text}", "channel": channel,
+             "ts": f"{time.time():.6f}", "event_ts": f"{time.time():.6f}", "team": team}
+    body = {"token": "legacy", "team_id": team, "api_app_id": "ATEST", "event": event,
+            "type": "event_callback", "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()), "authorizations": [
+                {"team_id": team, "user_id": "UBOT", "is_bot": True}]}
+    return slack_post(bot_url, json.dumps(body), content_type="application/json")

@@ -13,6 +13,8 @@ TASK_STAGE_EVENT = "registry_bot.stage_training_event"
 TASK_STAGE_VERSION = "registry_bot.stage_version"
 TASK_APPROVE = "registry_bot.approve"
 TASK_REJECT = "registry_bot.reject"
+TASK_COMMAND = "registry_bot.command"
+TASK_ROLLBACK = "registry_bot.rollback"
 
 # MLflow's HTTP client retries 7 times with backoff factor 2 by default (minutes of
 # waiting); the tasks retry with their own backoff, so keep the client's short.

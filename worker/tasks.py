@@ -12,16 +12,20 @@ import requests
 from celery import Task, shared_task
 from slack_sdk.errors import SlackApiError
 
-from registry import lifecycle
+from registry import lifecycle, operations
 from registry.approvers import ApproverDirectory
+from registry.commands import APPROVER_VERBS, Command
 from registry.events import TrainingEvent
 from registry.gateway import MlflowGateway
 from registry.locks import LockBusy, model_lock
+from registry.reports import RollbackPlan
 from registry.settings import Settings
 from registry.slack import Notifier, web_client
 from worker.app import (
     TASK_APPROVE,
+    TASK_COMMAND,
     TASK_REJECT,
+    TASK_ROLLBACK,
     TASK_STAGE_EVENT,
     TASK_STAGE_VERSION,
     configure_mlflow_client,
@@ -112,11 +116,50 @@ def reject(
     )
 
 
-def _run(task: Task, model_name: str, event_id: str, work: Callable[[Any], str]) -> str:
-    """Run `work` under the model's lock; retry transient failures with backoff."""
+@shared_task(bind=True, name=TASK_COMMAND, max_retries=MAX_RETRIES)
+def command(
+    self: Task, *, event_id: str, verb: str, model_name: str, user: str, channel: str,
+    response_url: str = "", version: str = "", count: int = 10, reason: str = "",
+) -> str:
+    """Answer a chat command that needs the registry."""
+    cmd = Command(verb, model_name, version=version, count=count, reason=reason)
+    return _run(
+        self,
+        model_name,
+        event_id,
+        lambda svc: operations.answer_command(
+            svc, cmd, user=user, channel=channel, response_url=response_url
+        ),
+        lock=verb in APPROVER_VERBS,
+    )
+
+
+@shared_task(bind=True, name=TASK_ROLLBACK, max_retries=MAX_RETRIES)
+def rollback(
+    self: Task, *, event_id: str, model_name: str, current: str, target: str, reason: str,
+    user: str, channel: str, response_url: str = "",
+) -> str:
+    """Carry out a confirmed rollback."""
+    plan = RollbackPlan(model_name, current, target, reason)
+    return _run(
+        self,
+        model_name,
+        event_id,
+        lambda svc: operations.rollback(
+            svc, plan, user=user, channel=channel, response_url=response_url
+        ),
+    )
+
+
+def _run(
+    task: Task, model_name: str, event_id: str, work: Callable[[Any], str], *, lock: bool = True
+) -> str:
+    """Run `work` (under the model's lock unless it only reads); retry transient failures."""
     settings: Settings = task.app.registry_settings
     ctx = {"event_id": event_id, "model": model_name, "task": task.name}
     try:
+        if not lock:
+            return work(services(settings))
         with model_lock(redis_client(settings.redis_url), model_name):
             return work(services(settings))
     except Exception as exc:

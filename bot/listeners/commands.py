@@ -1,0 +1,97 @@
+"""Chat commands through the slash command and @mentions, and the rollback buttons."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from slack_bolt import Ack, App, BoltContext, Respond
+from slack_sdk import WebClient
+
+from bot.app import QUEUE_DOWN, Deps
+from registry.commands import APPROVER_VERBS, CommandError, help_text, parse_command
+from registry.decisions import may_decide
+from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, parse_plan_value
+from worker.app import TASK_COMMAND, TASK_ROLLBACK
+
+CANCELLED = "Rollback cancelled; nothing changed."
+ROLLING_BACK = "Rolling {model} back to v{target}…"
+
+
+def register(app: App, command: str) -> None:
+    """Register this group's listeners for `command` (SLACK_COMMAND)."""
+    app.command(command)(on_slash_command)
+    app.event("app_mention")(on_mention)
+    app.action(ROLLBACK_CONFIRM)(on_rollback_confirm)
+    app.action(ROLLBACK_CANCEL)(on_rollback_cancel)
+
+
+def on_slash_command(ack: Ack, command: dict, context: BoltContext, respond: Respond) -> None:
+    """Acknowledge at once; answer through the command's response URL."""
+    ack()
+    handle_text(
+        context["deps"], command.get("text", ""), user=command["user_id"],
+        channel=command.get("channel_id", ""), response_url=command.get("response_url", ""),
+        reply=lambda text: respond(text=text, response_type="ephemeral"),
+    )
+
+
+def on_mention(event: dict, context: BoltContext, client: WebClient) -> None:
+    """Answer `@registry-bot <command>` with an ephemeral reply to the person who asked."""
+    channel, user = event["channel"], event.get("user", "")
+    handle_text(
+        context["deps"], event.get("text", ""), user=user, channel=channel, response_url="",
+        reply=lambda text: client.chat_postEphemeral(channel=channel, user=user, text=text),
+    )
+
+
+def handle_text(
+    deps: Deps, text: str, *, user: str, channel: str, response_url: str,
+    reply: Callable[[str], object],
+) -> None:
+    """Parse a command, answer what needs no registry, authorise, queue the rest."""
+    try:
+        cmd = parse_command(text, command=deps.settings.slack_command)
+    except CommandError as exc:
+        reply(str(exc))
+        return
+    if cmd.verb == "help":
+        reply(help_text(deps.settings.slack_command))
+        return
+    refusal = may_decide(deps.directory.clicker(user), cmd.verb) if cmd.verb in APPROVER_VERBS else ""
+    if refusal:
+        reply(refusal)
+        return
+    queued = deps.enqueue(
+        TASK_COMMAND, event_id=f"cmd-{cmd.verb}-{user}", verb=cmd.verb, model_name=cmd.model,
+        version=cmd.version, count=cmd.count, reason=cmd.reason, user=user, channel=channel,
+        response_url=response_url,
+    )
+    if not queued:
+        reply(QUEUE_DOWN)
+
+
+def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> None:
+    """Queue a confirmed rollback if an approver confirmed it."""
+    ack()
+    deps: Deps = context["deps"]
+    user = body["user"]["id"]
+    plan = parse_plan_value(body["actions"][0]["value"])
+    refusal = may_decide(deps.directory.clicker(user), "roll back")
+    if refusal:
+        respond(text=refusal, response_type="ephemeral", replace_original=False)
+        return
+    channel = (body.get("channel") or {}).get("id", deps.settings.slack_channel)
+    queued = deps.enqueue(
+        TASK_ROLLBACK, event_id=f"rollback-{plan.model}-{plan.target}", model_name=plan.model,
+        current=plan.current, target=plan.target, reason=plan.reason, user=user, channel=channel,
+        response_url=body.get("response_url", ""),
+    )
+    text = ROLLING_BACK.format(model=plan.model, target=plan.target) if queued else QUEUE_DOWN
+    # Replacing the plan removes its buttons, so it cannot be confirmed twice.
+    respond(text=text, response_type="ephemeral", replace_original=queued)
+
+
+def on_rollback_cancel(ack: Ack, respond: Respond) -> None:
+    """Drop the plan; nothing changes."""
+    ack()
+    respond(text=CANCELLED, response_type="ephemeral", replace_original=True)

@@ -1,0 +1,107 @@
+"""Chat command work done in the worker: status, history, promote, rollback plans and rollbacks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+
+from registry import lifecycle
+from registry.commands import Command
+from registry.gateway import ModelVersion, VersionNotFound
+from registry.lifecycle import Services, record
+from registry.messages import mention
+from registry.reports import (
+    RollbackPlan,
+    RollbackRefused,
+    history_text,
+    plan_blocks,
+    plan_rollback,
+    status_text,
+)
+
+log = logging.getLogger(__name__)
+
+
+def answer_command(svc: Services, cmd: Command, *, user: str, channel: str, response_url: str) -> str:
+    """Run a parsed command that needs the registry and answer the person who typed it."""
+    def tell(text: str, blocks: list[dict] | None = None) -> None:
+        svc.notifier.tell(channel=channel, user=user, text=text, response_url=response_url,
+                          blocks=blocks)
+
+    versions = svc.gateway.versions(cmd.model)
+    if cmd.verb == "status":
+        tell(status_text(cmd.model, _with_run_metrics(svc, versions), svc.settings.required_approvals))
+    elif cmd.verb == "history":
+        tell(history_text(cmd.model, versions, cmd.count))
+    elif cmd.verb == "promote":
+        tell(_promote(svc, cmd, versions))
+    elif cmd.verb == "rollback":
+        try:
+            plan = plan_rollback(versions, cmd.model, cmd.version, cmd.reason)
+        except RollbackRefused as exc:
+            tell(str(exc))
+            return "refused"
+        tell(*plan_blocks(plan))
+    return cmd.verb
+
+
+def rollback(svc: Services, plan: RollbackPlan, *, user: str, channel: str, response_url: str) -> str:
+    """Carry out a confirmed rollback plan, if it still holds."""
+    versions = svc.gateway.versions(plan.model)
+    try:
+        fresh = plan_rollback(versions, plan.model, plan.target, plan.reason)
+        if fresh.current != plan.current:
+            raise RollbackRefused(
+                f"{plan.model} Production changed to v{fresh.current} since this was proposed; "
+                "nothing was rolled back."
+            )
+    except RollbackRefused as exc:
+        svc.notifier.tell(channel=channel, user=user, text=str(exc), response_url=response_url)
+        return "refused"
+    now = f"{svc.clock():.3f}"
+    svc.gateway.move(plan.model, plan.target, "Production")
+    by_version = {mv.version: mv for mv in versions}
+    why = plan.reason or "no reason given"
+    record(svc, by_version[plan.current], "archived", actor=user,
+           reason=f"rolled back to v{plan.target}: {why}",
+           extra={"production_until": now, "archived_at": now})
+    record(svc, by_version[plan.target], "rolled_back", actor=user, reason=plan.reason,
+           previous=plan.current,
+           extra={"production_since": now, "production_until": "", "rolled_back_by": user})
+    text = (f"{mention(user)} rolled {plan.model} back from v{plan.current} to v{plan.target}"
+            f" (v{plan.current} archived). Reason: {why}")
+    svc.notifier.post(text, [], channel=channel)
+    svc.notifier.tell(channel=channel, user=user, response_url=response_url, replace=True,
+                      text=f"Done: {plan.model} v{plan.target} is Production again.")
+    return "rolled_back"
+
+
+def _with_run_metrics(svc: Services, versions: list[ModelVersion]) -> list[ModelVersion]:
+    """Fill in run metrics for the versions status shows, where no event gave any."""
+    shown = []
+    for mv in versions:
+        if mv.stage in ("Production", "Staging") and not mv.tag("metrics"):
+            run = svc.gateway.run_summary(mv.run_id)
+            if run and run.metrics:
+                metrics = json.dumps(dict(run.metrics))
+                mv = replace(mv, tags={**mv.tags, "registry_bot.metrics": metrics})
+        shown.append(mv)
+    return shown
+
+
+def _promote(svc: Services, cmd: Command, versions) -> str:
+    mv = next((v for v in versions if v.version == cmd.version), None)
+    if mv is None:
+        return f"{cmd.model} has no version {cmd.version}." if versions else (
+            f"No model named {cmd.model} in the registry.")
+    if mv.stage in ("Production", "Archived"):
+        hint = " Use rollback to restore an earlier version." if mv.stage == "Archived" else ""
+        return f"{cmd.model} v{cmd.version} is {mv.stage}; nothing to promote.{hint}"
+    try:
+        result = lifecycle.stage_version(svc, cmd.model, cmd.version, event_id=f"promote-{cmd.model}-{cmd.version}")
+    except VersionNotFound:
+        return f"{cmd.model} has no version {cmd.version}."
+    if result.outcome == "already_noticed":
+        return f"{cmd.model} v{cmd.version} is already awaiting approval in Staging."
+    return f"{cmd.model} v{cmd.version} is in Staging; its notice asks for approval."

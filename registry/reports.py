@@ -1,0 +1,168 @@
+"""Status, history and rollback plans, computed from the versions' durable record. Pure."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from registry.gateway import ModelVersion
+from registry.lifecycle import history_of
+from registry.messages import format_time, mention
+
+ROLLBACK_CONFIRM = "rollback_confirm"
+ROLLBACK_CANCEL = "rollback_cancel"
+# A change that caused another in the same instant is listed first.
+_RANK = {"rolled_back": 0, "promoted": 0, "rejected": 0, "expired": 0, "archived": 1}
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    """Make `target` Production again in place of `current`."""
+
+    model: str
+    current: str
+    target: str
+    reason: str = ""
+    target_since: str = ""
+    target_until: str = ""
+    target_approved_by: str = ""
+
+
+class RollbackRefused(ValueError):
+    """The rollback cannot be done; the message says why."""
+
+
+def plan_rollback(
+    versions: Sequence[ModelVersion], model: str, version: str = "", reason: str = ""
+) -> RollbackPlan:
+    """Choose the rollback target: the given version, or the one Production before the current."""
+    if not versions:
+        raise RollbackRefused(f"No model named {model} in the registry.")
+    target = next((mv for mv in versions if mv.version == version), None)
+    if version and target is None:
+        raise RollbackRefused(f"{model} has no version {version}.")
+    current = next((mv for mv in versions if mv.stage == "Production"), None)
+    if current is None:
+        raise RollbackRefused(f"{model} has no Production version to roll back from.")
+    if target is None:
+        target = previous_production(versions, current)
+        if target is None:
+            raise RollbackRefused(f"{model} has no earlier Production version to roll back to.")
+    if target.version == current.version:
+        raise RollbackRefused(f"{model} v{target.version} is already Production.")
+    if not (target.tag("production_since") or target.tag("decision") == "approved"):
+        raise RollbackRefused(
+            f"{model} v{target.version} never passed approval, so it cannot be restored."
+        )
+    return RollbackPlan(
+        model=model, current=current.version, target=target.version, reason=reason,
+        target_since=target.tag("production_since"), target_until=target.tag("production_until"),
+        target_approved_by=target.tag("decided_by"),
+    )
+
+
+def previous_production(
+    versions: Sequence[ModelVersion], current: ModelVersion
+) -> ModelVersion | None:
+    """Return the version that entered Production most recently before `current`."""
+    served = [mv for mv in versions if mv.version != current.version and mv.tag("production_until")]
+    return max(served, key=lambda mv: float(mv.tag("production_until")), default=None)
+
+
+def plan_blocks(plan: RollbackPlan) -> tuple[str, list[dict]]:
+    """Render a rollback plan with Confirm and Cancel buttons."""
+    served = ""
+    if plan.target_since:
+        served = f" It last served from {format_time(float(plan.target_since))}"
+        if plan.target_until:
+            served += f" to {format_time(float(plan.target_until))}"
+        served += "."
+    approved = (
+        f" Approved by {_people(plan.target_approved_by)}." if plan.target_approved_by else ""
+    )
+    why = f"\nReason: {plan.reason}" if plan.reason else ""
+    text = (f"Roll {plan.model} back from v{plan.current} to v{plan.target}?{served}{approved}"
+            f" v{plan.current} will be archived; nothing is retrained.{why}")
+    value = json.dumps({"model": plan.model, "current": plan.current, "target": plan.target,
+                        "reason": plan.reason}, separators=(",", ":"))
+    buttons = [
+        {"type": "button", "text": {"type": "plain_text", "text": "Confirm"}, "style": "danger",
+         "action_id": ROLLBACK_CONFIRM, "value": value},
+        {"type": "button", "text": {"type": "plain_text", "text": "Cancel"},
+         "action_id": ROLLBACK_CANCEL, "value": value},
+    ]
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}},
+              {"type": "actions", "block_id": "rollback", "elements": buttons}]
+    return text, blocks
+
+
+def parse_plan_value(value: str) -> RollbackPlan:
+    """Rebuild a plan from its button value; raise ValueError if it is not one."""
+    data = json.loads(value)
+    if not isinstance(data, dict) or not all(data.get(k) for k in ("model", "current", "target")):
+        raise ValueError("not a rollback plan")
+    return RollbackPlan(str(data["model"]), str(data["current"]), str(data["target"]),
+                        str(data.get("reason") or ""))
+
+
+def status_text(model: str, versions: Sequence[ModelVersion], required: int) -> str:
+    """Describe the Production and Staging versions with metrics and approvals."""
+    if not versions:
+        return f"No model named {model} in the registry."
+    lines = [f"*{model}*"]
+    prod = [mv for mv in versions if mv.stage == "Production"]
+    lines += [_production_line(mv) for mv in prod] or ["Production: none"]
+    staging = [mv for mv in versions if mv.stage == "Staging"]
+    lines += [_staging_line(mv, required) for mv in staging] or ["Staging: none"]
+    return "\n".join(lines)
+
+
+def history_entries(versions: Sequence[ModelVersion], count: int) -> list[dict]:
+    """Return the model's last `count` lifecycle changes across versions, newest first."""
+    entries = [{**e, "version": mv.version} for mv in versions for e in history_of(mv)]
+    entries.sort(key=lambda e: (-float(e.get("at", 0)), _RANK.get(e.get("type", ""), 0)))
+    return entries[:count]
+
+
+def history_text(model: str, versions: Sequence[ModelVersion], count: int) -> str:
+    """Render the last `count` lifecycle changes, newest first."""
+    if not versions:
+        return f"No model named {model} in the registry."
+    entries = history_entries(versions, count)
+    if not entries:
+        return f"No recorded changes for {model} yet."
+    return "\n".join([f"*{model}*: last {len(entries)} changes"] + [_entry_line(e) for e in entries])
+
+
+def _entry_line(entry: dict) -> str:
+    line = f"{format_time(float(entry.get('at', 0)))} · v{entry['version']} {entry.get('type', '?')}"
+    line = line.replace("rolled_back", "rolled back to")
+    if entry.get("previous_version"):
+        line += f" (from v{entry['previous_version']})"
+    if entry.get("actor"):
+        line += f" by {_people(entry['actor'])}"
+    if entry.get("reason"):
+        line += f": {entry['reason']}"
+    return line
+
+
+def _production_line(mv: ModelVersion) -> str:
+    since = mv.tag("production_since")
+    when = f" since {format_time(float(since))}" if since else ""
+    who = f", approved by {_people(mv.tag('decided_by'))}" if mv.tag("decided_by") else ""
+    return f"Production: v{mv.version}{when}{who}{_metrics(mv)}"
+
+
+def _staging_line(mv: ModelVersion, required: int) -> str:
+    approvals = [u for u in mv.tag("approvals").split(",") if u]
+    return f"Staging: v{mv.version}, {len(approvals)} of {required} approvals{_metrics(mv)}"
+
+
+def _metrics(mv: ModelVersion) -> str:
+    metrics = json.loads(mv.tag("metrics") or "{}")
+    return (" · " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))) if metrics else ""
+
+
+def _people(users: str) -> str:
+    return ", ".join(mention(u) for u in users.split(",") if u)

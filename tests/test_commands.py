@@ -1,0 +1,290 @@
+"""Chat commands: the pure grammar and plans, then status, history, promote and rollback end to end."""
+
+from __future__ import annotations
+
+import json
+import time
+from urllib.parse import quote
+
+import mlflow
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mlflow import MlflowClient
+
+from registry.commands import Command, CommandError, parse_command
+from registry.gateway import ModelVersion
+from registry.messages import APPROVE_ACTION, button_value
+from registry.reports import (
+    ROLLBACK_CANCEL,
+    ROLLBACK_CONFIRM,
+    RollbackRefused,
+    history_entries,
+    plan_rollback,
+)
+from tests.support import click, mention_event, slash
+from tests.test_approvals import SERVICES, _wait, production_versions, stage, stage_of
+
+# -- the grammar -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("help", Command("help")),
+        ("status churn", Command("status", "churn")),
+        ("<@UBOT> status churn", Command("status", "churn")),
+        ("history churn", Command("history", "churn", count=10)),
+        ("history churn 3", Command("history", "churn", count=3)),
+        ("promote churn 07", Command("promote", "churn", version="7")),
+        ("rollback churn", Command("rollback", "churn")),
+        ("rollback churn 1 bad drift in EU",
+         Command("rollback", "churn", version="1", reason="bad drift in EU")),
+        ("rollback churn drift since 2 days", Command("rollback", "churn", reason="drift since 2 days")),
+        ("ROLLBACK churn 2", Command("rollback", "churn", version="2")),
+    ],
+)
+def test_commands_parse(text, command):
+    assert parse_command(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "Usage: /registry help"),
+        ("   ", "Usage:"),
+        ("status", "which model?"),
+        ("promote churn", "the version is a number"),
+        ("promote churn x1", "the version is a number"),
+        ("promote churn 0", "the version is a number"),
+        ("history churn lots", "n is a number"),
+        ("history churn 0", "n is a number"),
+        ("status churn extra", "Usage: /registry status <model>"),
+        ("deploy churn", "Unknown command 'deploy'"),
+        ("status <script>", "is not a model name"),
+    ],
+)
+def test_malformed_commands_get_one_usage_line(text, says):
+    with pytest.raises(CommandError) as caught:
+        parse_command(text)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+@given(st.text(max_size=300))
+def test_the_parser_never_raises_anything_else(text):
+    try:
+        assert isinstance(parse_command(text), Command)
+    except CommandError as exc:
+        assert str(exc).strip()
+
+
+# -- rollback plans and history, pure --------------------------------------------------
+
+
+def mv(version, stage, **tags) -> ModelVersion:
+    return ModelVersion("churn", version, stage, tags={f"registry_bot.{k}": v for k, v in tags.items()})
+
+
+SERVED = [
+    mv("4", "Staging"),
+    mv("3", "Production", production_since="300", decision="approved", decided_by="UA"),
+    mv("2", "Archived", production_since="100", production_until="300", decided_by="UB"),
+    mv("1", "Archived", production_since="50", production_until="100", decided_by="UC"),
+    mv("0", "Archived", decision="rejected"),
+]
+
+
+def test_default_target_is_the_previous_production_not_the_highest_archived():
+    versions = [*SERVED, mv("5", "Archived", production_since="20", production_until="50")]
+    plan = plan_rollback(versions, "churn")
+    assert (plan.current, plan.target, plan.target_approved_by) == ("3", "2", "UB")
+
+
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [("3", "already Production"), ("0", "never passed approval"), ("4", "never passed approval"),
+     ("9", "no version 9")],
+)
+def test_rollback_refusals(version, says):
+    with pytest.raises(RollbackRefused, match=says):
+        plan_rollback(SERVED, "churn", version)
+
+
+def test_rollback_needs_a_production_version():
+    with pytest.raises(RollbackRefused, match="no Production version"):
+        plan_rollback([mv("1", "Archived")], "churn")
+    with pytest.raises(RollbackRefused, match="no earlier Production"):
+        plan_rollback([mv("1", "Production", production_since="1")], "churn")
+
+
+def test_history_is_newest_first_with_causes_before_effects():
+    log2 = json.dumps([{"type": "rolled_back", "at": "500", "actor": "UA", "reason": "r"}])
+    log3 = json.dumps([{"type": "promoted", "at": "300", "actor": "UA"},
+                       {"type": "archived", "at": "500", "actor": "UA"}])
+    versions = [mv("3", "Archived", log=log3), mv("2", "Production", log=log2)]
+    entries = history_entries(versions, 10)
+    assert [(e["version"], e["type"]) for e in entries] == [
+        ("2", "rolled_back"), ("3", "archived"), ("3", "promoted")]
+    assert len(history_entries(versions, 1)) == 1
+
+
+# -- end to end through the running bot -------------------------------------------------
+
+
+
+@pytest.fixture(scope="module")
+def loop(stacks):
+    return stacks.get(services=SERVICES)
+
+
+def answered(slack, response_url: str, count: int = 1, timeout: float = 15.0) -> list[dict]:
+    """Wait for `count` posts to a response URL; return their bodies."""
+    path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
+    calls = _wait(lambda: (lambda c: c if len(c) >= count else None)(
+        [c for c in slack.calls("response_url") if c.path == path]), path, timeout)
+    return [c.params for c in calls]
+
+
+def ephemerals_to(slack, user: str, since: int) -> list[dict]:
+    return [c.params for c in slack.calls("chat.postEphemeral")[since:] if c.params["user"] == user]
+
+
+def promote_in_turn(loop, slack, mlflow_server, model_name, n: int) -> list[str]:
+    versions = []
+    for i in range(n):
+        version, ts = stage(loop, slack, mlflow_server, model_name, constant=float(i + 1))
+        click(loop.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
+              value=button_value(model_name, version), message_ts=ts)
+        _wait(lambda v=version: stage_of(mlflow_server, model_name, v) == "Production", "promotion")
+        versions.append(version)
+        time.sleep(0.01)
+    return versions
+
+
+def confirm(loop, slack, plan_reply: dict, user: str, action=ROLLBACK_CONFIRM):
+    button = next(el for b in plan_reply["blocks"] if b["type"] == "actions"
+                  for el in b["elements"] if el["action_id"] == action)
+    resp, url = click(loop.bot_url, slack, user=user, action_id=action, value=button["value"])
+    assert resp.status_code == 200
+    return url
+
+
+@pytest.mark.slow
+def test_rollback_to_the_previous_production(loop, slack, mlflow_server, model_name):
+    v1, v2, v3 = promote_in_turn(loop, slack, mlflow_server, model_name, 3)
+    resp, url = slash(loop.bot_url, slack, f"rollback {model_name}", user="UAPPROVER2")
+    assert resp.status_code == 200
+    plan = answered(slack, url)[0]
+    assert f"from v{v3} to v{v2}" in plan["text"]
+    assert [el["text"]["text"] for b in plan["blocks"] if b["type"] == "actions"
+            for el in b["elements"]] == ["Confirm", "Cancel"]
+
+    done_url = confirm(loop, slack, plan, "UAPPROVER2")
+    _wait(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "rollback")
+    assert stage_of(mlflow_server, model_name, v3) == "Archived"
+    assert production_versions(mlflow_server, model_name) == [v2]
+    replies = answered(slack, done_url, count=2)
+    assert replies[0]["replace_original"] is True and replies[-1]["replace_original"] is True
+    assert "Production again" in replies[-1]["text"]
+    channel_posts = [c.params["text"] for c in slack.calls("chat.postMessage")
+                     if "rolled" in c.params.get("text", "") and model_name in c.params["text"]]
+    assert channel_posts and f"from v{v3} to v{v2}" in channel_posts[-1]
+
+    resp, hist_url = slash(loop.bot_url, slack, f"history {model_name}", user="UOUTSIDER")
+    lines = answered(slack, hist_url)[0]["text"].splitlines()
+    assert f"v{v2} rolled back to (from v{v3}) by <@UAPPROVER2>" in lines[1]
+    loaded = mlflow.pyfunc.load_model(f"models:/{model_name}/Production")
+    assert list(loaded.predict([[0.0]])) == [2.0]
+    assert MlflowClient(mlflow_server).get_model_version_by_alias(model_name, "production").version == v2
+
+
+@pytest.mark.slow
+def test_rollback_to_a_given_version_records_the_reason(loop, slack, mlflow_server, model_name):
+    v1, v2 = promote_in_turn(loop, slack, mlflow_server, model_name, 2)
+    _, url = slash(loop.bot_url, slack, f"rollback {model_name} {v1} bad drift in EU",
+                   user="UAPPROVER1")
+    plan = answered(slack, url)[0]
+    assert f"to v{v1}" in plan["text"] and "bad drift in EU" in plan["text"]
+    confirm(loop, slack, plan, "UAPPROVER1")
+    client = MlflowClient(mlflow_server)
+    entry = _wait(lambda: (lambda e: e if e["type"] == "rolled_back" else None)(
+        json.loads(client.get_model_version(model_name, v1).tags["registry_bot.log"])[-1]),
+        "rollback record")
+    assert stage_of(mlflow_server, model_name, v1) == "Production"
+    assert (entry["type"], entry["actor"], entry["reason"]) == (
+        "rolled_back", "UAPPROVER1", "bad drift in EU")
+
+
+@pytest.mark.slow
+def test_non_approvers_are_refused_and_cancel_changes_nothing(loop, slack, mlflow_server,
+                                                              model_name):
+    v1, v2 = promote_in_turn(loop, slack, mlflow_server, model_name, 2)
+    for text in (f"promote {model_name} {v1}", f"rollback {model_name}"):
+        _, url = slash(loop.bot_url, slack, text, user="UOUTSIDER")
+        assert "Only approvers" in answered(slack, url)[0]["text"]
+    _, url = slash(loop.bot_url, slack, f"rollback {model_name}", user="UAPPROVER1")
+    plan = answered(slack, url)[0]
+    refused_url = confirm(loop, slack, plan, "UOUTSIDER")
+    assert "Only approvers" in answered(slack, refused_url)[0]["text"]
+    cancel_url = confirm(loop, slack, plan, "UAPPROVER1", action=ROLLBACK_CANCEL)
+    assert "cancelled" in answered(slack, cancel_url)[0]["text"]
+    time.sleep(1.0)
+    assert production_versions(mlflow_server, model_name) == [v2]
+
+
+@pytest.mark.slow
+def test_status_history_help_through_slash_and_mention(loop, slack, mlflow_server, model_name):
+    (v1,) = promote_in_turn(loop, slack, mlflow_server, model_name, 1)
+    _, url = slash(loop.bot_url, slack, f"status {model_name}", user="UOUTSIDER")
+    status = answered(slack, url)[0]["text"]
+    assert f"Production: v{v1}" in status and "<@UAPPROVER1>" in status and "accuracy=0.9" in status
+    _, url = slash(loop.bot_url, slack, "help", user="UOUTSIDER")
+    assert "rollback <model>" in answered(slack, url)[0]["text"]
+
+    for text, says in ((f"status {model_name}", f"Production: v{v1}"),
+                       (f"history {model_name} 2", f"v{v1} promoted"), ("help", "history <model>")):
+        before = len(slack.calls("chat.postEphemeral"))
+        assert mention_event(loop.bot_url, text, user="UOUTSIDER").status_code == 200
+        found = _wait(lambda: ephemerals_to(slack, "UOUTSIDER", before), "ephemeral")
+        assert says in found[0]["text"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "Usage:"),
+        ("status", "which model?"),
+        ("status no-such-model-anywhere", "No model named no-such-model-anywhere"),
+        ("promote {model} 99", "has no version 99"),
+        ("promote {model} x", "the version is a number"),
+        ("frobnicate", "Unknown command"),
+        ("rollback {model} 99", "has no version 99"),
+    ],
+)
+def test_malformed_commands_get_usage_or_not_found(loop, slack, mlflow_server, model_name, text,
+                                                   says):
+    if "{model}" in text:
+        stage(loop, slack, mlflow_server, model_name)
+    _, url = slash(loop.bot_url, slack, text.format(model=model_name), user="UAPPROVER1")
+    reply = answered(slack, url)[0]["text"]
+    assert says in reply and "Traceback" not in reply
+
+
+@pytest.mark.slow
+def test_promote_stages_an_existing_version(loop, slack, mlflow_server, model_name):
+    import mlflow as ml
+
+    from tests.support import log_model
+    from tests.test_pipeline import notices_for
+
+    run_id = log_model(mlflow_server, constant=4.0)
+    ml.set_tracking_uri(mlflow_server)
+    version = ml.register_model(f"runs:/{run_id}/model", model_name).version
+    _, url = slash(loop.bot_url, slack, f"promote {model_name} {version}", user="UAPPROVER1")
+    assert "is in Staging" in answered(slack, url)[0]["text"]
+    assert stage_of(mlflow_server, model_name, version) == "Staging"
+    assert len(notices_for(slack, model_name)) == 1
+    _, again = slash(loop.bot_url, slack, f"promote {model_name} {version}", user="UAPPROVER1")
+    assert "already awaiting approval" in answered(slack, again)[0]["text"]
+    assert len(notices_for(slack, model_name)) == 1
