@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from registry.approvers import ApproverDirectory
 from registry.decisions import approvals_on, judge_approval, judge_rejection
 from registry.events import TrainingEvent
 from registry.gateway import ModelVersion, RegistryGateway, VersionNotFound
+from registry.publish import LifecycleEvent, event_for
 from registry.messages import NoticeFacts, Outcome, decided_notice, mention, staging_notice
 from registry.settings import Settings
 from registry.slack import Notifier
@@ -32,6 +33,8 @@ class Services:
     settings: Settings
     directory: ApproverDirectory
     clock: Any = time.time
+    # Called with each LifecycleEvent after its registry write succeeded.
+    emit: Callable[[LifecycleEvent], None] = lambda event: None
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,7 @@ def record(
     tags = _tags(extra or {})
     tags[LOG_TAG] = json.dumps(entries, separators=(",", ":"))
     svc.gateway.set_tags(mv.name, mv.version, tags)
+    svc.emit(event_for(change, mv.name, mv.version, entry))
 
 
 def history_of(mv: ModelVersion) -> list[dict]:

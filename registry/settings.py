@@ -82,6 +82,8 @@ class Settings:
         for name in require:
             if not env.get(name, "").strip():
                 raise SettingsError(f"{name} is required but not set")
+        if settings.event_sink_urls and not settings.event_sink_secret:
+            raise SettingsError("EVENT_SINK_SECRET is required when EVENT_SINK_URLS is set")
         return settings
 
 

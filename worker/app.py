@@ -15,6 +15,7 @@ TASK_APPROVE = "registry_bot.approve"
 TASK_REJECT = "registry_bot.reject"
 TASK_COMMAND = "registry_bot.command"
 TASK_ROLLBACK = "registry_bot.rollback"
+TASK_DELIVER_EVENT = "registry_bot.deliver_event"
 
 # MLflow's HTTP client retries 7 times with backoff factor 2 by default (minutes of
 # waiting); the tasks retry with their own backoff, so keep the client's short.

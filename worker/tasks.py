@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import cache
+from dataclasses import asdict
 from typing import Any
 
 import redis
 import requests
-from celery import Task, shared_task
+from celery import Task, current_app, shared_task
 from slack_sdk.errors import SlackApiError
 
 from registry import lifecycle, operations
@@ -18,12 +19,14 @@ from registry.commands import APPROVER_VERBS, Command
 from registry.events import TrainingEvent
 from registry.gateway import MlflowGateway
 from registry.locks import LockBusy, model_lock
+from registry.publish import CHANNEL, LifecycleEvent, deliver
 from registry.reports import RollbackPlan
 from registry.settings import Settings
 from registry.slack import Notifier, web_client
 from worker.app import (
     TASK_APPROVE,
     TASK_COMMAND,
+    TASK_DELIVER_EVENT,
     TASK_REJECT,
     TASK_ROLLBACK,
     TASK_STAGE_EVENT,
@@ -53,7 +56,38 @@ def services(settings: Settings) -> lifecycle.Services:
         notifier=Notifier(client, settings.slack_channel),
         settings=settings,
         directory=ApproverDirectory(settings, client),
+        emit=lambda event: emit(settings, event),
     )
+
+
+def emit(settings: Settings, event: LifecycleEvent) -> None:
+    """Publish a lifecycle event on Redis and queue its delivery to every sink."""
+    ctx = {"model": event.model_name, "version": event.version, "event_id": event.event_id}
+    try:
+        redis_client(settings.redis_url).publish(CHANNEL, event.body())
+    except redis.RedisError as exc:  # subscribers also poll, so a lost publish is only late
+        log.warning("lifecycle publish failed: %s", exc, extra=ctx)
+    for url in settings.event_sink_urls:
+        # A task per sink: a slow or dead sink retries on its own and never holds up Slack.
+        current_app.send_task(TASK_DELIVER_EVENT, kwargs={"url": url, "event": asdict(event)})
+
+
+@shared_task(bind=True, name=TASK_DELIVER_EVENT, max_retries=8)
+def deliver_event(self: Task, *, url: str, event: dict) -> str:
+    """POST one lifecycle event to one sink, retrying with backoff."""
+    settings: Settings = self.app.registry_settings
+    lifecycle_event = LifecycleEvent(**event)
+    try:
+        deliver(url, settings.event_sink_secret, lifecycle_event)
+    except requests.RequestException as exc:
+        ctx = {"model": lifecycle_event.model_name, "event_id": lifecycle_event.event_id}
+        if self.request.retries >= self.max_retries:
+            log.error("sink %s gave up: %s", url, exc, extra=ctx)
+            raise
+        delay = min(2 ** self.request.retries, BACKOFF_CAP)
+        log.warning("sink %s failed, retrying in %ss: %s", url, delay, exc, extra=ctx)
+        raise self.retry(exc=exc, countdown=delay) from exc
+    return "delivered"
 
 
 @cache
