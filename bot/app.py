@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt import App, BoltContext
+from slack_bolt import App, BoltContext, BoltResponse
 
 from registry.approvers import ApproverDirectory
 from registry.settings import Settings
@@ -14,6 +14,7 @@ from registry.slack import web_client
 
 log = logging.getLogger(__name__)
 
+OTHER_WORKSPACE = "registry-bot serves a single workspace; this request came from another one."
 QUEUE_DOWN = "registry-bot could not queue that just now; nothing changed. Please try again."
 
 
@@ -56,10 +57,21 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
         context["deps"] = deps
         next()
 
+    app.middleware(only_our_workspace)
     decisions.register(app)
     commands.register(app, settings.slack_command)
     app.error(on_error)
     return app
+
+
+def only_our_workspace(context: BoltContext, next, logger: logging.Logger):  # noqa: A002
+    """Refuse requests from any workspace but the one the bot token belongs to."""
+    ours = context.authorize_result.team_id if context.authorize_result else None
+    theirs = context.team_id
+    if ours and theirs and theirs != ours:
+        logger.warning("refused a request from workspace %s", theirs, extra={"user": context.user_id})
+        return BoltResponse(status=403, body=OTHER_WORKSPACE)
+    return next()
 
 
 def on_error(error: Exception, body: dict, logger: logging.Logger) -> None:

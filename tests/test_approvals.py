@@ -247,3 +247,17 @@ def test_a_forged_slack_request_is_401(loop, slack):
     assert forged.status_code == 401
     stale = interaction(loop.bot_url, {"type": "block_actions"}, at=time.time() - 600)
     assert stale.status_code == 401
+
+
+def test_requests_from_another_workspace_are_refused(loop, slack, mlflow_server, model_name):
+    from tests.support import slash
+
+    version, ts = stage(loop, slack, mlflow_server, model_name)
+    resp, url = click(loop.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
+                      value=button_value(model_name, version), message_ts=ts, team="TOTHER")
+    assert resp.status_code == 403 and "single workspace" in resp.text
+    resp, _ = slash(loop.bot_url, slack, f"status {model_name}", user="UAPPROVER1", team="TOTHER")
+    assert resp.status_code == 403
+    time.sleep(1.0)
+    assert stage_of(mlflow_server, model_name, version) == "Staging"
+    assert not [c for c in slack.calls("response_url") if c.path.endswith(url.rsplit("/", 1)[-1])]
