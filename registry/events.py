@@ -78,10 +78,11 @@ def verify_standard_webhook(
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
     if len(msg_id) > 256:
         raise SignatureError("webhook-id is longer than 256 characters")
+    text = _text(body)
     last = "no matching signature"
     for secret in secrets:
         try:
-            Webhook(secret).verify(_text(body), lowered, json_parse=False)
+            Webhook(secret).verify(text, lowered, json_parse=False)
             return msg_id
         except WebhookVerificationError as exc:
             last = _reason(exc)
@@ -108,8 +109,9 @@ def verify_mlflow_webhook(headers: Mapping[str, str], body: bytes, secret: str) 
         raise SignatureError(
             "missing X-MLflow-Delivery-Id, X-MLflow-Timestamp or X-MLflow-Signature header"
         )
+    text = _text(body)
     try:
-        Webhook(secret.encode()).verify(_text(body), mapped, json_parse=False)
+        Webhook(secret.encode()).verify(text, mapped, json_parse=False)
     except WebhookVerificationError as exc:
         raise SignatureError(_reason(exc)) from None
     except (ValueError, binascii.Error):
@@ -162,7 +164,8 @@ def _text(body: bytes) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
-        raise SignatureError("body is not UTF-8, so its signature cannot match") from None
+        # JSON is UTF-8 (RFC 8259): whoever signed it, this is no event of ours.
+        raise InvalidEvent("body is not valid JSON (not UTF-8)") from None
 
 
 def _reason(exc: WebhookVerificationError) -> str:

@@ -154,3 +154,9 @@ def test_mlflow_version_created_is_parsed_and_others_ignored():
     assert parse_mlflow_event(json.dumps(tag_set).encode()) is None
     with pytest.raises(InvalidEvent, match="invalid MLflow event"):
         parse_mlflow_event(json.dumps({**created, "data": {"name": "churn"}}).encode())
+
+
+def test_a_body_that_is_not_utf8_is_no_event_whoever_signed_it():
+    body = b"\xff\xfe{}"
+    with pytest.raises(InvalidEvent, match="not UTF-8"):
+        verify_standard_webhook(signed_headers(body), body, [TRAINING_SECRET])

@@ -21,6 +21,7 @@ from registry.events import (
     verify_standard_webhook,
 )
 from registry.settings import Settings
+from webhooks.openapi import openapi_document
 from worker.app import TASK_STAGE_EVENT, TASK_STAGE_VERSION, create_celery
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/hooks/mlflow", view_func=mlflow_hook, methods=["POST"])
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
     app.add_url_rule("/metrics", view_func=metrics, methods=["GET"])
+    app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
     app.register_error_handler(Refused, _refused)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _crash)
@@ -165,6 +167,11 @@ def healthz() -> tuple[Response, int]:
 def metrics() -> Response:
     """Serve Prometheus metrics."""
     return Response(generate_latest(receiver().metrics), mimetype="text/plain; version=0.0.4")
+
+
+def openapi() -> Response:
+    """Serve the OpenAPI description."""
+    return jsonify(openapi_document())
 
 
 def _json_body(route: str) -> bytes:

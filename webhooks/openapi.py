@@ -1,0 +1,126 @@
+"""The OpenAPI description of the webhooks API, served at /openapi.json and kept true by tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+ACCEPTED = {"$ref": "#/components/schemas/Accepted"}
+SIGNED = [{"$ref": f"#/components/parameters/{name}"} for name in ("id", "timestamp", "signature")]
+MLFLOW_SIGNED = [
+    {"$ref": f"#/components/parameters/{name}"}
+    for name in ("mlflowDelivery", "mlflowTimestamp", "mlflowSignature")
+]
+
+
+def _json(schema: dict) -> dict:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+def _answers(**codes: tuple[str, dict | None]) -> dict:
+    out = {}
+    for code, (description, schema) in codes.items():
+        out[code.lstrip("_")] = {"description": description, **(_json(schema) if schema else {})}
+    return out
+
+
+REFUSALS = {
+    "_400": ("Not JSON, or missing or malformed fields (each named in details)", ERROR),
+    "_401": ("Missing, malformed or wrong signature; stale or future timestamp", ERROR),
+    "_413": ("Body larger than 1 MiB", ERROR),
+    "_415": ("Content-Type is not application/json", ERROR),
+    "_503": ("The queue (Redis) cannot take the event; retry later", ERROR),
+}
+
+TRAINING_EVENT = {
+    "type": "object",
+    "required": ["model_name", "run_id"],
+    "properties": {
+        "model_name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"},
+        "run_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+        "artifact_path": {"type": "string", "default": "model"},
+        "model_uri": {"type": "string"},
+        "requested_by": {"type": "string", "description": "Slack user ID or e-mail"},
+        "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+        "description": {"type": "string", "maxLength": 5000},
+    },
+}
+
+MLFLOW_EVENT = {
+    "type": "object",
+    "required": ["entity", "action", "data"],
+    "properties": {
+        "entity": {"type": "string"},
+        "action": {"type": "string"},
+        "timestamp": {"type": "string"},
+        "data": {"type": "object"},
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    """Return the OpenAPI 3.0 document."""
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "registry-bot webhooks", "version": "1.0.0"},
+        "paths": {
+            "/hooks/training": {"post": _training()},
+            "/hooks/mlflow": {"post": _mlflow()},
+            "/healthz": {"get": {"summary": "Whether Redis answers", "responses": _answers(
+                _200=("Redis answers", {"type": "object"}),
+                _503=("Redis is down", {"type": "object"}))}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "Prometheus text", "content": {"text/plain": {}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": _answers(
+                _200=("OpenAPI document", {"type": "object"}))}},
+        },
+        "components": _components(),
+    }
+
+
+def _training() -> dict:
+    return {
+        "summary": "A training run finished: register, stage and announce its model version",
+        "parameters": SIGNED,
+        "requestBody": {"required": True, **_json(TRAINING_EVENT)},
+        "responses": _answers(_202=("Queued, or a duplicate webhook-id", ACCEPTED), **REFUSALS),
+    }
+
+
+def _mlflow() -> dict:
+    return {
+        "summary": "MLflow's own registry webhook; model_version.created is acted on",
+        "parameters": MLFLOW_SIGNED,
+        "requestBody": {"required": True, **_json(MLFLOW_EVENT)},
+        "responses": _answers(
+            _200=("Another event, or a version registry-bot created: ignored", {"type": "object"}),
+            _202=("Queued, or already queued for this version", ACCEPTED),
+            _404=("MLFLOW_WEBHOOK_SECRET is not set", ERROR),
+            **REFUSALS,
+        ),
+    }
+
+
+def _header(name: str, description: str) -> dict:
+    return {"name": name, "in": "header", "required": True, "description": description,
+            "schema": {"type": "string"}}
+
+
+def _components() -> dict:
+    return {
+        "parameters": {
+            "id": _header("webhook-id", "Unique message id; a repeated id is a duplicate"),
+            "timestamp": _header("webhook-timestamp", "Unix seconds; at most 5 minutes off"),
+            "signature": _header("webhook-signature", "v1,<base64 HMAC-SHA256>, space-separated"),
+            "mlflowDelivery": _header("X-MLflow-Delivery-Id", "Delivery id (new per delivery)"),
+            "mlflowTimestamp": _header("X-MLflow-Timestamp", "Unix seconds"),
+            "mlflowSignature": _header("X-MLflow-Signature", "v1,<base64 HMAC-SHA256>"),
+        },
+        "schemas": {
+            "Error": {"type": "object", "required": ["error", "details"], "properties": {
+                "error": {"type": "string"}, "details": {"type": "array", "items": {}}}},
+            "Accepted": {"type": "object", "required": ["status", "event_id"], "properties": {
+                "status": {"type": "string", "enum": ["queued", "duplicate"]},
+                "event_id": {"type": "string"}}},
+        },
+    }
