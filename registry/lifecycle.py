@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from registry.slack import Notifier
 log = logging.getLogger(__name__)
 
 LOG_TAG = "registry_bot.log"
+NOTICE_EVENT = "registry_bot_notice"
 LOG_LIMIT = 25  # entries kept per version; MLflow caps a tag value at a few KB
 
 
@@ -74,8 +76,7 @@ def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> S
     if mv.tag("notice_ts"):
         return StageResult(mv.version, "already_noticed", mv.tag("notice_ts"))
     mv = _resolve_requester(svc, mv)
-    text, blocks = staging_notice(notice_facts(svc, mv))
-    ts = svc.notifier.post(text, blocks)
+    ts = _post_notice_once(svc, mv)
     svc.gateway.set_tags(
         name,
         version,
@@ -92,45 +93,54 @@ def approve(
     mv = _current(svc, name, version, user=user, response_url=response_url)
     if mv is None:
         return "missing"
-    if mv.tag("decision") == "approved" and mv.stage == "Staging":
-        return promote(svc, mv, approvers=approvals_on(mv))  # a crash left it half done
+    if mv.tag("decision") == "approved" and not mv.tag("announced"):
+        return promote(svc, mv)  # a crash left it half done: finish it
     clicker = svc.directory.clicker(user, with_email="@" in mv.tag("requested_by"))
     verdict = judge_approval(mv, clicker, required=svc.settings.required_approvals)
     if verdict.action in ("refused", "done"):
         svc.notifier.tell(channel=_channel(svc, mv), user=user, text=verdict.message,
                           response_url=response_url)
         return verdict.action
-    approvals = [*approvals_on(mv), user]
+    approvals = ",".join([*approvals_on(mv), user])
     if verdict.action == "promote":
-        decided = {"decision": "approved", "decided_by": ",".join(approvals), "decided_at": _now(svc)}
-        svc.gateway.set_tags(name, version, _tags({**decided, "approvals": ",".join(approvals)}))
-        return promote(svc, svc.gateway.get_version(name, version), approvers=approvals)
-    record(svc, mv, "approval", actor=user, extra={"approvals": ",".join(approvals)})
+        current = svc.gateway.production(name)
+        replaces = current.version if current and current.version != version else ""
+        decided = {"decision": "approved", "decided_by": approvals, "decided_at": _now(svc),
+                   "approvals": approvals, "replaces": replaces}
+        svc.gateway.set_tags(name, version, _tags(decided))
+        return promote(svc, svc.gateway.get_version(name, version))
+    record(svc, mv, "approval", actor=user, extra={"approvals": approvals})
     mv = svc.gateway.get_version(name, version)
     refresh_notice(svc, mv)
-    count = f"{len(approvals)} of {svc.settings.required_approvals}"
+    count = f"{len(approvals_on(mv))} of {svc.settings.required_approvals}"
     svc.notifier.tell(channel=_channel(svc, mv), user=user, response_url=response_url,
                       text=f"Your approval of {name} v{version} is counted: {count} approvals.")
     return "counted"
 
 
-def promote(svc: Services, mv: ModelVersion, *, approvers: list[str]) -> str:
-    """Move an approved version to Production, archive the old one, record and announce it."""
-    gw, now = svc.gateway, _now(svc)
-    archived = gw.move(mv.name, mv.version, "Production")
-    previous = archived[0] if archived else ""
-    actor = ",".join(approvers)
-    record(svc, mv, "promoted", actor=actor, previous=previous, extra={"production_since": now})
-    for old in archived:
-        old_mv = gw.get_version(mv.name, old)
-        record(svc, old_mv, "archived", actor=actor, reason=f"replaced by v{mv.version}",
-               extra={"production_until": now, "archived_at": now})
+def promote(svc: Services, mv: ModelVersion) -> str:
+    """Finish an approval: Production, the old version archived, the record, the announcement.
+
+    Every step checks whether it is already done, so a task that died half way
+    and runs again completes the promotion without doing anything twice.
+    """
+    gw, at = svc.gateway, mv.tag("decided_at") or _now(svc)
+    actor, previous = mv.tag("decided_by"), mv.tag("replaces")
+    if mv.stage != "Production":
+        gw.move(mv.name, mv.version, "Production")
+    if not _logged(mv, "promoted"):
+        record(svc, mv, "promoted", actor=actor, previous=previous, extra={"production_since": at})
+    if previous:
+        old = gw.get_version(mv.name, previous)
+        if not _logged(old, "archived", since=at):
+            record(svc, old, "archived", actor=actor, reason=f"replaced by v{mv.version}",
+                   extra={"production_until": at, "archived_at": at})
     mv = gw.get_version(mv.name, mv.version)
-    outcome = Outcome("Approved", approvers, float(now))
-    refresh_notice(svc, mv, outcome)
+    refresh_notice(svc, mv, Outcome("Approved", actor.split(","), float(at)))
     was = f" v{previous} moved to Archived." if previous else ""
     _thread(svc, mv, f"{mv.name} v{mv.version} is now Production, approved by "
-                     f"{', '.join(mention(u) for u in approvers)}.{was}")
+                     f"{', '.join(mention(u) for u in actor.split(','))}.{was}")
+    gw.set_tags(mv.name, mv.version, _tags({"announced": _now(svc)}))
     return "promoted"
 
 
@@ -141,7 +151,7 @@ def reject(
     mv = _current(svc, name, version, user=user, response_url=response_url)
     if mv is None:
         return "missing"
-    if not (mv.tag("decision") == "rejected" and mv.stage == "Staging"):
+    if not (mv.tag("decision") == "rejected" and not mv.tag("announced")):
         verdict = judge_rejection(mv, svc.directory.clicker(user))
         if verdict.action != "reject":
             svc.notifier.tell(channel=_channel(svc, mv), user=user, text=verdict.message,
@@ -150,14 +160,23 @@ def reject(
         decided = {"decision": "rejected", "decided_by": user, "decided_at": _now(svc),
                    "reason": reason}
         svc.gateway.set_tags(name, version, _tags(decided))
-    mv = svc.gateway.get_version(name, version)
-    svc.gateway.move(name, version, "Archived")
-    by, at = mv.tag("decided_by"), mv.tag("decided_at")
-    record(svc, mv, "rejected", actor=by, reason=mv.tag("reason"), extra={"archived_at": at})
-    mv = svc.gateway.get_version(name, version)
-    refresh_notice(svc, mv, Outcome("Rejected", [by], float(at), mv.tag("reason")))
-    _thread(svc, mv, f"{name} v{version} was rejected by {mention(by)} and archived.")
-    return "rejected"
+        mv = svc.gateway.get_version(name, version)
+    return archive_decided(svc, mv, "rejected", "Rejected")
+
+
+def archive_decided(svc: Services, mv: ModelVersion, change: str, verb: str) -> str:
+    """Archive a version whose decision is recorded, log it and announce it (resumable)."""
+    by, at, reason = mv.tag("decided_by"), mv.tag("decided_at"), mv.tag("reason")
+    if mv.stage != "Archived":
+        svc.gateway.move(mv.name, mv.version, "Archived")
+    if not _logged(mv, change):
+        record(svc, mv, change, actor=by, reason=reason, extra={"archived_at": at})
+    mv = svc.gateway.get_version(mv.name, mv.version)
+    refresh_notice(svc, mv, Outcome(verb, [u for u in by.split(",") if u], float(at), reason))
+    who = f" by {mention(by)}" if by else ""
+    _thread(svc, mv, f"{mv.name} v{mv.version} was {verb.lower()}{who} and archived.")
+    svc.gateway.set_tags(mv.name, mv.version, _tags({"announced": _now(svc)}))
+    return change
 
 
 def refresh_notice(svc: Services, mv: ModelVersion, outcome: Outcome | None = None) -> None:
@@ -168,6 +187,25 @@ def refresh_notice(svc: Services, mv: ModelVersion, outcome: Outcome | None = No
     facts = notice_facts(svc, mv)
     text, blocks = decided_notice(facts, outcome) if outcome else staging_notice(facts)
     svc.notifier.update(channel, ts, text, blocks)
+
+
+def _post_notice_once(svc: Services, mv: ModelVersion) -> str:
+    """Post the notice, unless a run that died before recording its ts already posted it.
+
+    The nonce is tagged before posting and travels in the message metadata, so a
+    rerun finds a notice Slack received but this service never heard back about.
+    """
+    nonce = mv.tag("notice_nonce")
+    if nonce:
+        found = svc.notifier.find_posted(NOTICE_EVENT, nonce)
+        if found:
+            return found
+    nonce = uuid.uuid4().hex
+    svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.notice_nonce": nonce})
+    text, blocks = staging_notice(notice_facts(svc, mv))
+    metadata = {"event_type": NOTICE_EVENT,
+                "event_payload": {"model": mv.name, "version": mv.version, "nonce": nonce}}
+    return svc.notifier.post(text, blocks, metadata=metadata)
 
 
 def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
@@ -261,6 +299,12 @@ def _resolve_requester(svc: Services, mv: ModelVersion) -> ModelVersion:
         return mv
     svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.requested_by_user": user})
     return svc.gateway.get_version(mv.name, mv.version)
+
+
+def _logged(mv: ModelVersion, change: str, since: str = "") -> bool:
+    """Say whether the version's log already has `change` (at or after `since`)."""
+    floor = float(since or 0)
+    return any(e.get("type") == change and float(e.get("at", 0)) >= floor for e in history_of(mv))
 
 
 def _thread(svc: Services, mv: ModelVersion, text: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 
-LOCK_TIMEOUT = 120.0  # seconds a holder may keep the lock before Redis frees it (a crash)
+# A holder renews its lock every LOCK_TTL/3 seconds; if the holder is killed, the lock
+# lapses within LOCK_TTL, so a redelivered task waits seconds, not minutes.
+LOCK_TTL = 15.0
 LOCK_WAIT = 30.0
 
 
@@ -17,16 +20,30 @@ class LockBusy(RuntimeError):
 
 @contextmanager
 def model_lock(
-    client: redis.Redis, model_name: str, *, timeout: float = LOCK_TIMEOUT, wait: float = LOCK_WAIT
+    client: redis.Redis, model_name: str, *, ttl: float = LOCK_TTL, wait: float = LOCK_WAIT
 ) -> Iterator[None]:
     """Hold the model's write lock; raise LockBusy if it is not free within `wait` seconds."""
-    lock = client.lock(f"registry-bot:lock:{model_name}", timeout=timeout, blocking_timeout=wait)
+    lock = client.lock(f"registry-bot:lock:{model_name}", timeout=ttl, blocking_timeout=wait)
     if not lock.acquire():
         raise LockBusy(f"lock for model {model_name} is busy")
+    done = threading.Event()
+    keeper = threading.Thread(target=_keep_alive, args=(lock, ttl, done), daemon=True)
+    keeper.start()
     try:
         yield
     finally:
+        done.set()
+        keeper.join()
         try:
             lock.release()
         except redis.exceptions.LockError:
-            pass  # it expired while held; the timeout already handed it on
+            pass  # it lapsed (Redis was unreachable for a whole TTL); nothing to release
+
+
+def _keep_alive(lock, ttl: float, done: threading.Event) -> None:
+    """Renew the lock while its holder works."""
+    while not done.wait(ttl / 3):
+        try:
+            lock.reacquire()
+        except (redis.exceptions.LockError, redis.RedisError):
+            return

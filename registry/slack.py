@@ -48,14 +48,27 @@ class Notifier:
         self.channel = channel
 
     def post(
-        self, text: str, blocks: Sequence[dict], *, thread_ts: str = "", channel: str = ""
+        self, text: str, blocks: Sequence[dict], *, thread_ts: str = "", channel: str = "",
+        metadata: dict | None = None,
     ) -> str:
         """Post to the notice channel (or `channel`); return the message ts."""
         resp = self.client.chat_postMessage(
             channel=channel or self.channel, text=text, blocks=list(blocks) or None,
-            thread_ts=thread_ts or None,
+            thread_ts=thread_ts or None, metadata=metadata,
         )
         return str(resp["ts"])
+
+    def find_posted(self, event_type: str, nonce: str, *, limit: int = 200) -> str:
+        """Return the ts of a recent channel message carrying this metadata nonce, or ''."""
+        resp = self.client.conversations_history(
+            channel=self.channel, limit=limit, include_all_metadata=True
+        )
+        for message in resp.get("messages", []):
+            meta = message.get("metadata") or {}
+            if meta.get("event_type") == event_type and \
+                    (meta.get("event_payload") or {}).get("nonce") == nonce:
+                return str(message["ts"])
+        return ""
 
     def update(self, channel: str, ts: str, text: str, blocks: Sequence[dict]) -> None:
         """Replace a posted message."""

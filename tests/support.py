@@ -279,3 +279,78 @@ def mention_event(bot_url: str, text: str, *, user: str, channel: str = "CNOTICE
             "event_time": int(time.time()), "authorizations": [
                 {"team_id": team, "user_id": "UBOT", "is_bot": True}]}
     return slack_post(bot_url, json.dumps(body), content_type="application/json")
+
+
+def children(pid: int) -> list[int]:
+    """Return the pids whose parent is `pid` (the Celery pool's processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+class FaultyProxy:
+    """An HTTP proxy in front of the MLflow server that can answer 500, stall or be down."""
+
+    def __init__(self, upstream: str):
+        import threading
+
+        self.upstream = upstream.rstrip("/")
+        self.mode, self.remaining, self.stall = "pass", 0, 0.0
+        self.hits: list[tuple[float, str, int]] = []
+        self.lock = threading.Lock()
+        self.port = devstack.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = None
+        self.start()
+
+    def start(self) -> None:
+        """Listen (again) on the proxy's port."""
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        """Stop listening: clients now get connection refused, as with a stopped server."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def fail(self, mode: str, count: int, stall: float = 0.0) -> None:
+        """Answer the next `count` registry requests with `mode`: "500" or "stall"."""
+        with self.lock:
+            self.mode, self.remaining, self.stall = mode, count, stall
+
+    def app(self, environ, start_response):
+        from werkzeug.wrappers import Request, Response
+
+        request = Request(environ)
+        with self.lock:
+            faulty = self.remaining > 0 and "/api/" in request.path
+            mode = self.mode if faulty else "pass"
+            self.remaining -= 1 if faulty else 0
+        if mode == "500":
+            self.hits.append((time.time(), request.path, 500))
+            return Response('{"error_code": "INTERNAL_ERROR"}', 500)(environ, start_response)
+        if mode == "stall":
+            time.sleep(self.stall)
+        upstream = requests.request(
+            request.method, f"{self.upstream}{request.full_path}", data=request.get_data(),
+            headers={k: v for k, v in request.headers if k.lower() != "host"}, timeout=60)
+        self.hits.append((time.time(), request.path, upstream.status_code))
+        return Response(upstream.content, upstream.status_code,
+                        content_type=upstream.headers.get("content-type"))(environ, start_response)
+
+    def close(self) -> None:
+        self.stop()

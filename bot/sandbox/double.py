@@ -100,6 +100,7 @@ class SlackDouble:
         self._subscribers: list[queue.Queue[Call]] = []
         self._faults: dict[str, deque[_Fault]] = {}
         self._delays: dict[str, float] = {}
+        self._delays_after: dict[str, float] = {}
         self._methods = self._api_methods()
         self._reset_state()
 
@@ -177,8 +178,19 @@ class SlackDouble:
         with self._cond:
             self._faults.setdefault(method, deque()).extend([fault] * count)
 
-    def set_delay(self, method: str, seconds: float) -> None:
-        """Stall every call of `method` for `seconds` before answering (0 to undo)."""
+    def set_delay(self, method: str, seconds: float, *, after: bool = False) -> None:
+        """Stall every call of `method` for `seconds` before answering (0 to undo).
+
+        With `after`, the call takes effect first and only the answer is late: Slack
+        did the work, but the caller may give up (or die) before hearing back.
+        """
+        if after:
+            with self._cond:
+                if seconds > 0:
+                    self._delays_after[method] = seconds
+                else:
+                    self._delays_after.pop(method, None)
+            return
         with self._cond:
             if seconds > 0:
                 self._delays[method] = seconds
@@ -203,6 +215,7 @@ class SlackDouble:
             self._calls.clear()
             self._faults.clear()
             self._delays.clear()
+            self._delays_after.clear()
             self._reset_state()
 
     def wait_for(self, method: str, predicate: Callable[[Call], bool] = lambda call: True,
@@ -289,11 +302,12 @@ class SlackDouble:
                 reply = answer(method, params, request)
             self._record(Call(method, params, dict(request.headers), at, reply.status,
                               request.path, copy.deepcopy(reply.body)))
+        self._stall(method, after=True)
         return reply
 
-    def _stall(self, method: str) -> None:
+    def _stall(self, method: str, *, after: bool = False) -> None:
         with self._cond:
-            delay = self._delays.get(method, 0)
+            delay = (self._delays_after if after else self._delays).get(method, 0)
         if delay:
             self._stopping.wait(delay)  # stop() wakes this so the server shuts down promptly
 

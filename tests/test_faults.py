@@ -1,0 +1,185 @@
+"""Faults injected for real: killed workers, failing MLflow and Slack, floods of the same event."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from mlflow import MlflowClient
+
+from registry.messages import APPROVE_ACTION, button_value
+from tests.support import FaultyProxy, children, click, log_model, signed_headers
+from tests.test_approvals import SERVICES, _wait, production_versions, stage, stage_of, updates_of
+from tests.test_pipeline import notices_for, wait_notice
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def faults(stacks):
+    """A stack of its own: these tests kill its worker processes."""
+    return stacks.get(services=SERVICES, FAULTS="killable")
+
+
+def kill_pool(stack) -> int:
+    """SIGKILL every pool process of the stack's worker, as the OOM killer would."""
+    pids = children(stack.procs["worker"].pid)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def replies_to(slack, ts: str) -> list[str]:
+    return [r["text"] for m in slack.messages("CNOTICES") if m["ts"] == ts for r in m["replies"]]
+
+
+def test_worker_killed_mid_registration_leaves_one_version_and_one_notice(
+    faults, slack, mlflow_server, model_name
+):
+    # Slack takes the post, but the answer is late: the worker dies before hearing it.
+    slack.set_delay("chat.postMessage", 8, after=True)
+    try:
+        run_id = log_model(mlflow_server, constant=1.0)
+        assert faults.post_training({"model_name": model_name, "run_id": run_id}).status_code == 202
+        wait_notice(slack, model_name)
+        assert kill_pool(faults) >= 1
+    finally:
+        slack.set_delay("chat.postMessage", 0, after=True)
+    client = MlflowClient(mlflow_server)
+    _wait(lambda: client.get_model_version(model_name, "1").tags.get("registry_bot.notice_ts"),
+          "the rerun to adopt the notice", timeout=60)
+    time.sleep(1.0)
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+    assert len(notices_for(slack, model_name)) == 1
+    assert stage_of(mlflow_server, model_name, "1") == "Staging"
+
+
+def test_worker_killed_mid_promotion_leaves_one_production(faults, slack, mlflow_server,
+                                                           model_name):
+    v1, ts1 = stage(faults, slack, mlflow_server, model_name, constant=1.0)
+    click(faults.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
+          value=button_value(model_name, v1), message_ts=ts1)
+    _wait(lambda: MlflowClient(mlflow_server).get_model_version(model_name, v1)
+          .tags.get("registry_bot.announced"), "v1 promoted")
+    v2, ts2 = stage(faults, slack, mlflow_server, model_name, constant=2.0)
+    slack.set_delay("chat.update", 8, after=True)
+    try:
+        click(faults.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
+              value=button_value(model_name, v2), message_ts=ts2)
+        _wait(lambda: updates_of(slack, ts2), "the notice update to start")
+        assert kill_pool(faults) >= 1
+    finally:
+        slack.set_delay("chat.update", 0, after=True)
+    client = MlflowClient(mlflow_server)
+    _wait(lambda: client.get_model_version(model_name, v2).tags.get("registry_bot.announced"),
+          "the rerun to finish the promotion", timeout=60)
+    assert production_versions(mlflow_server, model_name) == [v2]
+    assert stage_of(mlflow_server, model_name, v1) == "Archived"
+    assert client.get_model_version(model_name, v1).tags["registry_bot.production_until"]
+    log2 = json.loads(client.get_model_version(model_name, v2).tags["registry_bot.log"])
+    assert [e["type"] for e in log2].count("promoted") == 1
+    assert len([r for r in replies_to(slack, ts2) if "now Production" in r]) == 1
+
+
+def test_an_event_delivered_fifty_times_at_once(stack, slack, mlflow_server, model_name):
+    run_id = log_model(mlflow_server, constant=1.0)
+    body = json.dumps({"model_name": model_name, "run_id": run_id}).encode()
+    same = signed_headers(body, msg_id=f"msg_flood_{model_name}")
+
+    def send(i: int):
+        headers = same if i % 2 else signed_headers(body)  # half the same id, half new ids
+        return stack.post_training(body, headers=headers).json()["status"]
+
+    with ThreadPoolExecutor(25) as pool:
+        statuses = list(pool.map(send, range(50)))
+    assert statuses.count("queued") == 26 and statuses.count("duplicate") == 24
+    wait_notice(slack, model_name)
+    client = MlflowClient(mlflow_server)
+    _wait(lambda: client.get_model_version(model_name, "1").tags.get("registry_bot.notice_ts"),
+          "notice tag")
+    deadline = time.monotonic() + 60
+    while redis_len(stack) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
+    assert len(notices_for(slack, model_name)) == 1
+
+
+def redis_len(stack) -> int:
+    import redis
+
+    return redis.Redis.from_url(stack.redis_url).llen("registry-bot")
+
+
+def test_two_versions_approved_at_the_same_moment(stack, stacks, slack, mlflow_server, model_name):
+    loop = stacks.get(services=SERVICES)
+    v1, ts1 = stage(loop, slack, mlflow_server, model_name, constant=1.0)
+    v2, ts2 = stage(loop, slack, mlflow_server, model_name, constant=2.0)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda a: click(loop.bot_url, slack, user="UAPPROVER1",
+                                      action_id=APPROVE_ACTION, value=button_value(model_name, a[0]),
+                                      message_ts=a[1]), [(v1, ts1), (v2, ts2)]))
+    client = MlflowClient(mlflow_server)
+    for v in (v1, v2):
+        _wait(lambda v=v: client.get_model_version(model_name, v).tags.get("registry_bot.announced"),
+              f"v{v} decided")
+    assert len(production_versions(mlflow_server, model_name)) == 1
+    stages = sorted(stage_of(mlflow_server, model_name, v) for v in (v1, v2))
+    assert stages == ["Archived", "Production"]
+
+
+def test_slack_500s_are_retried_without_duplicates(stack, slack, mlflow_server, model_name):
+    run_id = log_model(mlflow_server, constant=1.0)
+    slack.fail_next("chat.postMessage", status=500, count=2)
+    assert stack.post_training({"model_name": model_name, "run_id": run_id}).status_code == 202
+    wait_notice(slack, model_name)
+    time.sleep(1.0)
+    assert len(notices_for(slack, model_name)) == 1
+    assert len([c for c in slack.calls("chat.postMessage") if c.status == 500]) >= 2
+
+
+@pytest.fixture(scope="module")
+def mlflow_proxy(mlflow_server):
+    proxy = FaultyProxy(mlflow_server)
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize(("mode", "count"), [("500", 3), ("stall", 2)])
+def test_mlflow_failing_is_retried_and_visible(stacks, slack, mlflow_server, mlflow_proxy,
+                                               model_name, mode, count):
+    stack = stacks.get(services=("worker", "webhooks"), MLFLOW_TRACKING_URI=mlflow_proxy.url,
+                       MLFLOW_HTTP_REQUEST_TIMEOUT="2", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    run_id = log_model(mlflow_server, constant=1.0)
+    mlflow_proxy.fail(mode, count, stall=5.0)
+    resp = stack.post_training({"model_name": model_name, "run_id": run_id})
+    event_id = resp.json()["event_id"]
+    wait_notice(slack, model_name, timeout=60)
+    assert len(MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'")) == 1
+    assert len(notices_for(slack, model_name)) == 1
+    retries = [json.loads(line) for line in stack.log("worker").splitlines()
+               if line.startswith("{") and "transient failure" in line]
+    assert any(r.get("event_id") == event_id and r.get("model") == model_name for r in retries)
+
+
+def test_mlflow_down_then_back(stacks, slack, mlflow_server, model_name):
+    proxy = FaultyProxy(mlflow_server)
+    try:
+        stack = stacks.get(services=("worker", "webhooks"), MLFLOW_TRACKING_URI=proxy.url,
+                           MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+        run_id = log_model(mlflow_server, constant=1.0)
+        proxy.stop()
+        resp = stack.post_training({"model_name": model_name, "run_id": run_id})
+        assert resp.status_code == 202  # the front door does not need MLflow
+        event_id = resp.json()["event_id"]
+        _wait(lambda: event_id in stack.log("worker") and "transient failure" in stack.log("worker"),
+              "a visible retry naming the event", timeout=30)
+        proxy.start()
+        wait_notice(slack, model_name, timeout=90)
+        assert len(notices_for(slack, model_name)) == 1
+    finally:
+        proxy.close()
