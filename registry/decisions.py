@@ -12,6 +12,10 @@ NO_APPROVERS = (
     "No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody may {verb}."
 )
 OWN_VERSION = "You requested {name} v{version}, so someone else has to approve it."
+CANARY_RUNNING = (
+    "{name} v{version} is already approved and in its canary window until {until}; "
+    "nothing changed."
+)
 ALREADY_APPROVED_BY_YOU = "You already approved {name} v{version} ({count})."
 
 
@@ -103,4 +107,10 @@ def _refusal(clicker: Clicker, verb: str) -> Verdict | None:
 def _settled(mv: ModelVersion) -> Verdict | None:
     if mv.stage != "Staging" or mv.tag("decision"):
         return Verdict("done", settled_message(mv))
+    if mv.tag("canary_state") in ("running", "passed"):
+        until = format_time(float(mv.tag("canary_until") or 0))
+        return Verdict("done", CANARY_RUNNING.format(name=mv.name, version=mv.version, until=until))
+    if mv.tag("gates") == "failed":
+        return Verdict("done", f"{mv.name} v{mv.version} failed its promotion gates; "
+                               "there is nothing to decide.")
     return None

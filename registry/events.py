@@ -65,6 +65,21 @@ class VersionCreated:
     created_by_us: bool
 
 
+@dataclass(frozen=True)
+class CanaryVerdict:
+    """A canary's verdict on a version in its canary window (SPEC section 7)."""
+
+    model_name: str
+    version: str
+    passed: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+    detail: str = ""
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Return primitives for a task's keyword arguments."""
+        return asdict(self)
+
+
 def verify_standard_webhook(
     headers: Mapping[str, str], body: bytes, secrets: Sequence[str]
 ) -> str:
@@ -135,6 +150,25 @@ def parse_training_event(body: bytes) -> TrainingEvent:
     return TrainingEvent(
         model_name, run_id, artifact_path, model_uri, requested_by, metrics, description
     )
+
+
+def parse_canary_event(body: bytes) -> CanaryVerdict:
+    """Parse and validate a canary verdict, naming every bad field."""
+    data = _json_object(body)
+    problems: list[str] = []
+    model_name = _required(data, "model_name", _MODEL_NAME, problems)
+    raw = data.get("version")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        data = {**data, "version": str(raw)}  # a number is as good as its digits
+    version = _required(data, "version", _VERSION, problems)
+    passed = data.get("passed")
+    if not isinstance(passed, bool):
+        problems.append("passed: required, true or false")
+    metrics = _metrics(data, problems)
+    detail = _description({"description": data.get("detail")}, problems)
+    if problems:
+        raise InvalidEvent("invalid canary verdict", [p.replace("description", "detail") for p in problems])
+    return CanaryVerdict(model_name, version, bool(passed), metrics, detail)
 
 
 def parse_mlflow_event(body: bytes) -> VersionCreated | None:

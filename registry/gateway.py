@@ -83,6 +83,8 @@ class RegistryGateway(Protocol):
 
     def run_summary(self, run_id: str) -> RunSummary | None: ...
 
+    def model_names(self) -> list[str]: ...
+
 
 class MlflowGateway:
     """RegistryGateway over `MlflowClient`, in `stages` or `aliases` mode."""
@@ -201,6 +203,16 @@ class MlflowGateway:
             git_commit=run.data.tags.get("mlflow.source.git.commit", ""),
             user=run.info.user_id or "",
         )
+
+    def model_names(self) -> list[str]:
+        """Return the name of every registered model."""
+        names, token = [], None
+        while True:
+            page = self.client.search_registered_models(page_token=token)
+            names.extend(model.name for model in page)
+            token = page.token
+            if not token:
+                return names
 
     def model_exists(self, name: str) -> bool:
         """Say whether a registered model of that name exists."""

@@ -15,7 +15,15 @@ from registry.decisions import approvals_on, judge_approval, judge_rejection
 from registry.events import TrainingEvent
 from registry.gateway import ModelVersion, RegistryGateway, VersionNotFound
 from registry.publish import LifecycleEvent, event_for
-from registry.messages import NoticeFacts, Outcome, decided_notice, mention, staging_notice
+from registry.messages import (
+    NoticeFacts,
+    Outcome,
+    decided_notice,
+    format_time,
+    mention,
+    staging_notice,
+)
+from registry.policy import Canary, GateVerdict, evaluate, verdict_line
 from registry.settings import Settings
 from registry.slack import Notifier
 
@@ -69,21 +77,38 @@ def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> S
     if mv.stage in ("Production", "Archived"):
         log.info("already decided, no notice", extra=_ctx(event_id, mv))
         return StageResult(mv.version, "already_decided")
-    if mv.stage != "Staging":
+    if mv.stage != "Staging" and not mv.tag("gates"):
+        failing = [line for v, line in gate_report(svc, mv) if not v.passed]
+        if failing:
+            # A failing gate keeps the version out of Staging; the notice says why.
+            record(svc, mv, "gate_failed", reason="; ".join(failing), extra={"gates": "failed"})
+        else:
+            svc.gateway.set_tags(name, version, _tags({"gates": "passed"}))
+        mv = svc.gateway.get_version(name, version)
+    if mv.stage != "Staging" and mv.tag("gates") != "failed":
         svc.gateway.move(name, version, "Staging")
         record(svc, mv, "staged", actor=mv.tag("requested_by"), extra={"staged_at": _now(svc)})
         mv = svc.gateway.get_version(name, version)
+    outcome = "gate_failed" if mv.tag("gates") == "failed" else "noticed"
     if mv.tag("notice_ts"):
         return StageResult(mv.version, "already_noticed", mv.tag("notice_ts"))
     mv = _resolve_requester(svc, mv)
     ts = _post_notice_once(svc, mv)
-    svc.gateway.set_tags(
-        name,
-        version,
-        {"registry_bot.notice_channel": svc.notifier.channel, "registry_bot.notice_ts": ts},
-    )
+    svc.gateway.set_tags(name, version, _tags(
+        {"notice_channel": svc.notifier.channel, "notice_ts": ts, "noticed_at": _now(svc)}))
     log.info("notice posted", extra={**_ctx(event_id, mv), "notice_ts": ts})
-    return StageResult(mv.version, "noticed", ts)
+    return StageResult(mv.version, outcome, ts)
+
+
+def gate_report(svc: Services, mv: ModelVersion) -> list[tuple[GateVerdict, str]]:
+    """Evaluate the model's gates for the version against the current Production."""
+    gates = svc.settings.policy.for_model(mv.name).gates
+    if not gates:
+        return []
+    metrics = _metrics_of(svc, mv)
+    prod = svc.gateway.production(mv.name)
+    prod_metrics = _metrics_of(svc, prod) if prod and prod.version != mv.version else None
+    return [(v, verdict_line(v)) for v in evaluate(gates, metrics, prod_metrics)]
 
 
 def approve(
@@ -102,6 +127,9 @@ def approve(
                           response_url=response_url)
         return verdict.action
     approvals = ",".join([*approvals_on(mv), user])
+    canary = svc.settings.policy.for_model(name).canary
+    if verdict.action == "promote" and canary:
+        return start_canary(svc, mv, canary, approvals)
     if verdict.action == "promote":
         current = svc.gateway.production(name)
         replaces = current.version if current and current.version != version else ""
@@ -116,6 +144,54 @@ def approve(
     svc.notifier.tell(channel=_channel(svc, mv), user=user, response_url=response_url,
                       text=f"Your approval of {name} v{version} is counted: {count} approvals.")
     return "counted"
+
+
+def start_canary(svc: Services, mv: ModelVersion, canary: Canary, approvals: str) -> str:
+    """Hold an approved version in Staging for its canary window instead of promoting it."""
+    until = float(svc.clock()) + canary.duration
+    record(svc, mv, "canary_started", actor=approvals, extra={
+        "approvals": approvals, "canary_state": "running", "canary_until": f"{until:.3f}",
+        "canary_approved_by": approvals,
+        "canary_require_report": "true" if canary.require_report else "false"})
+    mv = svc.gateway.get_version(mv.name, mv.version)
+    refresh_notice(svc, mv)
+    _thread(svc, mv, f"{mv.name} v{mv.version} approved; canary until {format_time(until)}"
+                     f"{' (needs a passing report)' if canary.require_report else ''}.")
+    return "canary_started"
+
+
+def canary_verdict(svc: Services, name: str, version: str, *, passed: bool, detail: str,
+                   metrics: Mapping[str, float], event_id: str) -> str:
+    """Apply a canary report: a failure archives the version, a pass lets it be promoted."""
+    mv = svc.gateway.get_version(name, version)
+    if mv.tag("canary_state") not in ("running", "passed"):
+        log.info("canary report for a version not in a canary window", extra=_ctx(event_id, mv))
+        return "ignored"
+    report = json.dumps({"passed": passed, "detail": detail[:500], "metrics": dict(metrics)})
+    if not passed:
+        reason = f"canary failed: {detail}" if detail else "canary failed"
+        record(svc, mv, "canary_failed", actor="canary", reason=reason, extra={
+            "canary_state": "failed", "canary_report": report, "decision": "rejected",
+            "decided_by": "canary", "decided_at": _now(svc), "reason": reason})
+        return archive_decided(svc, svc.gateway.get_version(name, version), "rejected", "Rejected")
+    record(svc, mv, "canary_passed", actor="canary", reason=detail,
+           extra={"canary_state": "passed", "canary_report": report})
+    mv = svc.gateway.get_version(name, version)
+    if svc.clock() >= float(mv.tag("canary_until") or 0):
+        return finish_canary(svc, mv)
+    refresh_notice(svc, mv)
+    return "canary_passed"
+
+
+def finish_canary(svc: Services, mv: ModelVersion) -> str:
+    """Promote a version whose canary window is over (and passed, when a report is needed)."""
+    current = svc.gateway.production(mv.name)
+    replaces = current.version if current and current.version != mv.version else ""
+    approvals = mv.tag("canary_approved_by")
+    svc.gateway.set_tags(mv.name, mv.version, _tags({
+        "decision": "approved", "decided_by": approvals, "decided_at": _now(svc),
+        "replaces": replaces, "canary_state": "done"}))
+    return promote(svc, svc.gateway.get_version(mv.name, mv.version))
 
 
 def promote(svc: Services, mv: ModelVersion) -> str:
@@ -214,8 +290,9 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
     run = gw.run_summary(mv.run_id)
     metrics = json.loads(mv.tag("metrics") or "{}") or (dict(run.metrics) if run else {})
     prod = gw.production(mv.name)
-    prod_run = gw.run_summary(prod.run_id) if prod and prod.version != mv.version else None
+    prod = prod if prod and prod.version != mv.version else None
     ui = settings.ui_url
+    gates = [line for _, line in gate_report(svc, mv)]
     return NoticeFacts(
         model_name=mv.name,
         version=mv.version,
@@ -226,12 +303,28 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
         git_commit=run.git_commit if run else "",
         description=mv.tag("description"),
         metrics=metrics,
-        production_version=prod.version if prod and prod.version != mv.version else "",
-        production_metrics=_prod_metrics(prod, prod_run),
+        production_version=prod.version if prod else "",
+        production_metrics=_metrics_of(svc, prod) if prod else {},
         approvals=tuple(approvals_on(mv)),
         required_approvals=settings.required_approvals,
         nobody_may_approve=settings.nobody_may_approve,
+        gate_lines=gates,
+        gates_passed=mv.tag("gates") != "failed",
+        status_line=canary_line(mv),
     )
+
+
+def canary_line(mv: ModelVersion) -> str:
+    """Describe a canary window in progress, or '' when there is none."""
+    state, until = mv.tag("canary_state"), mv.tag("canary_until")
+    if state not in ("running", "passed") or not until:
+        return ""
+    who = ", ".join(mention(u) for u in mv.tag("canary_approved_by").split(",") if u)
+    needs = " and a passing canary report" if mv.tag("canary_require_report") == "true" else ""
+    if state == "passed":
+        needs = " (the canary report passed)"
+    return (f":hourglass: Approved by {who}; canary in Staging until "
+            f"{format_time(float(until))}{needs}, then Production.")
 
 
 def request_tags(event: TrainingEvent, event_id: str) -> dict[str, str]:
@@ -321,10 +414,13 @@ def _tags(values: Mapping[str, str]) -> dict[str, str]:
     return {f"registry_bot.{k}": v for k, v in values.items()}
 
 
-def _prod_metrics(prod: ModelVersion | None, prod_run) -> dict[str, float]:
-    if prod is None or prod_run is None:
-        return {}
-    return json.loads(prod.tag("metrics") or "{}") or dict(prod_run.metrics)
+def _metrics_of(svc: Services, mv: ModelVersion) -> dict[str, float]:
+    """Return the version's metrics: those its event gave, else its run's."""
+    tagged = json.loads(mv.tag("metrics") or "{}")
+    if tagged:
+        return tagged
+    run = svc.gateway.run_summary(mv.run_id)
+    return dict(run.metrics) if run else {}
 
 
 def _now(svc: Services) -> str:

@@ -16,6 +16,9 @@ REJECT_MODAL = "reject_reason"
 REASON_BLOCK = "reason"
 REASON_INPUT = "reason_input"
 
+GATES_FAILED = (
+    ":no_entry: Kept out of Staging: a promotion gate failed (see above). Nothing to approve."
+)
 NOBODY_MAY_APPROVE = (
     ":warning: No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody can approve."
 )
@@ -39,6 +42,9 @@ class NoticeFacts:
     approvals: Sequence[str] = ()
     required_approvals: int = 1
     nobody_may_approve: bool = False
+    gate_lines: Sequence[str] = ()
+    gates_passed: bool = True
+    status_line: str = ""  # e.g. a canary window in progress
 
 
 @dataclass(frozen=True)
@@ -67,7 +73,13 @@ def parse_button_value(value: str) -> tuple[str, str]:
 def staging_notice(facts: NoticeFacts) -> tuple[str, list[dict]]:
     """Build the Staging notice with its Approve and Reject buttons."""
     blocks = _facts_blocks(facts)
+    if not facts.gates_passed:
+        blocks.append({"type": "section", "text": _mrkdwn(GATES_FAILED)})
+        return _headline(facts, "failed its promotion gates"), blocks
     blocks.append(_context(approval_count(facts)))
+    if facts.status_line:
+        blocks.append({"type": "section", "text": _mrkdwn(facts.status_line)})
+        return _headline(facts, "is in Staging"), blocks
     if facts.nobody_may_approve:
         blocks.append(_context(NOBODY_MAY_APPROVE))
     blocks.append(
@@ -85,7 +97,8 @@ def staging_notice(facts: NoticeFacts) -> tuple[str, list[dict]]:
 
 def decided_notice(facts: NoticeFacts, outcome: Outcome) -> tuple[str, list[dict]]:
     """Build the notice after a decision: no buttons, who decided and when."""
-    line = f"*{outcome.verb}* by {_people(outcome.actors)} at {format_time(outcome.at)}"
+    by = f" by {_people(outcome.actors)}" if outcome.actors else ""
+    line = f"*{outcome.verb}*{by} at {format_time(outcome.at)}"
     if outcome.reason:
         line += f"\n>{_escape(outcome.reason)}"
     blocks = [*_facts_blocks(facts), {"type": "section", "text": _mrkdwn(line)}]
@@ -146,6 +159,9 @@ def _facts_blocks(facts: NoticeFacts) -> list[dict]:
         blocks.append({"type": "section", "text": _mrkdwn(_escape(facts.description[:2900]))})
     table = metrics_table(facts.metrics, facts.production_metrics)
     blocks.append({"type": "section", "text": _mrkdwn(f"*Metrics* (Production: {prod})\n{table}")})
+    if facts.gate_lines:
+        gates = "\n".join(_escape(line) for line in facts.gate_lines)
+        blocks.append({"type": "section", "text": _mrkdwn(f"*Gates*\n{gates}")})
     return blocks
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from registry.policy import Policy, PolicyError, load_policy
+
 MODES = ("stages", "aliases")
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
@@ -52,6 +54,7 @@ class Settings:
     webhooks_port: int = 8000
     bot_host: str = "127.0.0.1"
     bot_port: int = 3000
+    policy: Policy = field(default_factory=Policy.empty, compare=False, repr=False)
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -120,7 +123,8 @@ def _parse(env: Mapping[str, str]) -> Settings:
         production_alias=_matching(
             get("PRODUCTION_ALIAS", "production"), _ALIAS, "PRODUCTION_ALIAS", "an alias"
         ),
-        policy_file=_policy_path(get("POLICY_FILE")),
+        policy_file=get("POLICY_FILE"),
+        policy=_policy(get("POLICY_FILE")),
         event_sink_urls=tuple(_url(u, "EVENT_SINK_URLS") for u in _split(get("EVENT_SINK_URLS"))),
         event_sink_secret=_whsec_or_empty(get("EVENT_SINK_SECRET"), "EVENT_SINK_SECRET"),
         sweep_interval=float(_int(get("SWEEP_INTERVAL", "60"), "SWEEP_INTERVAL", 1, 86400)),
@@ -206,7 +210,12 @@ def _whsec_or_empty(value: str, name: str) -> str:
     return value
 
 
-def _policy_path(value: str) -> str:
-    if value and not Path(value).is_file():
-        raise SettingsError(f"POLICY_FILE {value!r} does not exist")
-    return value
+def _policy(path: str) -> Policy:
+    if not path:
+        return Policy.empty()
+    if not Path(path).is_file():
+        raise SettingsError(f"POLICY_FILE {path!r} does not exist")
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        raise SettingsError(f"POLICY_FILE {exc}") from None

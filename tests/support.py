@@ -354,3 +354,35 @@ class FaultyProxy:
 
     def close(self) -> None:
         self.stop()
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float | None = None):
+        self.now = time.time() if now is None else now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def local_services(mlflow_uri: str, slack, *, clock=None, policy: str = "", **overrides: Any):
+    """Build the worker's Services in this process: real MLflow and Slack double, our clock."""
+    from registry.approvers import ApproverDirectory
+    from registry.gateway import MlflowGateway
+    from registry.lifecycle import Services
+    from registry.policy import Policy, parse_policy
+    from registry.settings import Settings
+    from registry.slack import Notifier, web_client
+
+    settings = Settings(
+        mlflow_tracking_uri=mlflow_uri, slack_bot_token=slack.token, slack_channel="CNOTICES",
+        slack_api_url=slack.api_url, approvers=("UAPPROVER1", "UAPPROVER2"),
+        policy=parse_policy(policy, "policy.yaml") if policy else Policy.empty(), **overrides)
+    client = web_client(settings)
+    return Services(gateway=MlflowGateway(mlflow_uri), notifier=Notifier(client, "CNOTICES"),
+                    settings=settings, directory=ApproverDirectory(settings, client),
+                    clock=clock or time.time)

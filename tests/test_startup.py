@@ -54,3 +54,14 @@ def test_front_doors_do_not_import_mlflow(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("module", ["webhooks", "worker", "bot"])
+def test_a_malformed_policy_stops_every_service_naming_file_and_line(module, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("defaults:\n  gates:\n    - metric: accuracy\n      minimum: 0.9\n")
+    result = start(module, {**GOOD, "POLICY_FILE": str(policy)}, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{policy}:4:" in lines[0] and "unknown key 'minimum'" in lines[0]

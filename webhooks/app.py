@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -15,6 +16,7 @@ from registry.events import (
     MAX_BODY_BYTES,
     InvalidEvent,
     SignatureError,
+    parse_canary_event,
     parse_mlflow_event,
     parse_training_event,
     verify_mlflow_webhook,
@@ -22,7 +24,7 @@ from registry.events import (
 )
 from registry.settings import Settings
 from webhooks.openapi import openapi_document
-from worker.app import TASK_STAGE_EVENT, TASK_STAGE_VERSION, create_celery
+from worker.app import TASK_CANARY, TASK_STAGE_EVENT, TASK_STAGE_VERSION, create_celery
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,7 @@ class Receiver:
 def _register_routes(app: Flask) -> None:
     app.add_url_rule("/hooks/training", view_func=training_hook, methods=["POST"])
     app.add_url_rule("/hooks/mlflow", view_func=mlflow_hook, methods=["POST"])
+    app.add_url_rule("/hooks/canary", view_func=canary_hook, methods=["POST"])
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
     app.add_url_rule("/metrics", view_func=metrics, methods=["GET"])
     app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
@@ -113,22 +116,38 @@ def training_hook() -> tuple[Response, int]:
     """Accept a signed training-completion event."""
     recv = receiver()
     with recv.latency.labels("training").time():
-        body = _json_body("training")
-        try:
-            event_id = verify_standard_webhook(
-                request.headers, body, recv.settings.training_webhook_secrets
-            )
-            event = parse_training_event(body)
-        except SignatureError as exc:
-            raise Refused(401, "invalid signature", [str(exc)], reason="signature") from None
-        except InvalidEvent as exc:
-            raise Refused(400, str(exc), exc.details, reason="invalid") from None
+        event_id, event = _signed_event("training", parse_training_event)
         status = recv.enqueue_once(
             f"training:{event_id}", TASK_STAGE_EVENT, {"event_id": event_id, **event.as_kwargs()}
         )
     recv.accepted.labels("training").inc()
     log.info("training event %s", status, extra={"event_id": event_id, "model": event.model_name})
     return jsonify(status=status, event_id=event_id), 202
+
+
+def canary_hook() -> tuple[Response, int]:
+    """Accept a signed canary verdict for a version in its canary window."""
+    recv = receiver()
+    event_id, verdict = _signed_event("canary", parse_canary_event)
+    status = recv.enqueue_once(
+        f"canary:{event_id}", TASK_CANARY, {"event_id": event_id, **verdict.as_kwargs()}
+    )
+    recv.accepted.labels("canary").inc()
+    return jsonify(status=status, event_id=event_id), 202
+
+
+def _signed_event(route: str, parse: Callable[[bytes], Any]) -> tuple[str, Any]:
+    """Verify a Standard Webhooks signature and parse the body, or refuse."""
+    body = _json_body(route)
+    try:
+        event_id = verify_standard_webhook(
+            request.headers, body, receiver().settings.training_webhook_secrets
+        )
+        return event_id, parse(body)
+    except SignatureError as exc:
+        raise Refused(401, "invalid signature", [str(exc)], reason="signature") from None
+    except InvalidEvent as exc:
+        raise Refused(400, str(exc), exc.details, reason="invalid") from None
 
 
 def mlflow_hook() -> tuple[Response, int]:

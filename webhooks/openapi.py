@@ -46,6 +46,18 @@ TRAINING_EVENT = {
     },
 }
 
+CANARY_VERDICT = {
+    "type": "object",
+    "required": ["model_name", "version", "passed"],
+    "properties": {
+        "model_name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$"},
+        "version": {"type": "string", "pattern": "^[1-9][0-9]{0,9}$"},
+        "passed": {"type": "boolean"},
+        "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+        "detail": {"type": "string", "maxLength": 5000},
+    },
+}
+
 MLFLOW_EVENT = {
     "type": "object",
     "required": ["entity", "action", "data"],
@@ -66,6 +78,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/hooks/training": {"post": _training()},
             "/hooks/mlflow": {"post": _mlflow()},
+            "/hooks/canary": {"post": _canary()},
             "/healthz": {"get": {"summary": "Whether Redis answers", "responses": _answers(
                 _200=("Redis answers", {"type": "object"}),
                 _503=("Redis is down", {"type": "object"}))}},
@@ -83,6 +96,15 @@ def _training() -> dict:
         "summary": "A training run finished: register, stage and announce its model version",
         "parameters": SIGNED,
         "requestBody": {"required": True, **_json(TRAINING_EVENT)},
+        "responses": _answers(_202=("Queued, or a duplicate webhook-id", ACCEPTED), **REFUSALS),
+    }
+
+
+def _canary() -> dict:
+    return {
+        "summary": "A canary's verdict on a version in its canary window",
+        "parameters": SIGNED,
+        "requestBody": {"required": True, **_json(CANARY_VERDICT)},
         "responses": _answers(_202=("Queued, or a duplicate webhook-id", ACCEPTED), **REFUSALS),
     }
 

@@ -16,6 +16,8 @@ TASK_REJECT = "registry_bot.reject"
 TASK_COMMAND = "registry_bot.command"
 TASK_ROLLBACK = "registry_bot.rollback"
 TASK_DELIVER_EVENT = "registry_bot.deliver_event"
+TASK_CANARY = "registry_bot.canary_verdict"
+TASK_SWEEP = "registry_bot.sweep"
 
 # MLflow's HTTP client retries 7 times with backoff factor 2 by default (minutes of
 # waiting); the tasks retry with their own backoff, so keep the client's short.
@@ -61,5 +63,7 @@ def configure_mlflow_client() -> None:
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """Return the scheduler's periodic sweeps."""
-    return {}
+    """Return the scheduler's periodic sweep (reminders, expiry, canaries, reconciliation)."""
+    # A short expiry: a sweep that could not run in time is dropped, not stacked up.
+    return {"sweep": {"task": TASK_SWEEP, "schedule": settings.sweep_interval,
+                      "options": {"expires": settings.sweep_interval}}}

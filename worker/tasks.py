@@ -21,16 +21,19 @@ from registry.gateway import MlflowGateway
 from registry.locks import LockBusy, model_lock
 from registry.publish import CHANNEL, LifecycleEvent, deliver
 from registry.reports import RollbackPlan
+from registry.sweep import sweep as run_sweep
 from registry.settings import Settings
 from registry.slack import Notifier, web_client
 from worker.app import (
     TASK_APPROVE,
+    TASK_CANARY,
     TASK_COMMAND,
     TASK_DELIVER_EVENT,
     TASK_REJECT,
     TASK_ROLLBACK,
     TASK_STAGE_EVENT,
     TASK_STAGE_VERSION,
+    TASK_SWEEP,
     configure_mlflow_client,
 )
 
@@ -183,6 +186,32 @@ def rollback(
             svc, plan, user=user, channel=channel, response_url=response_url
         ),
     )
+
+
+@shared_task(bind=True, name=TASK_CANARY, max_retries=MAX_RETRIES)
+def canary_verdict(
+    self: Task, *, event_id: str, model_name: str, version: str, passed: bool,
+    metrics: dict | None = None, detail: str = "",
+) -> str:
+    """Apply a canary verdict."""
+    return _run(
+        self,
+        model_name,
+        event_id,
+        lambda svc: lifecycle.canary_verdict(
+            svc, model_name, version, passed=passed, detail=detail, metrics=metrics or {},
+            event_id=event_id,
+        ),
+    )
+
+
+@shared_task(bind=True, name=TASK_SWEEP)
+def sweep(self: Task) -> dict:
+    """Run the periodic sweep over every model; a model whose lock is busy waits for the next."""
+    settings: Settings = self.app.registry_settings
+    client = redis_client(settings.redis_url)
+    report = run_sweep(services(settings), lambda name: model_lock(client, name, wait=5))
+    return {action: len(done) for action, done in report.done.items()}
 
 
 def _run(
