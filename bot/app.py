@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,8 @@ class Deps:
     def enqueue(self, task: str, **kwargs: Any) -> bool:
         """Queue a task with primitive keyword arguments; False if the queue is down."""
         try:
-            self.celery.send_task(task, kwargs=kwargs, retry=False)
+            self.celery.send_task(task, kwargs=kwargs, retry=False,
+                                  headers={"enqueued_at": time.time()})
         except Exception as exc:  # kombu raises several types for an unreachable broker
             log.error("enqueue failed: %s", exc, extra={"task": task, "model": kwargs.get("model_name")})
             return False

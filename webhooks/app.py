@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -85,7 +86,8 @@ class Receiver:
         except redis.RedisError as exc:
             raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
         try:
-            self.celery.send_task(task, kwargs=kwargs, retry=False)
+            self.celery.send_task(task, kwargs=kwargs, retry=False,
+                                  headers={"enqueued_at": time.time()})
         except Exception as exc:
             self.redis.delete(key)  # let the sender's retry through once the queue is back
             log.error("enqueue failed: %s", exc, extra={"event_id": kwargs.get("event_id")})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 
 from registry.logs import configure_logging
 from registry.settings import SettingsError
@@ -20,9 +23,35 @@ def main(argv: list[str]) -> int:
         return 2
     if argv[:1] == ["beat"]:
         app.start(["beat", "--loglevel=INFO", *argv[1:]])
-    else:
-        app.worker_main(["worker", "--loglevel=INFO", "-Q", QUEUE, *argv])
+        return 0
+    port = os.environ.get("WORKER_METRICS_PORT", "")
+    if port:
+        serve_metrics(int(port))
+    app.worker_main(["worker", "--loglevel=INFO", "-Q", QUEUE, *argv])
     return 0
+
+
+def serve_metrics(port: int) -> None:
+    """Serve the pool's metrics on 127.0.0.1:port (multiprocess: every pool process counts)."""
+    prepare_multiprocess_dir()
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr=os.environ.get("WORKER_METRICS_HOST", "127.0.0.1"),
+                      registry=registry)
+
+
+def prepare_multiprocess_dir() -> None:
+    """Give the pool processes a fresh shared metrics directory.
+
+    prometheus_client picks its multiprocess mode when first imported, so this runs
+    before anything in the worker imports it.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="registry-bot-")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from functools import cache
 from dataclasses import asdict
@@ -19,6 +20,7 @@ from registry.commands import APPROVER_VERBS, Command
 from registry.events import TrainingEvent
 from registry.gateway import MlflowGateway
 from registry.locks import LockBusy, model_lock
+from registry.metrics import WorkerMetrics
 from registry.publish import CHANNEL, LifecycleEvent, deliver
 from registry.reports import RollbackPlan
 from registry.sweep import sweep as run_sweep
@@ -220,18 +222,43 @@ def _run(
     """Run `work` (under the model's lock unless it only reads); retry transient failures."""
     settings: Settings = task.app.registry_settings
     ctx = {"event_id": event_id, "model": model_name, "task": task.name}
+    _observe_queue_wait(task)
     try:
-        if not lock:
-            return work(services(settings))
-        with model_lock(redis_client(settings.redis_url), model_name):
-            return work(services(settings))
+        with metrics().task_seconds.labels(task.name).time():
+            if not lock:
+                return _counted(task, work(services(settings)))
+            with model_lock(redis_client(settings.redis_url), model_name):
+                return _counted(task, work(services(settings)))
     except Exception as exc:
-        if is_transient(exc) and task.request.retries < task.max_retries:
+        transient = is_transient(exc)
+        metrics().task_failures.labels(task.name, str(transient).lower()).inc()
+        if isinstance(exc, SlackApiError):
+            metrics().slack_errors.labels(str(exc.response.get("error", "http"))).inc()
+        if transient and task.request.retries < task.max_retries:
             delay = min(2 ** (task.request.retries + 1), BACKOFF_CAP)
             log.warning("transient failure, retrying in %ss: %s", delay, exc, extra=ctx)
             raise task.retry(exc=exc, countdown=delay) from exc
         log.exception("task failed for good", extra=ctx)
         raise
+
+
+@cache
+def metrics() -> WorkerMetrics:
+    """Return this process's metrics (shared across the pool in multiprocess mode)."""
+    return WorkerMetrics()
+
+
+def _observe_queue_wait(task: Task) -> None:
+    enqueued = getattr(task.request, "enqueued_at", None) or (
+        task.request.headers or {}).get("enqueued_at")
+    if enqueued and not task.request.retries:
+        metrics().queue_wait.labels(task.name).observe(max(0.0, time.time() - float(enqueued)))
+
+
+def _counted(task: Task, outcome: str) -> str:
+    if task.name in (TASK_APPROVE, TASK_REJECT, TASK_ROLLBACK, TASK_CANARY):
+        metrics().decisions.labels(outcome).inc()
+    return outcome
 
 
 def is_transient(exc: BaseException) -> bool:
