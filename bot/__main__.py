@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from registry.logs import configure_logging
@@ -12,7 +13,9 @@ def main() -> int:
     """Start the bot in the mode the settings choose."""
     configure_logging()
     try:
-        settings = Settings.from_env(require=("MLFLOW_TRACKING_URI", "SLACK_BOT_TOKEN", "SLACK_CHANNEL"))
+        settings = Settings.from_env(
+            require=("MLFLOW_TRACKING_URI", "SLACK_BOT_TOKEN", "SLACK_CHANNEL")
+        )
         if settings.slack_app_token:
             return _socket_mode(settings)
         from bot.web import BOT_REQUIRED, create_wsgi_app
@@ -31,14 +34,15 @@ def _serve(app, settings: Settings) -> int:
     try:
         server = make_server(settings.bot_host, settings.bot_port, app, threaded=True)
     except OSError as exc:
-        print(f"registry-bot bot: cannot listen on {settings.bot_host}:{settings.bot_port}: "
-              f"{exc.strerror}", file=sys.stderr)
+        print(
+            f"registry-bot bot: cannot listen on {settings.bot_host}:{settings.bot_port}: "
+            f"{exc.strerror}",
+            file=sys.stderr,
+        )
         return 2
     print(f"bot listening on http://{settings.bot_host}:{server.port}/slack/events", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

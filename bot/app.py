@@ -30,10 +30,13 @@ class Deps:
     def enqueue(self, task: str, **kwargs: Any) -> bool:
         """Queue a task with primitive keyword arguments; False if the queue is down."""
         try:
-            self.celery.send_task(task, kwargs=kwargs, retry=False,
-                                  headers={"enqueued_at": time.time()})
+            self.celery.send_task(
+                task, kwargs=kwargs, retry=False, headers={"enqueued_at": time.time()}
+            )
         except Exception as exc:  # kombu raises several types for an unreachable broker
-            log.error("enqueue failed: %s", exc, extra={"task": task, "model": kwargs.get("model_name")})
+            log.error(
+                "enqueue failed: %s", exc, extra={"task": task, "model": kwargs.get("model_name")}
+            )
             return False
         return True
 
@@ -71,7 +74,9 @@ def only_our_workspace(context: BoltContext, next, logger: logging.Logger):  # n
     ours = context.authorize_result.team_id if context.authorize_result else None
     theirs = context.team_id
     if ours and theirs and theirs != ours:
-        logger.warning("refused a request from workspace %s", theirs, extra={"user": context.user_id})
+        logger.warning(
+            "refused a request from workspace %s", theirs, extra={"user": context.user_id}
+        )
         return BoltResponse(status=403, body=OTHER_WORKSPACE)
     return next()
 

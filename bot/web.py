@@ -14,7 +14,10 @@ from registry.metrics import BotMetrics
 from registry.settings import Settings
 
 BOT_REQUIRED = (
-    "MLFLOW_TRACKING_URI", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_CHANNEL",
+    "MLFLOW_TRACKING_URI",
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_CHANNEL",
 )
 
 
@@ -34,7 +37,8 @@ def create_wsgi_app(settings: Settings | None = None) -> Flask:
         started = time.perf_counter()
         response = handler.handle(request)
         measured.answer_seconds.labels(str(response.status_code)).observe(
-            time.perf_counter() - started)
+            time.perf_counter() - started
+        )
         return response
 
     @app.get("/metrics")

@@ -1,1 +1,1 @@
-"""Core of registry-bot shared by every service: settings, events, policy, registry gateway, Slack messages."""
+"""The core every registry-bot service shares: settings, events, policy, gateway, messages."""

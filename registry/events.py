@@ -80,9 +80,7 @@ class CanaryVerdict:
         return asdict(self)
 
 
-def verify_standard_webhook(
-    headers: Mapping[str, str], body: bytes, secrets: Sequence[str]
-) -> str:
+def verify_standard_webhook(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> str:
     """Check a Standard Webhooks signature against any of `secrets`; return the webhook id.
 
     Several secrets are allowed so a sender can rotate keys without downtime.
@@ -137,7 +135,7 @@ def verify_mlflow_webhook(headers: Mapping[str, str], body: bytes, secret: str) 
 def parse_training_event(body: bytes) -> TrainingEvent:
     """Parse and validate a training-completion event, naming every bad field."""
     data = _json_object(body)
-    problems = []
+    problems: list[str] = []
     model_name = _required(data, "model_name", _MODEL_NAME, problems)
     run_id = _required(data, "run_id", _RUN_ID, problems)
     artifact_path = _optional(data, "artifact_path", _ARTIFACT_PATH, problems) or "model"
@@ -167,7 +165,9 @@ def parse_canary_event(body: bytes) -> CanaryVerdict:
     metrics = _metrics(data, problems)
     detail = _description({"description": data.get("detail")}, problems)
     if problems:
-        raise InvalidEvent("invalid canary verdict", [p.replace("description", "detail") for p in problems])
+        raise InvalidEvent(
+            "invalid canary verdict", [p.replace("description", "detail") for p in problems]
+        )
     return CanaryVerdict(model_name, version, bool(passed), metrics, detail)
 
 
@@ -184,7 +184,8 @@ def parse_mlflow_event(body: bytes) -> VersionCreated | None:
     version = _required(payload, "version", _VERSION, problems)
     if problems:
         raise InvalidEvent("invalid MLflow event", [f"data.{p}" for p in problems])
-    tags = payload.get("tags") if isinstance(payload.get("tags"), dict) else {}
+    tags = payload.get("tags")
+    tags = tags if isinstance(tags, dict) else {}
     return VersionCreated(
         model_name=name,
         version=version,
@@ -268,7 +269,9 @@ def _metrics(data: dict, problems: list[str]) -> dict[str, float]:
     bad = [
         k
         for k, v in value.items()
-        if len(k) > 250 or isinstance(v, bool) or not isinstance(v, int | float)
+        if len(k) > 250
+        or isinstance(v, bool)
+        or not isinstance(v, int | float)
         or not math.isfinite(v)
     ]
     if bad:

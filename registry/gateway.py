@@ -206,7 +206,8 @@ class MlflowGateway:
 
     def model_names(self) -> list[str]:
         """Return the name of every registered model."""
-        names, token = [], None
+        names: list[str] = []
+        token = None
         while True:
             page = self.client.search_registered_models(page_token=token)
             names.extend(model.name for model in page)
@@ -227,7 +228,8 @@ class MlflowGateway:
     # -- internals ---------------------------------------------------------------------
 
     def _search(self, filter_string: str) -> list[ModelVersion]:
-        found, token = [], None
+        found: list[ModelVersion] = []
+        token = None
         while True:
             page = self.client.search_model_versions(filter_string, page_token=token)
             found.extend(self._convert(mv) for mv in page)
@@ -237,10 +239,7 @@ class MlflowGateway:
 
     def _convert(self, mv) -> ModelVersion:
         tags = dict(mv.tags or {})
-        if self.mode == "stages":
-            stage = mv.current_stage or "None"
-        else:
-            stage = tags.get(STAGE_TAG, "None")
+        stage = mv.current_stage or "None" if self.mode == "stages" else tags.get(STAGE_TAG, "None")
         return ModelVersion(
             name=mv.name,
             version=str(mv.version),
@@ -270,7 +269,8 @@ class MlflowGateway:
         logged = [
             lm
             for lm in self.client.search_logged_models(
-                experiment_ids=[run.info.experiment_id], filter_string=f"name = '{_q(artifact_path)}'"
+                experiment_ids=[run.info.experiment_id],
+                filter_string=f"name = '{_q(artifact_path)}'",
             )
             if lm.source_run_id == run_id
         ]

@@ -14,7 +14,6 @@ from registry.approvers import ApproverDirectory
 from registry.decisions import approvals_on, judge_approval, judge_rejection
 from registry.events import TrainingEvent
 from registry.gateway import ModelVersion, RegistryGateway, VersionNotFound
-from registry.publish import LifecycleEvent, event_for
 from registry.messages import (
     NoticeFacts,
     Outcome,
@@ -24,6 +23,7 @@ from registry.messages import (
     staging_notice,
 )
 from registry.policy import Canary, GateVerdict, evaluate, verdict_line
+from registry.publish import LifecycleEvent, event_for
 from registry.settings import Settings
 from registry.slack import Notifier
 
@@ -62,9 +62,7 @@ def stage_training_event(svc: Services, event: TrainingEvent, *, event_id: str) 
     mv = gw.find_version(event.model_name, event.run_id, event.artifact_path, event.model_uri)
     if mv is None:
         tags = request_tags(event, event_id)
-        mv = gw.register(
-            event.model_name, event.run_id, event.artifact_path, event.model_uri, tags
-        )
+        mv = gw.register(event.model_name, event.run_id, event.artifact_path, event.model_uri, tags)
         log.info("registered", extra=_ctx(event_id, mv))
     elif event.metrics and not mv.tag("metrics"):
         gw.set_tags(mv.name, mv.version, {"registry_bot.metrics": json.dumps(event.metrics)})
@@ -94,8 +92,11 @@ def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> S
         return StageResult(mv.version, "already_noticed", mv.tag("notice_ts"))
     mv = _resolve_requester(svc, mv)
     ts = _post_notice_once(svc, mv)
-    svc.gateway.set_tags(name, version, _tags(
-        {"notice_channel": svc.notifier.channel, "notice_ts": ts, "noticed_at": _now(svc)}))
+    svc.gateway.set_tags(
+        name,
+        version,
+        _tags({"notice_channel": svc.notifier.channel, "notice_ts": ts, "noticed_at": _now(svc)}),
+    )
     log.info("notice posted", extra={**_ctx(event_id, mv), "notice_ts": ts})
     return StageResult(mv.version, outcome, ts)
 
@@ -111,9 +112,7 @@ def gate_report(svc: Services, mv: ModelVersion) -> list[tuple[GateVerdict, str]
     return [(v, verdict_line(v)) for v in evaluate(gates, metrics, prod_metrics)]
 
 
-def approve(
-    svc: Services, name: str, version: str, *, user: str, response_url: str = ""
-) -> str:
+def approve(svc: Services, name: str, version: str, *, user: str, response_url: str = "") -> str:
     """Count an Approve click; at the last required approval promote the version."""
     mv = _current(svc, name, version, user=user, response_url=response_url)
     if mv is None:
@@ -123,8 +122,9 @@ def approve(
     clicker = svc.directory.clicker(user, with_email="@" in mv.tag("requested_by"))
     verdict = judge_approval(mv, clicker, required=svc.settings.required_approvals)
     if verdict.action in ("refused", "done"):
-        svc.notifier.tell(channel=_channel(svc, mv), user=user, text=verdict.message,
-                          response_url=response_url)
+        svc.notifier.tell(
+            channel=_channel(svc, mv), user=user, text=verdict.message, response_url=response_url
+        )
         return verdict.action
     approvals = ",".join([*approvals_on(mv), user])
     canary = svc.settings.policy.for_model(name).canary
@@ -133,35 +133,65 @@ def approve(
     if verdict.action == "promote":
         current = svc.gateway.production(name)
         replaces = current.version if current and current.version != version else ""
-        decided = {"decision": "approved", "decided_by": approvals, "decided_at": _now(svc),
-                   "approvals": approvals, "replaces": replaces}
+        decided = {
+            "decision": "approved",
+            "decided_by": approvals,
+            "decided_at": _now(svc),
+            "approvals": approvals,
+            "replaces": replaces,
+        }
         svc.gateway.set_tags(name, version, _tags(decided))
         return promote(svc, svc.gateway.get_version(name, version))
     record(svc, mv, "approval", actor=user, extra={"approvals": approvals})
     mv = svc.gateway.get_version(name, version)
     refresh_notice(svc, mv)
     count = f"{len(approvals_on(mv))} of {svc.settings.required_approvals}"
-    svc.notifier.tell(channel=_channel(svc, mv), user=user, response_url=response_url,
-                      text=f"Your approval of {name} v{version} is counted: {count} approvals.")
+    svc.notifier.tell(
+        channel=_channel(svc, mv),
+        user=user,
+        response_url=response_url,
+        text=f"Your approval of {name} v{version} is counted: {count} approvals.",
+    )
     return "counted"
 
 
 def start_canary(svc: Services, mv: ModelVersion, canary: Canary, approvals: str) -> str:
     """Hold an approved version in Staging for its canary window instead of promoting it."""
     until = float(svc.clock()) + canary.duration
-    record(svc, mv, "canary_started", actor=approvals, extra={
-        "approvals": approvals, "canary_state": "running", "canary_until": f"{until:.3f}",
-        "canary_approved_by": approvals,
-        "canary_require_report": "true" if canary.require_report else "false"})
+    record(
+        svc,
+        mv,
+        "canary_started",
+        actor=approvals,
+        extra={
+            "approvals": approvals,
+            "canary_state": "running",
+            "canary_until": f"{until:.3f}",
+            "canary_approved_by": approvals,
+            "canary_require_report": "true" if canary.require_report else "false",
+        },
+    )
     mv = svc.gateway.get_version(mv.name, mv.version)
     refresh_notice(svc, mv)
-    _thread(svc, mv, f"{mv.name} v{mv.version} approved; canary until {format_time(until)}"
-                     f"{' (needs a passing report)' if canary.require_report else ''}.")
+    _thread(
+        svc,
+        mv,
+        f"{mv.name} v{mv.version} approved; canary until {format_time(until)}"
+        f"{' (needs a passing report)' if canary.require_report else ''}.",
+    )
     return "canary_started"
 
 
-def canary_verdict(svc: Services, name: str, version: str, *, passed: bool, detail: str,
-                   metrics: Mapping[str, float], event_id: str) -> str:
+def canary_verdict(
+    svc: Services,
+    name: str,
+    version: str,
+    *,
+    passed: bool,
+    detail: str,
+    metrics: Mapping[str, float],
+    event_id: str,
+) -> str:
     """Apply a canary report: a failure archives the version, a pass lets it be promoted."""
     mv = svc.gateway.get_version(name, version)
     if mv.tag("canary_state") not in ("running", "passed"):
@@ -170,12 +200,30 @@ def canary_verdict(svc: Services, name: str, version: str, *, passed: bool, deta
     report = json.dumps({"passed": passed, "detail": detail[:500], "metrics": dict(metrics)})
     if not passed:
         reason = f"canary failed: {detail}" if detail else "canary failed"
-        record(svc, mv, "canary_failed", actor="canary", reason=reason, extra={
-            "canary_state": "failed", "canary_report": report, "decision": "rejected",
-            "decided_by": "canary", "decided_at": _now(svc), "reason": reason})
+        record(
+            svc,
+            mv,
+            "canary_failed",
+            actor="canary",
+            reason=reason,
+            extra={
+                "canary_state": "failed",
+                "canary_report": report,
+                "decision": "rejected",
+                "decided_by": "canary",
+                "decided_at": _now(svc),
+                "reason": reason,
+            },
+        )
         return archive_decided(svc, svc.gateway.get_version(name, version), "rejected", "Rejected")
-    record(svc, mv, "canary_passed", actor="canary", reason=detail,
-           extra={"canary_state": "passed", "canary_report": report})
+    record(
+        svc,
+        mv,
+        "canary_passed",
+        actor="canary",
+        reason=detail,
+        extra={"canary_state": "passed", "canary_report": report},
+    )
     mv = svc.gateway.get_version(name, version)
     if svc.clock() >= float(mv.tag("canary_until") or 0):
         return finish_canary(svc, mv)
@@ -188,9 +236,19 @@ def finish_canary(svc: Services, mv: ModelVersion) -> str:
     current = svc.gateway.production(mv.name)
     replaces = current.version if current and current.version != mv.version else ""
     approvals = mv.tag("canary_approved_by")
-    svc.gateway.set_tags(mv.name, mv.version, _tags({
-        "decision": "approved", "decided_by": approvals, "decided_at": _now(svc),
-        "replaces": replaces, "canary_state": "done"}))
+    svc.gateway.set_tags(
+        mv.name,
+        mv.version,
+        _tags(
+            {
+                "decision": "approved",
+                "decided_by": approvals,
+                "decided_at": _now(svc),
+                "replaces": replaces,
+                "canary_state": "done",
+            }
+        ),
+    )
     return promote(svc, svc.gateway.get_version(mv.name, mv.version))
 
 
@@ -209,13 +267,23 @@ def promote(svc: Services, mv: ModelVersion) -> str:
     if previous:
         old = gw.get_version(mv.name, previous)
         if not _logged(old, "archived", since=at):
-            record(svc, old, "archived", actor=actor, reason=f"replaced by v{mv.version}",
-                   extra={"production_until": at, "archived_at": at})
+            record(
+                svc,
+                old,
+                "archived",
+                actor=actor,
+                reason=f"replaced by v{mv.version}",
+                extra={"production_until": at, "archived_at": at},
+            )
     mv = gw.get_version(mv.name, mv.version)
     refresh_notice(svc, mv, Outcome("Approved", actor.split(","), float(at)))
     was = f" v{previous} moved to Archived." if previous else ""
-    _thread(svc, mv, f"{mv.name} v{mv.version} is now Production, approved by "
-                     f"{', '.join(mention(u) for u in actor.split(','))}.{was}")
+    _thread(
+        svc,
+        mv,
+        f"{mv.name} v{mv.version} is now Production, approved by "
+        f"{', '.join(mention(u) for u in actor.split(','))}.{was}",
+    )
     gw.set_tags(mv.name, mv.version, _tags({"announced": _now(svc)}))
     return "promoted"
 
@@ -230,11 +298,19 @@ def reject(
     if not (mv.tag("decision") == "rejected" and not mv.tag("announced")):
         verdict = judge_rejection(mv, svc.directory.clicker(user))
         if verdict.action != "reject":
-            svc.notifier.tell(channel=_channel(svc, mv), user=user, text=verdict.message,
-                              response_url=response_url)
+            svc.notifier.tell(
+                channel=_channel(svc, mv),
+                user=user,
+                text=verdict.message,
+                response_url=response_url,
+            )
             return verdict.action
-        decided = {"decision": "rejected", "decided_by": user, "decided_at": _now(svc),
-                   "reason": reason}
+        decided = {
+            "decision": "rejected",
+            "decided_by": user,
+            "decided_at": _now(svc),
+            "reason": reason,
+        }
         svc.gateway.set_tags(name, version, _tags(decided))
         mv = svc.gateway.get_version(name, version)
     return archive_decided(svc, mv, "rejected", "Rejected")
@@ -279,8 +355,10 @@ def _post_notice_once(svc: Services, mv: ModelVersion) -> str:
     nonce = uuid.uuid4().hex
     svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.notice_nonce": nonce})
     text, blocks = staging_notice(notice_facts(svc, mv))
-    metadata = {"event_type": NOTICE_EVENT,
-                "event_payload": {"model": mv.name, "version": mv.version, "nonce": nonce}}
+    metadata = {
+        "event_type": NOTICE_EVENT,
+        "event_payload": {"model": mv.name, "version": mv.version, "nonce": nonce},
+    }
     return svc.notifier.post(text, blocks, metadata=metadata)
 
 
@@ -323,8 +401,10 @@ def canary_line(mv: ModelVersion) -> str:
     needs = " and a passing canary report" if mv.tag("canary_require_report") == "true" else ""
     if state == "passed":
         needs = " (the canary report passed)"
-    return (f":hourglass: Approved by {who}; canary in Staging until "
-            f"{format_time(float(until))}{needs}, then Production.")
+    return (
+        f":hourglass: Approved by {who}; canary in Staging until "
+        f"{format_time(float(until))}{needs}, then Production."
+    )
 
 
 def request_tags(event: TrainingEvent, event_id: str) -> dict[str, str]:
@@ -377,8 +457,12 @@ def _current(
     try:
         return svc.gateway.get_version(name, version)
     except VersionNotFound:
-        svc.notifier.tell(channel=svc.settings.slack_channel, user=user, response_url=response_url,
-                          text=f"{name} v{version} no longer exists in the registry; nothing changed.")
+        svc.notifier.tell(
+            channel=svc.settings.slack_channel,
+            user=user,
+            response_url=response_url,
+            text=f"{name} v{version} no longer exists in the registry; nothing changed.",
+        )
         return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,10 +35,9 @@ def model_lock(
     finally:
         done.set()
         keeper.join()
-        try:
+        # It may have lapsed (Redis unreachable for a whole TTL): nothing to release then.
+        with contextlib.suppress(redis.exceptions.LockError):
             lock.release()
-        except redis.exceptions.LockError:
-            pass  # it lapsed (Redis was unreachable for a whole TTL); nothing to release
 
 
 def _keep_alive(lock, ttl: float, done: threading.Event) -> None:

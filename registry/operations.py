@@ -23,15 +23,23 @@ from registry.reports import (
 log = logging.getLogger(__name__)
 
 
-def answer_command(svc: Services, cmd: Command, *, user: str, channel: str, response_url: str) -> str:
+def answer_command(
+    svc: Services, cmd: Command, *, user: str, channel: str, response_url: str
+) -> str:
     """Run a parsed command that needs the registry and answer the person who typed it."""
+
     def tell(text: str, blocks: list[dict] | None = None) -> None:
-        svc.notifier.tell(channel=channel, user=user, text=text, response_url=response_url,
-                          blocks=blocks)
+        svc.notifier.tell(
+            channel=channel, user=user, text=text, response_url=response_url, blocks=blocks
+        )
 
     versions = svc.gateway.versions(cmd.model)
     if cmd.verb == "status":
-        tell(status_text(cmd.model, _with_run_metrics(svc, versions), svc.settings.required_approvals))
+        tell(
+            status_text(
+                cmd.model, _with_run_metrics(svc, versions), svc.settings.required_approvals
+            )
+        )
     elif cmd.verb == "history":
         tell(history_text(cmd.model, versions, cmd.count))
     elif cmd.verb == "promote":
@@ -46,7 +54,9 @@ def answer_command(svc: Services, cmd: Command, *, user: str, channel: str, resp
     return cmd.verb
 
 
-def rollback(svc: Services, plan: RollbackPlan, *, user: str, channel: str, response_url: str) -> str:
+def rollback(
+    svc: Services, plan: RollbackPlan, *, user: str, channel: str, response_url: str
+) -> str:
     """Carry out a confirmed rollback plan, if it still holds."""
     versions = svc.gateway.versions(plan.model)
     try:
@@ -63,17 +73,35 @@ def rollback(svc: Services, plan: RollbackPlan, *, user: str, channel: str, resp
     svc.gateway.move(plan.model, plan.target, "Production")
     by_version = {mv.version: mv for mv in versions}
     why = plan.reason or "no reason given"
-    record(svc, by_version[plan.current], "archived", actor=user,
-           reason=f"rolled back to v{plan.target}: {why}",
-           extra={"production_until": now, "archived_at": now})
-    record(svc, by_version[plan.target], "rolled_back", actor=user, reason=plan.reason,
-           previous=plan.current,
-           extra={"production_since": now, "production_until": "", "rolled_back_by": user})
-    text = (f"{mention(user)} rolled {plan.model} back from v{plan.current} to v{plan.target}"
-            f" (v{plan.current} archived). Reason: {why}")
+    record(
+        svc,
+        by_version[plan.current],
+        "archived",
+        actor=user,
+        reason=f"rolled back to v{plan.target}: {why}",
+        extra={"production_until": now, "archived_at": now},
+    )
+    record(
+        svc,
+        by_version[plan.target],
+        "rolled_back",
+        actor=user,
+        reason=plan.reason,
+        previous=plan.current,
+        extra={"production_since": now, "production_until": "", "rolled_back_by": user},
+    )
+    text = (
+        f"{mention(user)} rolled {plan.model} back from v{plan.current} to v{plan.target}"
+        f" (v{plan.current} archived). Reason: {why}"
+    )
     svc.notifier.post(text, [], channel=channel)
-    svc.notifier.tell(channel=channel, user=user, response_url=response_url, replace=True,
-                      text=f"Done: {plan.model} v{plan.target} is Production again.")
+    svc.notifier.tell(
+        channel=channel,
+        user=user,
+        response_url=response_url,
+        replace=True,
+        text=f"Done: {plan.model} v{plan.target} is Production again.",
+    )
     return "rolled_back"
 
 
@@ -93,13 +121,18 @@ def _with_run_metrics(svc: Services, versions: list[ModelVersion]) -> list[Model
 def _promote(svc: Services, cmd: Command, versions) -> str:
     mv = next((v for v in versions if v.version == cmd.version), None)
     if mv is None:
-        return f"{cmd.model} has no version {cmd.version}." if versions else (
-            f"No model named {cmd.model} in the registry.")
+        return (
+            f"{cmd.model} has no version {cmd.version}."
+            if versions
+            else (f"No model named {cmd.model} in the registry.")
+        )
     if mv.stage in ("Production", "Archived"):
         hint = " Use rollback to restore an earlier version." if mv.stage == "Archived" else ""
         return f"{cmd.model} v{cmd.version} is {mv.stage}; nothing to promote.{hint}"
     try:
-        result = lifecycle.stage_version(svc, cmd.model, cmd.version, event_id=f"promote-{cmd.model}-{cmd.version}")
+        result = lifecycle.stage_version(
+            svc, cmd.model, cmd.version, event_id=f"promote-{cmd.model}-{cmd.version}"
+        )
     except VersionNotFound:
         return f"{cmd.model} has no version {cmd.version}."
     if result.outcome == "already_noticed":

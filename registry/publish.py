@@ -74,6 +74,7 @@ def sink_headers(secret: str, event: LifecycleEvent) -> dict[str, str]:
 
 def deliver(url: str, secret: str, event: LifecycleEvent, *, timeout: float = 5.0) -> None:
     """POST one event to one sink; raise on any answer but 2xx."""
-    resp = requests.post(url, data=event.body().encode(), headers=sink_headers(secret, event),
-                         timeout=timeout)
+    resp = requests.post(
+        url, data=event.body().encode(), headers=sink_headers(secret, event), timeout=timeout
+    )
     resp.raise_for_status()

@@ -56,8 +56,12 @@ def plan_rollback(
             f"{model} v{target.version} never passed approval, so it cannot be restored."
         )
     return RollbackPlan(
-        model=model, current=current.version, target=target.version, reason=reason,
-        target_since=target.tag("production_since"), target_until=target.tag("production_until"),
+        model=model,
+        current=current.version,
+        target=target.version,
+        reason=reason,
+        target_since=target.tag("production_since"),
+        target_until=target.tag("production_until"),
         target_approved_by=target.tag("decided_by"),
     )
 
@@ -82,18 +86,38 @@ def plan_blocks(plan: RollbackPlan) -> tuple[str, list[dict]]:
         f" Approved by {_people(plan.target_approved_by)}." if plan.target_approved_by else ""
     )
     why = f"\nReason: {plan.reason}" if plan.reason else ""
-    text = (f"Roll {plan.model} back from v{plan.current} to v{plan.target}?{served}{approved}"
-            f" v{plan.current} will be archived; nothing is retrained.{why}")
-    value = json.dumps({"model": plan.model, "current": plan.current, "target": plan.target,
-                        "reason": plan.reason}, separators=(",", ":"))
-    buttons = [
-        {"type": "button", "text": {"type": "plain_text", "text": "Confirm"}, "style": "danger",
-         "action_id": ROLLBACK_CONFIRM, "value": value},
-        {"type": "button", "text": {"type": "plain_text", "text": "Cancel"},
-         "action_id": ROLLBACK_CANCEL, "value": value},
+    text = (
+        f"Roll {plan.model} back from v{plan.current} to v{plan.target}?{served}{approved}"
+        f" v{plan.current} will be archived; nothing is retrained.{why}"
+    )
+    value = json.dumps(
+        {
+            "model": plan.model,
+            "current": plan.current,
+            "target": plan.target,
+            "reason": plan.reason,
+        },
+        separators=(",", ":"),
+    )
+    buttons: list[dict] = [
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Confirm"},
+            "style": "danger",
+            "action_id": ROLLBACK_CONFIRM,
+            "value": value,
+        },
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Cancel"},
+            "action_id": ROLLBACK_CANCEL,
+            "value": value,
+        },
     ]
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}},
-              {"type": "actions", "block_id": "rollback", "elements": buttons}]
+    blocks: list[dict] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+        {"type": "actions", "block_id": "rollback", "elements": buttons},
+    ]
     return text, blocks
 
 
@@ -102,8 +126,9 @@ def parse_plan_value(value: str) -> RollbackPlan:
     data = json.loads(value)
     if not isinstance(data, dict) or not all(data.get(k) for k in ("model", "current", "target")):
         raise ValueError("not a rollback plan")
-    return RollbackPlan(str(data["model"]), str(data["current"]), str(data["target"]),
-                        str(data.get("reason") or ""))
+    return RollbackPlan(
+        str(data["model"]), str(data["current"]), str(data["target"]), str(data.get("reason") or "")
+    )
 
 
 def status_text(model: str, versions: Sequence[ModelVersion], required: int) -> str:
@@ -132,11 +157,15 @@ def history_text(model: str, versions: Sequence[ModelVersion], count: int) -> st
     entries = history_entries(versions, count)
     if not entries:
         return f"No recorded changes for {model} yet."
-    return "\n".join([f"*{model}*: last {len(entries)} changes"] + [_entry_line(e) for e in entries])
+    return "\n".join(
+        [f"*{model}*: last {len(entries)} changes"] + [_entry_line(e) for e in entries]
+    )
 
 
 def _entry_line(entry: dict) -> str:
-    line = f"{format_time(float(entry.get('at', 0)))} · v{entry['version']} {entry.get('type', '?')}"
+    line = (
+        f"{format_time(float(entry.get('at', 0)))} · v{entry['version']} {entry.get('type', '?')}"
+    )
     line = line.replace("rolled_back", "rolled back to")
     if entry.get("previous_version"):
         line += f" (from v{entry['previous_version']})"
@@ -161,7 +190,9 @@ def _staging_line(mv: ModelVersion, required: int) -> str:
 
 def _metrics(mv: ModelVersion) -> str:
     metrics = json.loads(mv.tag("metrics") or "{}")
-    return (" · " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))) if metrics else ""
+    return (
+        (" · " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))) if metrics else ""
+    )
 
 
 def _people(users: str) -> str:

@@ -119,7 +119,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
         training_webhook_secrets=_whsecs(get("TRAINING_WEBHOOK_SECRET"), "TRAINING_WEBHOOK_SECRET"),
         mlflow_webhook_secret=get("MLFLOW_WEBHOOK_SECRET"),
         registry_mode=mode,
-        staging_alias=_matching(get("STAGING_ALIAS", "staging"), _ALIAS, "STAGING_ALIAS", "an alias"),
+        staging_alias=_matching(
+            get("STAGING_ALIAS", "staging"), _ALIAS, "STAGING_ALIAS", "an alias"
+        ),
         production_alias=_matching(
             get("PRODUCTION_ALIAS", "production"), _ALIAS, "PRODUCTION_ALIAS", "an alias"
         ),
@@ -159,7 +161,9 @@ def _url(value: str, name: str) -> str:
 
 def _redis_url(value: str) -> str:
     if not re.match(r"^(redis|rediss|unix)://", value):
-        raise SettingsError(f"REDIS_URL must start with redis://, rediss:// or unix://, not {value!r}")
+        raise SettingsError(
+            f"REDIS_URL must start with redis://, rediss:// or unix://, not {value!r}"
+        )
     return value
 
 

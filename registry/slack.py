@@ -48,13 +48,21 @@ class Notifier:
         self.channel = channel
 
     def post(
-        self, text: str, blocks: Sequence[dict], *, thread_ts: str = "", channel: str = "",
+        self,
+        text: str,
+        blocks: Sequence[dict],
+        *,
+        thread_ts: str = "",
+        channel: str = "",
         metadata: dict | None = None,
     ) -> str:
         """Post to the notice channel (or `channel`); return the message ts."""
         resp = self.client.chat_postMessage(
-            channel=channel or self.channel, text=text, blocks=list(blocks) or None,
-            thread_ts=thread_ts or None, metadata=metadata,
+            channel=channel or self.channel,
+            text=text,
+            blocks=list(blocks) or None,
+            thread_ts=thread_ts or None,
+            metadata=metadata,
         )
         return str(resp["ts"])
 
@@ -63,10 +71,13 @@ class Notifier:
         resp = self.client.conversations_history(
             channel=self.channel, limit=limit, include_all_metadata=True
         )
-        for message in resp.get("messages", []):
+        messages: list[dict] = resp.get("messages", [])
+        for message in messages:
             meta = message.get("metadata") or {}
-            if meta.get("event_type") == event_type and \
-                    (meta.get("event_payload") or {}).get("nonce") == nonce:
+            if (
+                meta.get("event_type") == event_type
+                and (meta.get("event_payload") or {}).get("nonce") == nonce
+            ):
                 return str(message["ts"])
         return ""
 
@@ -95,8 +106,10 @@ class Notifier:
         """
         if response_url:
             WebhookClient(response_url, retry_handlers=retry_handlers()).send(
-                text=text, blocks=list(blocks) if blocks else None,
-                response_type="ephemeral", replace_original=replace,
+                text=text,
+                blocks=list(blocks) if blocks else None,
+                response_type="ephemeral",
+                replace_original=replace,
             )
         else:
             self.client.chat_postEphemeral(

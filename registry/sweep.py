@@ -90,9 +90,19 @@ def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
     now = float(svc.clock())
     since = float(mv.tag("noticed_at") or mv.tag("staged_at") or now)
     if policy.approval_expires_after and now >= since + policy.approval_expires_after:
-        record(svc, mv, "expired", actor="registry-bot", reason=EXPIRED_REASON, extra={
-            "decision": "expired", "decided_by": "", "decided_at": f"{now:.3f}",
-            "reason": EXPIRED_REASON})
+        record(
+            svc,
+            mv,
+            "expired",
+            actor="registry-bot",
+            reason=EXPIRED_REASON,
+            extra={
+                "decision": "expired",
+                "decided_by": "",
+                "decided_at": f"{now:.3f}",
+                "reason": EXPIRED_REASON,
+            },
+        )
         mv = svc.gateway.get_version(mv.name, mv.version)
         lifecycle.archive_decided(svc, mv, "expired", "Expired")
         return "expired"
@@ -102,9 +112,11 @@ def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
         expires = ""
         if policy.approval_expires_after:
             expires = f"; expires {format_time(since + policy.approval_expires_after)}"
-        svc.notifier.reply(mv.tag("notice_channel"), mv.tag("notice_ts"),
-                           f"Reminder: {mv.name} v{mv.version} still awaits approval "
-                           f"({count}{expires}).")
+        svc.notifier.reply(
+            mv.tag("notice_channel"),
+            mv.tag("notice_ts"),
+            f"Reminder: {mv.name} v{mv.version} still awaits approval ({count}{expires}).",
+        )
         svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.reminded_at": f"{now:.3f}"})
         return "reminded"
     return ""

@@ -48,8 +48,9 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
     port = devstack.free_port()
     # The server caches its webhook list (60 s by default): keep it short so a test's
     # webhook is seen at once.
-    proc = devstack.start_mlflow_server(port, tmp_path_factory.mktemp("mlflow"),
-                                        env={"MLFLOW_WEBHOOK_CACHE_TTL": "1"})
+    proc = devstack.start_mlflow_server(
+        port, tmp_path_factory.mktemp("mlflow"), env={"MLFLOW_WEBHOOK_CACHE_TTL": "1"}
+    )
     yield f"http://127.0.0.1:{port}"
     devstack.stop(proc)
 
@@ -100,7 +101,9 @@ def redis_client(redis_url) -> redis.Redis:
     return redis.Redis.from_url(f"{redis_url}/1")
 
 
-def run_python(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run_python(
+    *args: str, env: dict | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     """Run `python <args>` in the repo with a clean settings environment."""
     return subprocess.run(
         [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout

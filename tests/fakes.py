@@ -23,8 +23,14 @@ class FakeGateway:
 
     def find_version(self, name, run_id, artifact_path, model_uri):
         key = source_key(run_id, artifact_path, model_uri)
-        return next((mv for mv in self.models.get(name, {}).values()
-                     if mv.tags.get("registry_bot.source_key") == key), None)
+        return next(
+            (
+                mv
+                for mv in self.models.get(name, {}).values()
+                if mv.tags.get("registry_bot.source_key") == key
+            ),
+            None,
+        )
 
     def register(self, name, run_id, artifact_path, model_uri, tags):
         versions = self.models.setdefault(name, {})
@@ -79,8 +85,15 @@ class RecordingNotifier:
         self.replies: list[tuple[str, str]] = []
         self.told: list[tuple[str, str]] = []
 
-    def post(self, text: str, blocks: Sequence[dict], *, thread_ts: str = "", channel: str = "",
-             metadata: dict | None = None) -> str:
+    def post(
+        self,
+        text: str,
+        blocks: Sequence[dict],
+        *,
+        thread_ts: str = "",
+        channel: str = "",
+        metadata: dict | None = None,
+    ) -> str:
         self.posts.append((text, str(metadata)))
         return f"{len(self.posts)}.000"
 
@@ -93,8 +106,16 @@ class RecordingNotifier:
     def reply(self, channel: str, thread_ts: str, text: str) -> None:
         self.replies.append((thread_ts, text))
 
-    def tell(self, *, channel: str, user: str, text: str, response_url: str = "",
-             blocks=None, replace: bool = False) -> None:
+    def tell(
+        self,
+        *,
+        channel: str,
+        user: str,
+        text: str,
+        response_url: str = "",
+        blocks=None,
+        replace: bool = False,
+    ) -> None:
         self.told.append((user, text))
 
 
@@ -105,8 +126,12 @@ class FakeDirectory:
         self.approvers, self.emails = set(approvers), dict(emails or {})
 
     def clicker(self, user: str, *, with_email: bool = False) -> Clicker:
-        return Clicker(user, self.emails.get(user, ""), is_approver=user in self.approvers,
-                       nobody_may_approve=not self.approvers)
+        return Clicker(
+            user,
+            self.emails.get(user, ""),
+            is_approver=user in self.approvers,
+            nobody_may_approve=not self.approvers,
+        )
 
     def user_for_email(self, email: str) -> str:
         return next((u for u, e in self.emails.items() if e == email), "")

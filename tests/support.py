@@ -47,8 +47,14 @@ def signed_headers(
     }
 
 
-def log_model(tracking_uri: str, *, constant: float, metrics: Mapping[str, float] | None = None,
-              artifact_path: str = "model", git_commit: str = "") -> str:
+def log_model(
+    tracking_uri: str,
+    *,
+    constant: float,
+    metrics: Mapping[str, float] | None = None,
+    artifact_path: str = "model",
+    git_commit: str = "",
+) -> str:
     """Log a tiny real sklearn model that always predicts `constant`; return the run id."""
     import mlflow
     from sklearn.dummy import DummyRegressor
@@ -89,12 +95,18 @@ class Stack:
             self._start(service)
 
     def _start(self, service: str) -> None:
-        args = {"worker": ["-m", "worker", "--concurrency", "2"], "webhooks": ["-m", "webhooks"],
-                "bot": ["-m", "bot"]}[service]
+        args = {
+            "worker": ["-m", "worker", "--concurrency", "2"],
+            "webhooks": ["-m", "webhooks"],
+            "bot": ["-m", "bot"],
+        }[service]
         log = open(self.workdir / f"{service}.log", "ab")  # noqa: SIM115
         self.procs[service] = subprocess.Popen(
-            [sys.executable, *args], env=self.env, cwd=self.workdir,
-            stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, *args],
+            env=self.env,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         ready = {
             "worker": lambda: b" ready." in self.log_bytes("worker"),
@@ -120,20 +132,23 @@ class Stack:
         for service in services or list(self.procs):
             devstack.stop(self.procs.pop(service, None))
 
-    def post_training(self, body: Any, *, headers: Mapping[str, str] | None = None,
-                      **sign: Any) -> requests.Response:
+    def post_training(
+        self, body: Any, *, headers: Mapping[str, str] | None = None, **sign: Any
+    ) -> requests.Response:
         """POST a training event, signed unless `headers` are given."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         hdrs = dict(headers) if headers is not None else signed_headers(raw, **sign)
-        return requests.post(f"{self.webhooks_url}/hooks/training", data=raw, headers=hdrs,
-                             timeout=10)
+        return requests.post(
+            f"{self.webhooks_url}/hooks/training", data=raw, headers=hdrs, timeout=10
+        )
 
 
 class StackFactory:
     """Start one Stack per distinct set of settings, each on its own Redis database."""
 
-    def __init__(self, *, redis_base: str, mlflow_uri: str, slack, workdir: Path,
-                 base_env: Mapping[str, str]):
+    def __init__(
+        self, *, redis_base: str, mlflow_uri: str, slack, workdir: Path, base_env: Mapping[str, str]
+    ):
         self.redis_base, self.mlflow_uri, self.slack = redis_base, mlflow_uri, slack
         self.workdir, self.base_env = workdir, dict(base_env)
         self.stacks: dict[tuple, Stack] = {}
@@ -156,7 +171,9 @@ class StackFactory:
         name = f"stack{db}"
         workdir = self.workdir / name
         workdir.mkdir(exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MLFLOW_", "REDIS"))}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MLFLOW_", "REDIS"))
+        }
         env.update(
             PYTHONPATH=str(REPO),
             MLFLOW_TRACKING_URI=self.mlflow_uri,
@@ -190,8 +207,14 @@ SLACK_SIGNING_SECRET = "test-signing-secret"
 SLACK_ANSWER_TIMES: list[float] = []  # every signed request's answer time, for the report
 
 
-def slack_post(bot_url: str, body: str, *, content_type: str, secret: str = SLACK_SIGNING_SECRET,
-               at: float | None = None) -> requests.Response:
+def slack_post(
+    bot_url: str,
+    body: str,
+    *,
+    content_type: str,
+    secret: str = SLACK_SIGNING_SECRET,
+    at: float | None = None,
+) -> requests.Response:
     """POST a request to the bot signed as Slack signs it; check it was answered within 3 s."""
     from slack_sdk.signature import SignatureVerifier
 
@@ -217,8 +240,18 @@ def interaction(bot_url: str, payload: dict, **kw: Any) -> requests.Response:
     return slack_post(bot_url, body, content_type="application/x-www-form-urlencoded", **kw)
 
 
-def click(bot_url: str, slack, *, user: str, action_id: str, value: str, message_ts: str = "",
-          channel: str = "CNOTICES", team: str = "T0TEST", tag: str = "") -> tuple[requests.Response, str]:
+def click(
+    bot_url: str,
+    slack,
+    *,
+    user: str,
+    action_id: str,
+    value: str,
+    message_ts: str = "",
+    channel: str = "CNOTICES",
+    team: str = "T0TEST",
+    tag: str = "",
+) -> tuple[requests.Response, str]:
     """Click a button as `user`; return the answer and the response URL Slack would give."""
     response_url = slack.response_url(f"{tag or action_id}-{user}-{uuid.uuid4().hex[:8]}")
     payload = {
@@ -232,14 +265,22 @@ def click(bot_url: str, slack, *, user: str, action_id: str, value: str, message
         "channel": {"id": channel, "name": "models"},
         "message": {"type": "message", "ts": message_ts, "text": ""},
         "response_url": response_url,
-        "actions": [{"type": "button", "action_id": action_id, "block_id": "decision",
-                     "value": value, "action_ts": f"{time.time():.6f}"}],
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": "decision",
+                "value": value,
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
     }
     return interaction(bot_url, payload), response_url
 
 
-def submit_view(bot_url: str, view: dict, *, user: str, reason: str | None,
-                team: str = "T0TEST") -> requests.Response:
+def submit_view(
+    bot_url: str, view: dict, *, user: str, reason: str | None, team: str = "T0TEST"
+) -> requests.Response:
     """Submit a modal the bot opened, with `reason` typed into its input."""
     values = {"reason": {"reason_input": {"type": "plain_text_input", "value": reason}}}
     payload = {
@@ -249,35 +290,71 @@ def submit_view(bot_url: str, view: dict, *, user: str, reason: str | None,
         "api_app_id": "ATEST",
         "token": "legacy-verification-token",
         "trigger_id": f"{int(time.time())}.1.abc",
-        "view": {**view, "id": f"V{uuid.uuid4().hex[:10].upper()}", "team_id": team,
-                 "state": {"values": values}},
+        "view": {
+            **view,
+            "id": f"V{uuid.uuid4().hex[:10].upper()}",
+            "team_id": team,
+            "state": {"values": values},
+        },
     }
     return interaction(bot_url, payload)
 
 
-def slash(bot_url: str, slack, text: str, *, user: str, command: str = "/registry",
-          channel: str = "CNOTICES", team: str = "T0TEST") -> tuple[requests.Response, str]:
+def slash(
+    bot_url: str,
+    slack,
+    text: str,
+    *,
+    user: str,
+    command: str = "/registry",
+    channel: str = "CNOTICES",
+    team: str = "T0TEST",
+) -> tuple[requests.Response, str]:
     """Send a slash command as Slack does; return the answer and its response URL."""
     from urllib.parse import urlencode
 
     response_url = slack.response_url(f"cmd-{user}-{uuid.uuid4().hex[:8]}")
-    form = {"token": "legacy", "team_id": team, "team_domain": "test", "channel_id": channel,
-            "channel_name": "models", "user_id": user, "user_name": user.lower(),
-            "command": command, "text": text, "api_app_id": "ATEST", "response_url": response_url,
-            "trigger_id": f"{int(time.time())}.2.abc"}
+    form = {
+        "token": "legacy",
+        "team_id": team,
+        "team_domain": "test",
+        "channel_id": channel,
+        "channel_name": "models",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": "ATEST",
+        "response_url": response_url,
+        "trigger_id": f"{int(time.time())}.2.abc",
+    }
     resp = slack_post(bot_url, urlencode(form), content_type="application/x-www-form-urlencoded")
     return resp, response_url
 
 
-def mention_event(bot_url: str, text: str, *, user: str, channel: str = "CNOTICES",
-                  team: str = "T0TEST") -> requests.Response:
+def mention_event(
+    bot_url: str, text: str, *, user: str, channel: str = "CNOTICES", team: str = "T0TEST"
+) -> requests.Response:
     """Send an app_mention event as Slack's Events API does."""
-    event = {"type": "app_mention", "user": user, "text": f"<@UBOT> {text}", "channel": channel,
-             "ts": f"{time.time():.6f}", "event_ts": f"{time.time():.6f}", "team": team}
-    body = {"token": "legacy", "team_id": team, "api_app_id": "ATEST", "event": event,
-            "type": "event_callback", "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
-            "event_time": int(time.time()), "authorizations": [
-                {"team_id": team, "user_id": "UBOT", "is_bot": True}]}
+    event = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@UBOT> {text}",
+        "channel": channel,
+        "ts": f"{time.time():.6f}",
+        "event_ts": f"{time.time():.6f}",
+        "team": team,
+    }
+    body = {
+        "token": "legacy",
+        "team_id": team,
+        "api_app_id": "ATEST",
+        "event": event,
+        "type": "event_callback",
+        "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
+        "event_time": int(time.time()),
+        "authorizations": [{"team_id": team, "user_id": "UBOT", "is_bot": True}],
+    }
     return slack_post(bot_url, json.dumps(body), content_type="application/json")
 
 
@@ -346,11 +423,18 @@ class FaultyProxy:
         if mode == "stall":
             time.sleep(self.stall)
         upstream = requests.request(
-            request.method, f"{self.upstream}{request.full_path}", data=request.get_data(),
-            headers={k: v for k, v in request.headers if k.lower() != "host"}, timeout=60)
+            request.method,
+            f"{self.upstream}{request.full_path}",
+            data=request.get_data(),
+            headers={k: v for k, v in request.headers if k.lower() != "host"},
+            timeout=60,
+        )
         self.hits.append((time.time(), request.path, upstream.status_code))
-        return Response(upstream.content, upstream.status_code,
-                        content_type=upstream.headers.get("content-type"))(environ, start_response)
+        return Response(
+            upstream.content,
+            upstream.status_code,
+            content_type=upstream.headers.get("content-type"),
+        )(environ, start_response)
 
     def close(self) -> None:
         self.stop()
@@ -379,10 +463,19 @@ def local_services(mlflow_uri: str, slack, *, clock=None, policy: str = "", **ov
     from registry.slack import Notifier, web_client
 
     settings = Settings(
-        mlflow_tracking_uri=mlflow_uri, slack_bot_token=slack.token, slack_channel="CNOTICES",
-        slack_api_url=slack.api_url, approvers=("UAPPROVER1", "UAPPROVER2"),
-        policy=parse_policy(policy, "policy.yaml") if policy else Policy.empty(), **overrides)
+        mlflow_tracking_uri=mlflow_uri,
+        slack_bot_token=slack.token,
+        slack_channel="CNOTICES",
+        slack_api_url=slack.api_url,
+        approvers=("UAPPROVER1", "UAPPROVER2"),
+        policy=parse_policy(policy, "policy.yaml") if policy else Policy.empty(),
+        **overrides,
+    )
     client = web_client(settings)
-    return Services(gateway=MlflowGateway(mlflow_uri), notifier=Notifier(client, "CNOTICES"),
-                    settings=settings, directory=ApproverDirectory(settings, client),
-                    clock=clock or time.time)
+    return Services(
+        gateway=MlflowGateway(mlflow_uri),
+        notifier=Notifier(client, "CNOTICES"),
+        settings=settings,
+        directory=ApproverDirectory(settings, client),
+        clock=clock or time.time,
+    )

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from registry.messages import APPROVE_ACTION, REJECT_ACTION, button_value
 from tests.support import click, log_model, submit_view
-from tests.test_pipeline import notices_for, wait_notice
+from tests.test_pipeline import notices_for
 
 pytestmark = pytest.mark.slow
 SERVICES = ("worker", "webhooks", "bot")
@@ -38,15 +38,27 @@ def stage(stack, slack, mlflow_server, model_name, *, constant=1.0, requested_by
         time.sleep(0.1)
     versions = MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'")
     newest = max(versions, key=lambda v: int(v.version))
-    _wait(lambda: MlflowClient(mlflow_server).get_model_version(model_name, newest.version)
-          .tags.get("registry_bot.notice_ts"), "notice tag")
+    _wait(
+        lambda: (
+            MlflowClient(mlflow_server)
+            .get_model_version(model_name, newest.version)
+            .tags.get("registry_bot.notice_ts")
+        ),
+        "notice tag",
+    )
     tags = MlflowClient(mlflow_server).get_model_version(model_name, newest.version).tags
     return newest.version, tags["registry_bot.notice_ts"]
 
 
 def approve(stack, slack, model_name, version, user, ts=""):
-    resp, url = click(stack.bot_url, slack, user=user, action_id=APPROVE_ACTION,
-                      value=button_value(model_name, version), message_ts=ts)
+    resp, url = click(
+        stack.bot_url,
+        slack,
+        user=user,
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
     assert resp.status_code == 200, resp.text
     return url
 
@@ -54,8 +66,9 @@ def approve(stack, slack, model_name, version, user, ts=""):
 def said_to(slack, response_url: str, timeout: float = 15.0) -> str:
     """Wait for what the bot or worker said through a click's response URL."""
     path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
-    found = _wait(lambda: [c for c in slack.calls("response_url") if c.path == path], path,
-                  timeout=timeout)
+    found = _wait(
+        lambda: [c for c in slack.calls("response_url") if c.path == path], path, timeout=timeout
+    )
     reply = found[-1].params
     assert reply.get("response_type") == "ephemeral" and reply.get("replace_original") is False
     return reply["text"]
@@ -120,14 +133,17 @@ def test_approve_promotes_and_archives_the_old_production(loop, slack, mlflow_se
     ],
     ids=["non-approver", "requester by id", "requester by e-mail"],
 )
-def test_refused_clicks_change_nothing(loop, slack, mlflow_server, model_name, user,
-                                       requested_by, says):
+def test_refused_clicks_change_nothing(
+    loop, slack, mlflow_server, model_name, user, requested_by, says
+):
     version, ts = stage(loop, slack, mlflow_server, model_name, requested_by=requested_by)
     url = approve(loop, slack, model_name, version, user, ts)
     assert says in said_to(slack, url)
     assert stage_of(mlflow_server, model_name, version) == "Staging"
-    assert "registry_bot.approvals" not in MlflowClient(mlflow_server).get_model_version(
-        model_name, version).tags
+    assert (
+        "registry_bot.approvals"
+        not in MlflowClient(mlflow_server).get_model_version(model_name, version).tags
+    )
     assert updates_of(slack, ts) == []
 
 
@@ -176,15 +192,23 @@ def test_twenty_concurrent_approvals_make_one_transition(loop, slack, mlflow_ser
     with ThreadPoolExecutor(20) as pool:
         urls = list(pool.map(lambda u: approve(loop, slack, model_name, version, u, ts), users))
     paths = {"/response/" + quote(u.rsplit("/", 1)[-1], safe="") for u in urls}
-    told = _wait(lambda: (lambda c: c if len(c) >= 19 else None)(
-        [c for c in slack.calls("response_url") if c.path in paths]), "19 replies", timeout=60)
+    told = _wait(
+        lambda: (lambda c: c if len(c) >= 19 else None)(
+            [c for c in slack.calls("response_url") if c.path in paths]
+        ),
+        "19 replies",
+        timeout=60,
+    )
     time.sleep(1.0)  # a twentieth reply would be a second transition's doing
     told = [c for c in slack.calls("response_url") if c.path in paths]
     assert len(told) == 19
     assert all("already approved by" in c.params["text"] for c in told), told
     assert production_versions(mlflow_server, model_name) == [version]
-    winner = MlflowClient(mlflow_server).get_model_version(model_name, version).tags[
-        "registry_bot.decided_by"]
+    winner = (
+        MlflowClient(mlflow_server)
+        .get_model_version(model_name, version)
+        .tags["registry_bot.decided_by"]
+    )
     assert winner in users and "," not in winner
     promotions = [r for m in slack.messages("CNOTICES") if m["ts"] == ts for r in m["replies"]]
     assert len([r for r in promotions if "now Production" in r["text"]]) == 1
@@ -193,8 +217,14 @@ def test_twenty_concurrent_approvals_make_one_transition(loop, slack, mlflow_ser
 def test_reject_asks_for_a_reason_and_archives(loop, slack, mlflow_server, model_name):
     version, ts = stage(loop, slack, mlflow_server, model_name)
     opened_before = len(slack.calls("views.open"))
-    resp, _ = click(loop.bot_url, slack, user="UAPPROVER1", action_id=REJECT_ACTION,
-                    value=button_value(model_name, version), message_ts=ts)
+    resp, _ = click(
+        loop.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=REJECT_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
     assert resp.status_code == 200
     opened = _wait(lambda: slack.calls("views.open")[opened_before:], "views.open")
     view = opened[-1].params["view"]
@@ -219,8 +249,14 @@ def test_reject_asks_for_a_reason_and_archives(loop, slack, mlflow_server, model
 def test_reject_by_a_non_approver_opens_no_modal(loop, slack, mlflow_server, model_name):
     version, ts = stage(loop, slack, mlflow_server, model_name)
     opened_before = len(slack.calls("views.open"))
-    resp, url = click(loop.bot_url, slack, user="UOUTSIDER", action_id=REJECT_ACTION,
-                      value=button_value(model_name, version), message_ts=ts)
+    resp, url = click(
+        loop.bot_url,
+        slack,
+        user="UOUTSIDER",
+        action_id=REJECT_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
     assert resp.status_code == 200
     assert "not one" in said_to(slack, url)
     assert len(slack.calls("views.open")) == opened_before
@@ -238,8 +274,13 @@ def test_a_version_moved_in_mlflow_meanwhile_is_left_alone(loop, slack, mlflow_s
 
 
 def test_a_forged_slack_request_is_401(loop, slack):
-    resp, _ = click(loop.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
-                    value=button_value("any", "1"))
+    resp, _ = click(
+        loop.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=button_value("any", "1"),
+    )
     assert resp.status_code == 200
     from tests.support import interaction
 
@@ -253,8 +294,15 @@ def test_requests_from_another_workspace_are_refused(loop, slack, mlflow_server,
     from tests.support import slash
 
     version, ts = stage(loop, slack, mlflow_server, model_name)
-    resp, url = click(loop.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
-                      value=button_value(model_name, version), message_ts=ts, team="TOTHER")
+    resp, url = click(
+        loop.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+        team="TOTHER",
+    )
     assert resp.status_code == 403 and "single workspace" in resp.text
     resp, _ = slash(loop.bot_url, slack, f"status {model_name}", user="UAPPROVER1", team="TOTHER")
     assert resp.status_code == 403

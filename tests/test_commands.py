@@ -1,4 +1,4 @@
-"""Chat commands: the pure grammar and plans, then status, history, promote and rollback end to end."""
+"""Chat commands: the pure grammar and plans, then every command end to end."""
 
 from __future__ import annotations
 
@@ -38,9 +38,14 @@ from tests.test_approvals import SERVICES, _wait, production_versions, stage, st
         ("history churn 3", Command("history", "churn", count=3)),
         ("promote churn 07", Command("promote", "churn", version="7")),
         ("rollback churn", Command("rollback", "churn")),
-        ("rollback churn 1 bad drift in EU",
-         Command("rollback", "churn", version="1", reason="bad drift in EU")),
-        ("rollback churn drift since 2 days", Command("rollback", "churn", reason="drift since 2 days")),
+        (
+            "rollback churn 1 bad drift in EU",
+            Command("rollback", "churn", version="1", reason="bad drift in EU"),
+        ),
+        (
+            "rollback churn drift since 2 days",
+            Command("rollback", "churn", reason="drift since 2 days"),
+        ),
         ("ROLLBACK churn 2", Command("rollback", "churn", version="2")),
     ],
 )
@@ -82,7 +87,9 @@ def test_the_parser_never_raises_anything_else(text):
 
 
 def mv(version, stage, **tags) -> ModelVersion:
-    return ModelVersion("churn", version, stage, tags={f"registry_bot.{k}": v for k, v in tags.items()})
+    return ModelVersion(
+        "churn", version, stage, tags={f"registry_bot.{k}": v for k, v in tags.items()}
+    )
 
 
 SERVED = [
@@ -102,8 +109,12 @@ def test_default_target_is_the_previous_production_not_the_highest_archived():
 
 @pytest.mark.parametrize(
     ("version", "says"),
-    [("3", "already Production"), ("0", "never passed approval"), ("4", "never passed approval"),
-     ("9", "no version 9")],
+    [
+        ("3", "already Production"),
+        ("0", "never passed approval"),
+        ("4", "never passed approval"),
+        ("9", "no version 9"),
+    ],
 )
 def test_rollback_refusals(version, says):
     with pytest.raises(RollbackRefused, match=says):
@@ -119,17 +130,23 @@ def test_rollback_needs_a_production_version():
 
 def test_history_is_newest_first_with_causes_before_effects():
     log2 = json.dumps([{"type": "rolled_back", "at": "500", "actor": "UA", "reason": "r"}])
-    log3 = json.dumps([{"type": "promoted", "at": "300", "actor": "UA"},
-                       {"type": "archived", "at": "500", "actor": "UA"}])
+    log3 = json.dumps(
+        [
+            {"type": "promoted", "at": "300", "actor": "UA"},
+            {"type": "archived", "at": "500", "actor": "UA"},
+        ]
+    )
     versions = [mv("3", "Archived", log=log3), mv("2", "Production", log=log2)]
     entries = history_entries(versions, 10)
     assert [(e["version"], e["type"]) for e in entries] == [
-        ("2", "rolled_back"), ("3", "archived"), ("3", "promoted")]
+        ("2", "rolled_back"),
+        ("3", "archived"),
+        ("3", "promoted"),
+    ]
     assert len(history_entries(versions, 1)) == 1
 
 
 # -- end to end through the running bot -------------------------------------------------
-
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +157,13 @@ def loop(stacks):
 def answered(slack, response_url: str, count: int = 1, timeout: float = 15.0) -> list[dict]:
     """Wait for `count` posts to a response URL; return their bodies."""
     path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
-    calls = _wait(lambda: (lambda c: c if len(c) >= count else None)(
-        [c for c in slack.calls("response_url") if c.path == path]), path, timeout)
+    calls = _wait(
+        lambda: (lambda c: c if len(c) >= count else None)(
+            [c for c in slack.calls("response_url") if c.path == path]
+        ),
+        path,
+        timeout,
+    )
     return [c.params for c in calls]
 
 
@@ -153,8 +175,14 @@ def promote_in_turn(loop, slack, mlflow_server, model_name, n: int) -> list[str]
     versions = []
     for i in range(n):
         version, ts = stage(loop, slack, mlflow_server, model_name, constant=float(i + 1))
-        click(loop.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
-              value=button_value(model_name, version), message_ts=ts)
+        click(
+            loop.bot_url,
+            slack,
+            user="UAPPROVER1",
+            action_id=APPROVE_ACTION,
+            value=button_value(model_name, version),
+            message_ts=ts,
+        )
         _wait(lambda v=version: stage_of(mlflow_server, model_name, v) == "Production", "promotion")
         versions.append(version)
         time.sleep(0.01)
@@ -162,8 +190,13 @@ def promote_in_turn(loop, slack, mlflow_server, model_name, n: int) -> list[str]
 
 
 def confirm(loop, slack, plan_reply: dict, user: str, action=ROLLBACK_CONFIRM):
-    button = next(el for b in plan_reply["blocks"] if b["type"] == "actions"
-                  for el in b["elements"] if el["action_id"] == action)
+    button = next(
+        el
+        for b in plan_reply["blocks"]
+        if b["type"] == "actions"
+        for el in b["elements"]
+        if el["action_id"] == action
+    )
     resp, url = click(loop.bot_url, slack, user=user, action_id=action, value=button["value"])
     assert resp.status_code == 200
     return url
@@ -176,8 +209,9 @@ def test_rollback_to_the_previous_production(loop, slack, mlflow_server, model_n
     assert resp.status_code == 200
     plan = answered(slack, url)[0]
     assert f"from v{v3} to v{v2}" in plan["text"]
-    assert [el["text"]["text"] for b in plan["blocks"] if b["type"] == "actions"
-            for el in b["elements"]] == ["Confirm", "Cancel"]
+    assert [
+        el["text"]["text"] for b in plan["blocks"] if b["type"] == "actions" for el in b["elements"]
+    ] == ["Confirm", "Cancel"]
 
     done_url = confirm(loop, slack, plan, "UAPPROVER2")
     _wait(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "rollback")
@@ -186,8 +220,11 @@ def test_rollback_to_the_previous_production(loop, slack, mlflow_server, model_n
     replies = answered(slack, done_url, count=2)
     assert replies[0]["replace_original"] is True and replies[-1]["replace_original"] is True
     assert "Production again" in replies[-1]["text"]
-    channel_posts = [c.params["text"] for c in slack.calls("chat.postMessage")
-                     if "rolled" in c.params.get("text", "") and model_name in c.params["text"]]
+    channel_posts = [
+        c.params["text"]
+        for c in slack.calls("chat.postMessage")
+        if "rolled" in c.params.get("text", "") and model_name in c.params["text"]
+    ]
     assert channel_posts and f"from v{v3} to v{v2}" in channel_posts[-1]
 
     resp, hist_url = slash(loop.bot_url, slack, f"history {model_name}", user="UOUTSIDER")
@@ -195,29 +232,40 @@ def test_rollback_to_the_previous_production(loop, slack, mlflow_server, model_n
     assert f"v{v2} rolled back to (from v{v3}) by <@UAPPROVER2>" in lines[1]
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}/Production")
     assert list(loaded.predict([[0.0]])) == [2.0]
-    assert MlflowClient(mlflow_server).get_model_version_by_alias(model_name, "production").version == v2
+    assert (
+        MlflowClient(mlflow_server).get_model_version_by_alias(model_name, "production").version
+        == v2
+    )
 
 
 @pytest.mark.slow
 def test_rollback_to_a_given_version_records_the_reason(loop, slack, mlflow_server, model_name):
     v1, v2 = promote_in_turn(loop, slack, mlflow_server, model_name, 2)
-    _, url = slash(loop.bot_url, slack, f"rollback {model_name} {v1} bad drift in EU",
-                   user="UAPPROVER1")
+    _, url = slash(
+        loop.bot_url, slack, f"rollback {model_name} {v1} bad drift in EU", user="UAPPROVER1"
+    )
     plan = answered(slack, url)[0]
     assert f"to v{v1}" in plan["text"] and "bad drift in EU" in plan["text"]
     confirm(loop, slack, plan, "UAPPROVER1")
     client = MlflowClient(mlflow_server)
-    entry = _wait(lambda: (lambda e: e if e["type"] == "rolled_back" else None)(
-        json.loads(client.get_model_version(model_name, v1).tags["registry_bot.log"])[-1]),
-        "rollback record")
+    entry = _wait(
+        lambda: (lambda e: e if e["type"] == "rolled_back" else None)(
+            json.loads(client.get_model_version(model_name, v1).tags["registry_bot.log"])[-1]
+        ),
+        "rollback record",
+    )
     assert stage_of(mlflow_server, model_name, v1) == "Production"
     assert (entry["type"], entry["actor"], entry["reason"]) == (
-        "rolled_back", "UAPPROVER1", "bad drift in EU")
+        "rolled_back",
+        "UAPPROVER1",
+        "bad drift in EU",
+    )
 
 
 @pytest.mark.slow
-def test_non_approvers_are_refused_and_cancel_changes_nothing(loop, slack, mlflow_server,
-                                                              model_name):
+def test_non_approvers_are_refused_and_cancel_changes_nothing(
+    loop, slack, mlflow_server, model_name
+):
     v1, v2 = promote_in_turn(loop, slack, mlflow_server, model_name, 2)
     for text in (f"promote {model_name} {v1}", f"rollback {model_name}"):
         _, url = slash(loop.bot_url, slack, text, user="UOUTSIDER")
@@ -241,11 +289,14 @@ def test_status_history_help_through_slash_and_mention(loop, slack, mlflow_serve
     _, url = slash(loop.bot_url, slack, "help", user="UOUTSIDER")
     assert "rollback <model>" in answered(slack, url)[0]["text"]
 
-    for text, says in ((f"status {model_name}", f"Production: v{v1}"),
-                       (f"history {model_name} 2", f"v{v1} promoted"), ("help", "history <model>")):
+    for text, says in (
+        (f"status {model_name}", f"Production: v{v1}"),
+        (f"history {model_name} 2", f"v{v1} promoted"),
+        ("help", "history <model>"),
+    ):
         before = len(slack.calls("chat.postEphemeral"))
         assert mention_event(loop.bot_url, text, user="UOUTSIDER").status_code == 200
-        found = _wait(lambda: ephemerals_to(slack, "UOUTSIDER", before), "ephemeral")
+        found = _wait(lambda b=before: ephemerals_to(slack, "UOUTSIDER", b), "ephemeral")
         assert says in found[0]["text"]
 
 
@@ -262,8 +313,9 @@ def test_status_history_help_through_slash_and_mention(loop, slack, mlflow_serve
         ("rollback {model} 99", "has no version 99"),
     ],
 )
-def test_malformed_commands_get_usage_or_not_found(loop, slack, mlflow_server, model_name, text,
-                                                   says):
+def test_malformed_commands_get_usage_or_not_found(
+    loop, slack, mlflow_server, model_name, text, says
+):
     if "{model}" in text:
         stage(loop, slack, mlflow_server, model_name)
     _, url = slash(loop.bot_url, slack, text.format(model=model_name), user="UAPPROVER1")

@@ -57,7 +57,9 @@ def test_a_decided_or_moved_version_changes_nothing_and_says_by_whom():
     assert verdict.action == "done"
     assert "already approved by <@UAPPROVER2> at 2023-11-14 22:13 UTC" in verdict.message
     moved = judge_rejection(version(stage="Production"), APPROVER)
-    assert moved.action == "done" and "now Production" in moved.message and "MLflow" in moved.message
+    assert (
+        moved.action == "done" and "now Production" in moved.message and "MLflow" in moved.message
+    )
 
 
 def test_rejection_needs_an_approver_but_the_requester_may_withdraw():
@@ -70,10 +72,18 @@ def test_approvals_are_read_in_order():
 
 
 FACTS = NoticeFacts(
-    model_name="churn", version="3", run_id="abcdef1234567890", run_url="http://ui/#/r",
-    version_url="http://ui/#/v", requested_by="UREQUESTER", git_commit="0123456789abcdef",
-    metrics={"accuracy": 0.93, "f1": 0.8}, production_version="2",
-    production_metrics={"accuracy": 0.91}, approvals=("UAPPROVER1",), required_approvals=2,
+    model_name="churn",
+    version="3",
+    run_id="abcdef1234567890",
+    run_url="http://ui/#/r",
+    version_url="http://ui/#/v",
+    requested_by="UREQUESTER",
+    git_commit="0123456789abcdef",
+    metrics={"accuracy": 0.93, "f1": 0.8},
+    production_version="2",
+    production_metrics={"accuracy": 0.91},
+    approvals=("UAPPROVER1",),
+    required_approvals=2,
 )
 
 
@@ -99,7 +109,9 @@ def test_notice_warns_when_nobody_may_approve():
 
 
 def test_decided_notice_has_no_buttons_and_names_the_decider():
-    _, blocks = decided_notice(FACTS, Outcome("Rejected", ["UAPPROVER2"], 1700000000, "bad <drift>"))
+    _, blocks = decided_notice(
+        FACTS, Outcome("Rejected", ["UAPPROVER2"], 1700000000, "bad <drift>")
+    )
     assert _buttons(blocks) == []
     flat = str(blocks)
     assert "*Rejected* by <@UAPPROVER2> at 2023-11-14 22:13 UTC" in flat

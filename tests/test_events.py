@@ -103,14 +103,22 @@ def test_training_event_defaults():
 
 def test_training_event_full():
     body = {
-        "model_name": "churn", "run_id": "4f0c", "artifact_path": "clf", "model_uri": "models:/m-1",
-        "requested_by": "rita@example.com", "metrics": {"accuracy": 0.93, "n": 3},
-        "description": "nightly", "unknown": "ignored",
+        "model_name": "churn",
+        "run_id": "4f0c",
+        "artifact_path": "clf",
+        "model_uri": "models:/m-1",
+        "requested_by": "rita@example.com",
+        "metrics": {"accuracy": 0.93, "n": 3},
+        "description": "nightly",
+        "unknown": "ignored",
     }
     event = parse_training_event(json.dumps(body).encode())
     assert event.metrics == {"accuracy": 0.93, "n": 3.0}
     assert (event.artifact_path, event.model_uri, event.requested_by) == (
-        "clf", "models:/m-1", "rita@example.com")
+        "clf",
+        "models:/m-1",
+        "rita@example.com",
+    )
 
 
 @pytest.mark.parametrize(
@@ -143,9 +151,17 @@ def test_non_objects_are_refused(raw):
 
 
 def test_mlflow_version_created_is_parsed_and_others_ignored():
-    created = {"entity": "model_version", "action": "created",
-               "data": {"name": "churn", "version": "4", "run_id": "r", "source": "models:/m-1",
-                        "tags": {}}}
+    created = {
+        "entity": "model_version",
+        "action": "created",
+        "data": {
+            "name": "churn",
+            "version": "4",
+            "run_id": "r",
+            "source": "models:/m-1",
+            "tags": {},
+        },
+    }
     parsed = parse_mlflow_event(json.dumps(created).encode())
     assert (parsed.model_name, parsed.version, parsed.created_by_us) == ("churn", "4", False)
     ours = {**created, "data": {**created["data"], "tags": {"registry_bot.created_by": "x"}}}

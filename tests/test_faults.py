@@ -50,33 +50,58 @@ def test_worker_killed_mid_registration_leaves_one_version_and_one_notice(
     finally:
         slack.set_delay("chat.postMessage", 0, after=True)
     client = MlflowClient(mlflow_server)
-    _wait(lambda: client.get_model_version(model_name, "1").tags.get("registry_bot.notice_ts"),
-          "the rerun to adopt the notice", timeout=60)
+    _wait(
+        lambda: client.get_model_version(model_name, "1").tags.get("registry_bot.notice_ts"),
+        "the rerun to adopt the notice",
+        timeout=60,
+    )
     time.sleep(1.0)
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 1
     assert len(notices_for(slack, model_name)) == 1
     assert stage_of(mlflow_server, model_name, "1") == "Staging"
 
 
-def test_worker_killed_mid_promotion_leaves_one_production(faults, slack, mlflow_server,
-                                                           model_name):
+def test_worker_killed_mid_promotion_leaves_one_production(
+    faults, slack, mlflow_server, model_name
+):
     v1, ts1 = stage(faults, slack, mlflow_server, model_name, constant=1.0)
-    click(faults.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
-          value=button_value(model_name, v1), message_ts=ts1)
-    _wait(lambda: MlflowClient(mlflow_server).get_model_version(model_name, v1)
-          .tags.get("registry_bot.announced"), "v1 promoted")
+    click(
+        faults.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, v1),
+        message_ts=ts1,
+    )
+    _wait(
+        lambda: (
+            MlflowClient(mlflow_server)
+            .get_model_version(model_name, v1)
+            .tags.get("registry_bot.announced")
+        ),
+        "v1 promoted",
+    )
     v2, ts2 = stage(faults, slack, mlflow_server, model_name, constant=2.0)
     slack.set_delay("chat.update", 8, after=True)
     try:
-        click(faults.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
-              value=button_value(model_name, v2), message_ts=ts2)
+        click(
+            faults.bot_url,
+            slack,
+            user="UAPPROVER1",
+            action_id=APPROVE_ACTION,
+            value=button_value(model_name, v2),
+            message_ts=ts2,
+        )
         _wait(lambda: updates_of(slack, ts2), "the notice update to start")
         assert kill_pool(faults) >= 1
     finally:
         slack.set_delay("chat.update", 0, after=True)
     client = MlflowClient(mlflow_server)
-    _wait(lambda: client.get_model_version(model_name, v2).tags.get("registry_bot.announced"),
-          "the rerun to finish the promotion", timeout=60)
+    _wait(
+        lambda: client.get_model_version(model_name, v2).tags.get("registry_bot.announced"),
+        "the rerun to finish the promotion",
+        timeout=60,
+    )
     assert production_versions(mlflow_server, model_name) == [v2]
     assert stage_of(mlflow_server, model_name, v1) == "Archived"
     assert client.get_model_version(model_name, v1).tags["registry_bot.production_until"]
@@ -99,8 +124,10 @@ def test_an_event_delivered_fifty_times_at_once(stack, slack, mlflow_server, mod
     assert statuses.count("queued") == 26 and statuses.count("duplicate") == 24
     wait_notice(slack, model_name)
     client = MlflowClient(mlflow_server)
-    _wait(lambda: client.get_model_version(model_name, "1").tags.get("registry_bot.notice_ts"),
-          "notice tag")
+    _wait(
+        lambda: client.get_model_version(model_name, "1").tags.get("registry_bot.notice_ts"),
+        "notice tag",
+    )
     deadline = time.monotonic() + 60
     while redis_len(stack) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -120,13 +147,25 @@ def test_two_versions_approved_at_the_same_moment(stack, stacks, slack, mlflow_s
     v1, ts1 = stage(loop, slack, mlflow_server, model_name, constant=1.0)
     v2, ts2 = stage(loop, slack, mlflow_server, model_name, constant=2.0)
     with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda a: click(loop.bot_url, slack, user="UAPPROVER1",
-                                      action_id=APPROVE_ACTION, value=button_value(model_name, a[0]),
-                                      message_ts=a[1]), [(v1, ts1), (v2, ts2)]))
+        list(
+            pool.map(
+                lambda a: click(
+                    loop.bot_url,
+                    slack,
+                    user="UAPPROVER1",
+                    action_id=APPROVE_ACTION,
+                    value=button_value(model_name, a[0]),
+                    message_ts=a[1],
+                ),
+                [(v1, ts1), (v2, ts2)],
+            )
+        )
     client = MlflowClient(mlflow_server)
     for v in (v1, v2):
-        _wait(lambda v=v: client.get_model_version(model_name, v).tags.get("registry_bot.announced"),
-              f"v{v} decided")
+        _wait(
+            lambda v=v: client.get_model_version(model_name, v).tags.get("registry_bot.announced"),
+            f"v{v} decided",
+        )
     assert len(production_versions(mlflow_server, model_name)) == 1
     stages = sorted(stage_of(mlflow_server, model_name, v) for v in (v1, v2))
     assert stages == ["Archived", "Production"]
@@ -150,10 +189,15 @@ def mlflow_proxy(mlflow_server):
 
 
 @pytest.mark.parametrize(("mode", "count"), [("500", 3), ("stall", 2)])
-def test_mlflow_failing_is_retried_and_visible(stacks, slack, mlflow_server, mlflow_proxy,
-                                               model_name, mode, count):
-    stack = stacks.get(services=("worker", "webhooks"), MLFLOW_TRACKING_URI=mlflow_proxy.url,
-                       MLFLOW_HTTP_REQUEST_TIMEOUT="2", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+def test_mlflow_failing_is_retried_and_visible(
+    stacks, slack, mlflow_server, mlflow_proxy, model_name, mode, count
+):
+    stack = stacks.get(
+        services=("worker", "webhooks"),
+        MLFLOW_TRACKING_URI=mlflow_proxy.url,
+        MLFLOW_HTTP_REQUEST_TIMEOUT="2",
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+    )
     run_id = log_model(mlflow_server, constant=1.0)
     mlflow_proxy.fail(mode, count, stall=5.0)
     resp = stack.post_training({"model_name": model_name, "run_id": run_id})
@@ -161,23 +205,32 @@ def test_mlflow_failing_is_retried_and_visible(stacks, slack, mlflow_server, mlf
     wait_notice(slack, model_name, timeout=60)
     assert len(MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'")) == 1
     assert len(notices_for(slack, model_name)) == 1
-    retries = [json.loads(line) for line in stack.log("worker").splitlines()
-               if line.startswith("{") and "transient failure" in line]
+    retries = [
+        json.loads(line)
+        for line in stack.log("worker").splitlines()
+        if line.startswith("{") and "transient failure" in line
+    ]
     assert any(r.get("event_id") == event_id and r.get("model") == model_name for r in retries)
 
 
 def test_mlflow_down_then_back(stacks, slack, mlflow_server, model_name):
     proxy = FaultyProxy(mlflow_server)
     try:
-        stack = stacks.get(services=("worker", "webhooks"), MLFLOW_TRACKING_URI=proxy.url,
-                           MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+        stack = stacks.get(
+            services=("worker", "webhooks"),
+            MLFLOW_TRACKING_URI=proxy.url,
+            MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        )
         run_id = log_model(mlflow_server, constant=1.0)
         proxy.stop()
         resp = stack.post_training({"model_name": model_name, "run_id": run_id})
         assert resp.status_code == 202  # the front door does not need MLflow
         event_id = resp.json()["event_id"]
-        _wait(lambda: event_id in stack.log("worker") and "transient failure" in stack.log("worker"),
-              "a visible retry naming the event", timeout=30)
+        _wait(
+            lambda: event_id in stack.log("worker") and "transient failure" in stack.log("worker"),
+            "a visible retry naming the event",
+            timeout=30,
+        )
         proxy.start()
         wait_notice(slack, model_name, timeout=90)
         assert len(notices_for(slack, model_name)) == 1

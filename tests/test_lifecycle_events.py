@@ -1,4 +1,4 @@
-"""Lifecycle events: one per change on Redis pub/sub and to signed sinks, retried, never blocking."""
+"""Lifecycle events: one per change, on Redis and to signed sinks, retried, never blocking."""
 
 from __future__ import annotations
 
@@ -65,25 +65,37 @@ def test_each_change_is_published_once_and_signed_and_a_failing_sink_is_retried(
 ):
     sink = Sink(fail_first=2)
     try:
-        stack = stacks.get(services=SERVICES, EVENT_SINK_URLS=sink.url,
-                           EVENT_SINK_SECRET=SINK_SECRET)
+        stack = stacks.get(
+            services=SERVICES, EVENT_SINK_URLS=sink.url, EVENT_SINK_SECRET=SINK_SECRET
+        )
         pubsub = redis.Redis.from_url(stack.redis_url).pubsub()
         pubsub.subscribe(CHANNEL)
         v1, ts1 = stage(stack, slack, mlflow_server, model_name)
         clicked = time.time()
-        click(stack.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
-              value=button_value(model_name, v1), message_ts=ts1)
+        click(
+            stack.bot_url,
+            slack,
+            user="UAPPROVER1",
+            action_id=APPROVE_ACTION,
+            value=button_value(model_name, v1),
+            message_ts=ts1,
+        )
         update = _wait(lambda: updates_of(slack, ts1), "notice update")[0]
         assert update.at - clicked < 3.0  # the failing sink did not hold up Slack
         assert stage_of(mlflow_server, model_name, v1) == "Production"
 
-        delivered = _wait(lambda: (lambda d: d if len(d) >= 2 else None)(sink.delivered()),
-                          "two deliveries", timeout=30)
+        delivered = _wait(
+            lambda: (lambda d: d if len(d) >= 2 else None)(sink.delivered()),
+            "two deliveries",
+            timeout=30,
+        )
         time.sleep(1.0)
         mine = [e for e in sink.delivered() if e["model_name"] == model_name]
         assert sorted(e["type"] for e in mine) == ["promoted", "staged"]
-        assert all(set(e) == {"type", "model_name", "version", "previous_version", "actor",
-                              "reason", "at"} for e in delivered)
+        assert all(
+            set(e) == {"type", "model_name", "version", "previous_version", "actor", "reason", "at"}
+            for e in delivered
+        )
         assert len([r for r in sink.received if r[1] == 500]) == 2
         first_ok = min(t for t, status, _, _ in sink.received if status == 204)
         assert first_ok > update.at  # retried after the update, with backoff

@@ -35,9 +35,12 @@ def test_worker_metrics_count_tasks_and_queue_wait(observed, slack, mlflow_serve
     port = observed.env["WORKER_METRICS_PORT"]
     stage(observed, slack, mlflow_server, model_name)
     task = "registry_bot.stage_training_event"
-    text = _wait(lambda: (lambda t: t if sample(
-        t, "registry_bot_task_seconds_count", task=task) >= 1 else None)(
-        requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text), "task metric")
+    text = _wait(
+        lambda: (
+            lambda t: t if sample(t, "registry_bot_task_seconds_count", task=task) >= 1 else None
+        )(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text),
+        "task metric",
+    )
     assert sample(text, "registry_bot_queue_wait_seconds_count", task=task) >= 1
 
 
@@ -52,8 +55,10 @@ def test_bot_and_webhooks_metrics(observed, slack, mlflow_server, model_name):
     assert sample(hooks, "registry_bot_events_accepted_total", route="training") >= 1
     observed.post_training(b"{}", headers={"content-type": "application/json"})
     hooks = requests.get(f"{observed.webhooks_url}/metrics", timeout=5).text
-    assert sample(hooks, "registry_bot_events_refused_total", route="training",
-                  reason="signature") >= 1
+    assert (
+        sample(hooks, "registry_bot_events_refused_total", route="training", reason="signature")
+        >= 1
+    )
 
 
 def test_log_lines_about_an_event_name_it(stack, slack, mlflow_server, model_name):
@@ -61,8 +66,13 @@ def test_log_lines_about_an_event_name_it(stack, slack, mlflow_server, model_nam
     event_id = stack.post_training({"model_name": model_name, "run_id": run_id}).json()["event_id"]
     wait_notice(slack, model_name)
     _wait(lambda: "notice posted" in stack.log("worker").split(model_name, 1)[-1], "log line")
-    lines = [json.loads(line) for line in stack.log("worker").splitlines()
-             if line.startswith("{") and model_name in line]
-    about = [e for e in lines if e.get("model") == model_name and e["logger"].startswith("registry")]
+    lines = [
+        json.loads(line)
+        for line in stack.log("worker").splitlines()
+        if line.startswith("{") and model_name in line
+    ]
+    about = [
+        e for e in lines if e.get("model") == model_name and e["logger"].startswith("registry")
+    ]
     assert {e["msg"] for e in about} >= {"registered", "notice posted"}
     assert all(e.get("event_id") == event_id and e.get("version") == "1" for e in about)

@@ -1,4 +1,4 @@
-"""The OpenAPI description stays true, and a fuzzer with signed bodies finds no 5xx and no writes."""
+"""The OpenAPI description stays true; a fuzzer with signed bodies finds no 5xx, no writes."""
 
 from __future__ import annotations
 
@@ -26,13 +26,19 @@ def test_served_document_matches_and_covers_every_route(stacks):
     stack = stacks.get(services=("webhooks",), FUZZ="1")
     served = requests.get(f"{stack.webhooks_url}/openapi.json", timeout=5).json()
     assert served == openapi_document()
-    from webhooks.app import create_app
     from registry.settings import Settings
     from tests.support import TRAINING_SECRET
+    from webhooks.app import create_app
 
-    app = create_app(Settings(mlflow_tracking_uri="http://x", training_webhook_secrets=(TRAINING_SECRET,)))
-    routes = {(r.rule, m.lower()) for r in app.url_map.iter_rules() if r.endpoint != "static"
-              for m in r.methods - {"HEAD", "OPTIONS"}}
+    app = create_app(
+        Settings(mlflow_tracking_uri="http://x", training_webhook_secrets=(TRAINING_SECRET,))
+    )
+    routes = {
+        (r.rule, m.lower())
+        for r in app.url_map.iter_rules()
+        if r.endpoint != "static"
+        for m in r.methods - {"HEAD", "OPTIONS"}
+    }
     documented = {(p, m) for p, ops in served["paths"].items() for m in ops}
     assert routes == documented
 
@@ -58,8 +64,12 @@ def test_fuzzed_signed_training_events(case, fuzz_stack):
     body = raw_body(case.body)
     queue = redis.Redis.from_url(fuzz_stack.redis_url)
     before = queue.llen("registry-bot")
-    resp = requests.post(f"{fuzz_stack.webhooks_url}/hooks/training", data=body,
-                         headers=signed_headers(body), timeout=10)
+    resp = requests.post(
+        f"{fuzz_stack.webhooks_url}/hooks/training",
+        data=body,
+        headers=signed_headers(body),
+        timeout=10,
+    )
     assert resp.status_code in (202, 400), (resp.text, body[:200])
     documented = openapi_document()["paths"]["/hooks/training"]["post"]["responses"]
     assert str(resp.status_code) in documented

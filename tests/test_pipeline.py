@@ -1,4 +1,4 @@
-"""The event pipeline end to end: signed event → real worker → MLflow version in Staging → notice."""
+"""The event pipeline end to end: signed event, real worker, version in Staging, notice."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 def notices_for(slack, model_name: str) -> list:
     """Return the chat.postMessage calls that are Staging notices for `model_name`."""
     return [
-        c for c in slack.calls("chat.postMessage")
-        if c.status == 200 and c.params.get("text", "").startswith(f"{model_name} v")
+        c
+        for c in slack.calls("chat.postMessage")
+        if c.status == 200
+        and c.params.get("text", "").startswith(f"{model_name} v")
         and not c.params.get("thread_ts")
     ]
 
@@ -48,17 +50,21 @@ def buttons(call) -> dict[str, dict]:
     """Map button text to button for a recorded message."""
     return {
         el["text"]["text"]: el
-        for block in call.params.get("blocks", []) if block.get("type") == "actions"
-        for el in block["elements"] if el.get("type") == "button"
+        for block in call.params.get("blocks", [])
+        if block.get("type") == "actions"
+        for el in block["elements"]
+        if el.get("type") == "button"
     }
 
 
 def test_training_event_reaches_staging_with_one_notice(stack, slack, mlflow_server, model_name):
-    run_id = log_model(mlflow_server, constant=3.0, metrics={"accuracy": 0.93},
-                       git_commit="abc123def4567890")
+    run_id = log_model(
+        mlflow_server, constant=3.0, metrics={"accuracy": 0.93}, git_commit="abc123def4567890"
+    )
     started = time.monotonic()
-    resp = stack.post_training({"model_name": model_name, "run_id": run_id,
-                                "requested_by": "UREQUESTER"})
+    resp = stack.post_training(
+        {"model_name": model_name, "run_id": run_id, "requested_by": "UREQUESTER"}
+    )
     assert resp.status_code == 202, resp.text
     assert resp.json()["status"] == "queued"
 

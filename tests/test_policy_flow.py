@@ -52,15 +52,32 @@ def send(stack, mlflow_server, model_name, accuracy: float, constant: float = 1.
 
 
 def nth_notice(slack, model_name, n: int):
-    return _wait(lambda: (lambda found: found[n - 1] if len(found) >= n else None)(
-        notices_for(slack, model_name)), f"notice {n}", timeout=30)
+    return _wait(
+        lambda: (lambda found: found[n - 1] if len(found) >= n else None)(
+            notices_for(slack, model_name)
+        ),
+        f"notice {n}",
+        timeout=30,
+    )
 
 
 def approve_and_wait(stack, slack, mlflow_server, model_name, version):
-    ts = _wait(lambda: MlflowClient(mlflow_server).get_model_version(model_name, version)
-               .tags.get("registry_bot.notice_ts"), "notice tag")
-    click(stack.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
-          value=button_value(model_name, version), message_ts=ts)
+    ts = _wait(
+        lambda: (
+            MlflowClient(mlflow_server)
+            .get_model_version(model_name, version)
+            .tags.get("registry_bot.notice_ts")
+        ),
+        "notice tag",
+    )
+    click(
+        stack.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
     return ts
 
 
@@ -93,8 +110,9 @@ def test_gates_keep_a_worse_candidate_out_and_let_a_better_one_in(
 
 def post_canary(stack, body: dict) -> requests.Response:
     raw = json.dumps(body).encode()
-    return requests.post(f"{stack.webhooks_url}/hooks/canary", data=raw,
-                         headers=signed_headers(raw), timeout=10)
+    return requests.post(
+        f"{stack.webhooks_url}/hooks/canary", data=raw, headers=signed_headers(raw), timeout=10
+    )
 
 
 def test_canary_holds_approval_until_a_passing_report(
@@ -105,41 +123,76 @@ def test_canary_holds_approval_until_a_passing_report(
     nth_notice(slack, model_name, 1)
     ts1 = approve_and_wait(stack, slack, mlflow_server, model_name, "1")
     client = MlflowClient(mlflow_server)
-    _wait(lambda: client.get_model_version(model_name, "1").tags.get("registry_bot.canary_state")
-          == "running", "canary started")
+    _wait(
+        lambda: (
+            client.get_model_version(model_name, "1").tags.get("registry_bot.canary_state")
+            == "running"
+        ),
+        "canary started",
+    )
     assert stage_of(mlflow_server, model_name, "1") == "Staging"
     update = _wait(lambda: updates_of(slack, ts1), "notice update")[-1]
     assert "canary in Staging until" in json.dumps(update.params["blocks"])
     time.sleep(1.1)  # past the 1 s window: the report alone decides now
-    resp = post_canary(stack, {"model_name": model_name, "version": "1", "passed": False,
-                               "detail": "p99 latency doubled"})
+    resp = post_canary(
+        stack,
+        {
+            "model_name": model_name,
+            "version": "1",
+            "passed": False,
+            "detail": "p99 latency doubled",
+        },
+    )
     assert resp.status_code == 202
     _wait(lambda: stage_of(mlflow_server, model_name, "1") == "Archived", "failed canary archived")
-    assert "canary failed: p99 latency doubled" in client.get_model_version(
-        model_name, "1").tags["registry_bot.reason"]
+    assert (
+        "canary failed: p99 latency doubled"
+        in client.get_model_version(model_name, "1").tags["registry_bot.reason"]
+    )
 
     send(stack, mlflow_server, model_name, 0.9, constant=2.0)
     nth_notice(slack, model_name, 2)
     approve_and_wait(stack, slack, mlflow_server, model_name, "2")
-    _wait(lambda: client.get_model_version(model_name, "2").tags.get("registry_bot.canary_state")
-          == "running", "second canary started")
+    _wait(
+        lambda: (
+            client.get_model_version(model_name, "2").tags.get("registry_bot.canary_state")
+            == "running"
+        ),
+        "second canary started",
+    )
     time.sleep(1.1)
-    assert post_canary(stack, {"model_name": model_name, "version": 2, "passed": True,
-                               "metrics": {"error_rate": 0.001}}).status_code == 202
+    assert (
+        post_canary(
+            stack,
+            {
+                "model_name": model_name,
+                "version": 2,
+                "passed": True,
+                "metrics": {"error_rate": 0.001},
+            },
+        ).status_code
+        == 202
+    )
     _wait(lambda: stage_of(mlflow_server, model_name, "2") == "Production", "promoted")
     assert production_versions(mlflow_server, model_name) == ["2"]
 
 
 def test_canary_refusals(stacks, tmp_path_factory):
     stack = policy_stack(stacks, tmp_path_factory, "canary", CANARY)
-    for body, field in (({"model_name": "m", "version": "1"}, "passed"),
-                        ({"model_name": "m", "version": "x", "passed": True}, "version"),
-                        ({"version": "1", "passed": True}, "model_name")):
+    for body, field in (
+        ({"model_name": "m", "version": "1"}, "passed"),
+        ({"model_name": "m", "version": "x", "passed": True}, "version"),
+        ({"version": "1", "passed": True}, "model_name"),
+    ):
         resp = post_canary(stack, body)
         assert resp.status_code == 400 and field in json.dumps(resp.json()["details"])
     raw = json.dumps({"model_name": "m", "version": "1", "passed": True}).encode()
-    unsigned = requests.post(f"{stack.webhooks_url}/hooks/canary", data=raw,
-                             headers={"content-type": "application/json"}, timeout=10)
+    unsigned = requests.post(
+        f"{stack.webhooks_url}/hooks/canary",
+        data=raw,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
     assert unsigned.status_code == 401
 
 
@@ -148,18 +201,25 @@ def test_reminder_then_expiry_on_a_controlled_clock(slack, mlflow_server, model_
     svc = local_services(mlflow_server, slack, clock=clock, policy=TIMERS)
     run_id = log_model(mlflow_server, constant=1.0)
     result = lifecycle.stage_training_event(
-        svc, TrainingEvent(model_name, run_id), event_id="evt-timers")
+        svc, TrainingEvent(model_name, run_id), event_id="evt-timers"
+    )
     assert result.outcome == "noticed"
 
     def run() -> dict:
-        return {k: len(v) for k, v in sweep(svc, lambda n: nullcontext(), [model_name]).done.items()}
+        return {
+            k: len(v) for k, v in sweep(svc, lambda n: nullcontext(), [model_name]).done.items()
+        }
 
     assert run() == {}
     clock.advance(24 * 3600 + 1)
     assert run() == {"reminded": 1}
     assert run() == {}  # not again until another 24 h
-    replies = [r["text"] for m in slack.messages("CNOTICES") if m["ts"] == result.notice_ts
-               for r in m["replies"]]
+    replies = [
+        r["text"]
+        for m in slack.messages("CNOTICES")
+        if m["ts"] == result.notice_ts
+        for r in m["replies"]
+    ]
     assert len(replies) == 1 and "still awaits approval (0 of 1 approvals" in replies[0]
     clock.advance(48 * 3600)
     assert run() == {"expired": 1}
@@ -198,11 +258,27 @@ def test_the_scheduler_runs_the_sweep(stacks, slack, mlflow_server, model_name):
     from registry import devstack
 
     log = open(stack.workdir / "beat.log", "ab")  # noqa: SIM115
-    beat = subprocess.Popen([sys.executable, "-m", "worker", "beat", "--schedule",
-                             str(stack.workdir / "beat-schedule")], env=stack.env,
-                            cwd=stack.workdir, stdout=log, stderr=subprocess.STDOUT)
+    beat = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "beat",
+            "--schedule",
+            str(stack.workdir / "beat-schedule"),
+        ],
+        env=stack.env,
+        cwd=stack.workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
-        _wait(lambda: "registry_bot.sweep" in stack.log("worker") and "succeeded" in stack.log(
-            "worker"), "a sweep run by the worker", timeout=60)
+        _wait(
+            lambda: (
+                "registry_bot.sweep" in stack.log("worker") and "succeeded" in stack.log("worker")
+            ),
+            "a sweep run by the worker",
+            timeout=60,
+        )
     finally:
         devstack.stop(beat)

@@ -63,15 +63,21 @@ def test_slack_signing_vector():
 def test_training_timestamps_through_http(stacks, offset, status):
     stack = stacks.get(services=("webhooks",), FUZZ="1")
     body = json.dumps({"model_name": "window", "run_id": "r1"}).encode()
-    assert stack.post_training(body, headers=signed_headers(body, at=time.time() + offset)
-                               ).status_code == status
+    assert (
+        stack.post_training(body, headers=signed_headers(body, at=time.time() + offset)).status_code
+        == status
+    )
 
 
 @pytest.mark.slow
 def test_a_replayed_slack_request_outside_the_window_is_refused(stacks):
     loop = stacks.get(services=("worker", "webhooks", "bot"))
-    payload = {"type": "block_actions", "user": {"id": "UAPPROVER1"}, "team": {"id": "T0TEST"},
-               "actions": [{"action_id": "approve_version", "value": "{}"}]}
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "UAPPROVER1"},
+        "team": {"id": "T0TEST"},
+        "actions": [{"action_id": "approve_version", "value": "{}"}],
+    }
     assert interaction(loop.bot_url, payload, at=time.time() - 301).status_code == 401
     assert interaction(loop.bot_url, payload, at=time.time() + 301).status_code == 401
 
@@ -84,7 +90,9 @@ def test_bodies_and_headers_at_and_over_the_limits(stacks):
     at_limit = json.dumps({**base, "description": "x" * (1024 * 1024 - empty)}).encode()
     assert len(at_limit) == 1024 * 1024
     resp = stack.post_training(at_limit, headers=signed_headers(at_limit))
-    assert resp.status_code == 400 and "description" in json.dumps(resp.json())  # read, then refused
+    assert resp.status_code == 400 and "description" in json.dumps(
+        resp.json()
+    )  # read, then refused
     over = at_limit + b" "
     assert stack.post_training(over, headers=signed_headers(over)).status_code == 413
     long_id = "msg_" + "a" * 300
@@ -92,12 +100,18 @@ def test_bodies_and_headers_at_and_over_the_limits(stacks):
     resp = stack.post_training(body, headers=signed_headers(body, msg_id=long_id))
     assert resp.status_code == 401 and "longer than 256" in json.dumps(resp.json())
     huge_header = {**signed_headers(body), "x-padding": "p" * 70000}
-    assert requests.post(f"{stack.webhooks_url}/hooks/training", data=body, headers=huge_header,
-                         timeout=10).status_code in (400, 431)
+    assert requests.post(
+        f"{stack.webhooks_url}/hooks/training", data=body, headers=huge_header, timeout=10
+    ).status_code in (400, 431)
 
 
-SECRETS = [TOKEN, SIGNING_SECRET, TRAINING_SECRET, TRAINING_SECRET.removeprefix("whsec_"),
-           MLFLOW_SECRET]
+SECRETS = [
+    TOKEN,
+    SIGNING_SECRET,
+    TRAINING_SECRET,
+    TRAINING_SECRET.removeprefix("whsec_"),
+    MLFLOW_SECRET,
+]
 
 
 def test_zz_no_log_carries_a_secret_or_token(stacks):

@@ -17,15 +17,25 @@ def load(**env):
 def test_defaults_follow_the_spec():
     s = load()
     assert (s.redis_url, s.slack_api_url, s.slack_command) == (
-        "redis://127.0.0.1:6379/0", "https://slack.com/api/", "/registry")
+        "redis://127.0.0.1:6379/0",
+        "https://slack.com/api/",
+        "/registry",
+    )
     assert (s.required_approvals, s.registry_mode, s.staging_alias, s.production_alias) == (
-        1, "stages", "staging", "production")
+        1,
+        "stages",
+        "staging",
+        "production",
+    )
     assert s.nobody_may_approve and s.ui_url == "http://mlflow:5000"
     assert (s.sweep_interval, s.webhooks_url) == (60.0, "http://127.0.0.1:8000")
 
 
 def test_lists_and_rotation():
-    s = load(APPROVERS="U1AAA, U2BBB,U1AAA", TRAINING_WEBHOOK_SECRET=f"{TRAINING_SECRET} {TRAINING_SECRET}")
+    s = load(
+        APPROVERS="U1AAA, U2BBB,U1AAA",
+        TRAINING_WEBHOOK_SECRET=f"{TRAINING_SECRET} {TRAINING_SECRET}",
+    )
     assert s.approvers == ("U1AAA", "U2BBB")
     assert len(s.training_webhook_secrets) == 2 and not s.nobody_may_approve
 

@@ -23,8 +23,12 @@ USERS = {
     "UGRACE": {"name": "grace", "email": "grace@example.com"},
 }
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*hello*"}}]
-MODAL = {"type": "modal", "callback_id": "reject", "title": {"type": "plain_text", "text": "Why"},
-         "blocks": []}
+MODAL = {
+    "type": "modal",
+    "callback_id": "reject",
+    "title": {"type": "plain_text", "text": "Why"},
+    "blocks": [],
+}
 
 
 @pytest.fixture
@@ -65,8 +69,12 @@ def test_urls_and_auth_test(double, client):
 
 
 def test_post_message_then_update(double, client):
-    first = client.chat_postMessage(channel="C1", text="hello", blocks=BLOCKS,
-                                    metadata={"event_type": "notice", "event_payload": {"v": 1}})
+    first = client.chat_postMessage(
+        channel="C1",
+        text="hello",
+        blocks=BLOCKS,
+        metadata={"event_type": "notice", "event_payload": {"v": 1}},
+    )
     second = client.chat_postMessage(channel="C1", text="again")
     assert first["channel"] == "C1"
     assert first["message"]["ts"] == first["ts"]
@@ -85,19 +93,26 @@ def test_post_message_then_update(double, client):
 
 
 def test_message_errors_store_nothing(double, client):
-    assert slack_error(lambda: client.api_call("chat.postMessage", json={"text": "x"})) \
+    assert (
+        slack_error(lambda: client.api_call("chat.postMessage", json={"text": "x"}))
         == "channel_not_found"
-    assert slack_error(lambda: client.api_call("chat.postMessage", json={"channel": "C1"})) \
+    )
+    assert (
+        slack_error(lambda: client.api_call("chat.postMessage", json={"channel": "C1"}))
         == "no_text"
-    assert slack_error(lambda: client.chat_update(channel="C1", ts="1.000001", text="x")) \
+    )
+    assert (
+        slack_error(lambda: client.chat_update(channel="C1", ts="1.000001", text="x"))
         == "message_not_found"
+    )
     assert double.messages("C1") == []
     assert [c.status for c in double.calls()] == [200, 200, 200]
 
 
 def test_threads_history_and_replies(double, client):
-    parent = client.chat_postMessage(channel="C1", text="parent",
-                                     metadata={"event_type": "notice", "event_payload": {}})
+    parent = client.chat_postMessage(
+        channel="C1", text="parent", metadata={"event_type": "notice", "event_payload": {}}
+    )
     reply = client.chat_postMessage(channel="C1", text="reply", thread_ts=parent["ts"])
     later = client.chat_postMessage(channel="C1", text="later")
 
@@ -114,15 +129,18 @@ def test_threads_history_and_replies(double, client):
         thread = client.conversations_replies(channel="C1", ts=ts)
         assert [m["ts"] for m in thread["messages"]] == [parent["ts"], reply["ts"]]
     assert double.messages("C1")[0]["replies"][0]["text"] == "reply"
-    assert slack_error(lambda: client.conversations_replies(channel="C1", ts="9.000009")) \
+    assert (
+        slack_error(lambda: client.conversations_replies(channel="C1", ts="9.000009"))
         == "thread_not_found"
+    )
 
 
 def test_post_ephemeral(double, client):
     resp = client.chat_postEphemeral(channel="C1", user="UADA", text="only you")
     assert set(resp.data) == {"ok", "message_ts"}
     assert double.ephemerals("C1") == [
-        {"channel": "C1", "user": "UADA", "text": "only you", "ts": resp["message_ts"]}]
+        {"channel": "C1", "user": "UADA", "text": "only you", "ts": resp["message_ts"]}
+    ]
     assert double.messages("C1") == []
 
 
@@ -137,15 +155,21 @@ def test_views_open_update_push(double, client):
     updated = client.views_update(view_id=opened["id"], view=changed, hash=opened["hash"])
     assert updated["view"]["id"] == opened["id"]
     assert updated["view"]["title"]["text"] == "Sure?" and updated["view"]["hash"] != opened["hash"]
-    assert slack_error(lambda: client.views_update(view_id=opened["id"], view=changed,
-                                                   hash=opened["hash"])) == "hash_conflict"
+    assert (
+        slack_error(
+            lambda: client.views_update(view_id=opened["id"], view=changed, hash=opened["hash"])
+        )
+        == "hash_conflict"
+    )
     assert slack_error(lambda: client.views_update(view_id="VNOPE", view=changed)) == "not_found"
 
     pushed = client.views_push(trigger_id="789", view=MODAL)["view"]
     assert pushed["id"] != opened["id"]
     assert [v["id"] for v in double.views()] == [opened["id"], pushed["id"]]
-    assert slack_error(lambda: client.views_open(trigger_id="t", view={"blocks": []})) \
+    assert (
+        slack_error(lambda: client.views_open(trigger_id="t", view={"blocks": []}))
         == "invalid_arguments"
+    )
 
 
 def test_users_and_usergroups(client):
@@ -155,10 +179,10 @@ def test_users_and_usergroups(client):
     assert client.users_lookupByEmail(email="Grace@Example.com")["user"]["id"] == "UGRACE"
     assert client.usergroups_users_list(usergroup="SAPPROVERS")["users"] == ["UADA", "UGRACE"]
     assert slack_error(lambda: client.users_info(user="UNOBODY")) == "user_not_found"
-    assert slack_error(lambda: client.users_lookupByEmail(email="x@example.com")) \
-        == "users_not_found"
-    assert slack_error(lambda: client.usergroups_users_list(usergroup="SNONE")) \
-        == "no_such_subteam"
+    assert (
+        slack_error(lambda: client.users_lookupByEmail(email="x@example.com")) == "users_not_found"
+    )
+    assert slack_error(lambda: client.usergroups_users_list(usergroup="SNONE")) == "no_such_subteam"
 
 
 def test_wrong_or_missing_token_is_refused(double):
@@ -182,28 +206,45 @@ def test_unknown_method(client):
 def test_form_multipart_json_and_query_bodies(double, client):
     blocks = json.dumps(BLOCKS)
     client.api_call("chat.postMessage", params={"channel": "C1", "text": "form", "blocks": blocks})
-    with requests.post(double.api_url + "chat.postMessage", timeout=5, files={
-            "token": (None, TOKEN), "channel": (None, "C1"), "text": (None, "multi"),
-            "blocks": (None, blocks)}) as resp:
+    with requests.post(
+        double.api_url + "chat.postMessage",
+        timeout=5,
+        files={
+            "token": (None, TOKEN),
+            "channel": (None, "C1"),
+            "text": (None, "multi"),
+            "blocks": (None, blocks),
+        },
+    ) as resp:
         assert resp.json()["ok"] is True
-    with requests.post(double.api_url + "chat.postMessage", timeout=5,
-                       json={"channel": "C1", "text": "json", "blocks": BLOCKS},
-                       headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
+    with requests.post(
+        double.api_url + "chat.postMessage",
+        timeout=5,
+        json={"channel": "C1", "text": "json", "blocks": BLOCKS},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as resp:
         assert resp.json()["ok"] is True
-    with requests.get(double.api_url + "users.info", timeout=5,
-                      params={"token": TOKEN, "user": "UGRACE"}) as resp:
+    with requests.get(
+        double.api_url + "users.info", timeout=5, params={"token": TOKEN, "user": "UGRACE"}
+    ) as resp:
         assert resp.json()["user"]["name"] == "grace"
 
     posts = double.calls("chat.postMessage")
     assert [c.headers["Content-Type"].split(";")[0] for c in posts] == [
-        "application/x-www-form-urlencoded", "multipart/form-data", "application/json"]
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "application/json",
+    ]
     assert all(c.params["blocks"] == BLOCKS for c in posts)
     assert [m["blocks"] for m in double.messages("C1")] == [BLOCKS] * 3
 
 
 def test_429_retry_after_is_honoured_by_retry_handler(double):
-    client = WebClient(token=TOKEN, base_url=double.api_url,
-                       retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)])
+    client = WebClient(
+        token=TOKEN,
+        base_url=double.api_url,
+        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)],
+    )
     double.fail_next("chat.postMessage", status=429, retry_after=1)
     started = time.monotonic()
     resp = client.chat_postMessage(channel="C1", text="after the limit")
@@ -259,12 +300,14 @@ def test_response_url_posts_are_recorded(double):
 
 
 def test_wait_for_waits_for_count_and_times_out(double, client):
-    timer = threading.Timer(0.3, lambda: [client.chat_postMessage(channel="C1", text=t)
-                                          for t in ("a", "b")])
+    timer = threading.Timer(
+        0.3, lambda: [client.chat_postMessage(channel="C1", text=t) for t in ("a", "b")]
+    )
     timer.start()
     try:
-        found = double.wait_for("chat.postMessage", lambda c: c.params["channel"] == "C1",
-                                timeout=5, count=2)
+        found = double.wait_for(
+            "chat.postMessage", lambda c: c.params["channel"] == "C1", timeout=5, count=2
+        )
     finally:
         timer.join()
     assert [c.params["text"] for c in found] == ["a", "b"]

@@ -10,18 +10,30 @@ import pytest
 
 from tests.support import REPO, TRAINING_SECRET
 
-CLEAN = {k: v for k, v in os.environ.items()
-         if not k.startswith(("SLACK_", "MLFLOW_", "REDIS", "TRAINING_", "APPROVER", "REGISTRY_"))}
+CLEAN = {
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith(("SLACK_", "MLFLOW_", "REDIS", "TRAINING_", "APPROVER", "REGISTRY_"))
+}
 GOOD = {
-    "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "SLACK_BOT_TOKEN": "xoxb-x",
-    "SLACK_SIGNING_SECRET": "s", "SLACK_CHANNEL": "CNOTICES", "TRAINING_WEBHOOK_SECRET": TRAINING_SECRET,
+    "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+    "SLACK_BOT_TOKEN": "xoxb-x",
+    "SLACK_SIGNING_SECRET": "s",
+    "SLACK_CHANNEL": "CNOTICES",
+    "TRAINING_WEBHOOK_SECRET": TRAINING_SECRET,
     "PYTHONPATH": str(REPO),
 }
 
 
 def start(module: str, env: dict, tmp_path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module], env={**CLEAN, **env}, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", module],
+        env={**CLEAN, **env},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,8 +62,14 @@ def test_front_doors_do_not_import_mlflow(tmp_path):
         "webhooks.create_app(Settings.from_env(dotenv_path=None))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], env={**CLEAN, **GOOD}, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**CLEAN, **GOOD},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 

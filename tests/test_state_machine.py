@@ -39,10 +39,19 @@ class Lifecycle(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         """Every process restarts: only the registry survives."""
-        settings = Settings(mlflow_tracking_uri="fake", slack_channel="CNOTICES",
-                            approvers=tuple(APPROVERS), required_approvals=2)
-        self.svc = Services(gateway=self.gateway, notifier=self.notifier, settings=settings,
-                            directory=FakeDirectory(APPROVERS), clock=self.now)
+        settings = Settings(
+            mlflow_tracking_uri="fake",
+            slack_channel="CNOTICES",
+            approvers=tuple(APPROVERS),
+            required_approvals=2,
+        )
+        self.svc = Services(
+            gateway=self.gateway,
+            notifier=self.notifier,
+            settings=settings,
+            directory=FakeDirectory(APPROVERS),
+            clock=self.now,
+        )
 
     @rule(run=st.integers(0, 5), requester=st.sampled_from(USERS))
     def training_event(self, run: int, requester: str) -> None:
@@ -75,17 +84,30 @@ class Lifecycle(RuleBasedStateMachine):
             return
         operations.rollback(self.svc, plan, user=user, channel="CNOTICES", response_url="")
 
-    @precondition(lambda self: any(mv.stage == "Staging" and not mv.tag("decision")
-                                   for mv in self.gateway.versions(MODEL)))
+    @precondition(
+        lambda self: any(
+            mv.stage == "Staging" and not mv.tag("decision") for mv in self.gateway.versions(MODEL)
+        )
+    )
     @rule(data=st.data())
     def crash_after_deciding(self, data) -> None:
         """A worker records an approval decision and dies before promoting."""
-        staged = [mv for mv in self.gateway.versions(MODEL)
-                  if mv.stage == "Staging" and not mv.tag("decision")]
+        staged = [
+            mv
+            for mv in self.gateway.versions(MODEL)
+            if mv.stage == "Staging" and not mv.tag("decision")
+        ]
         mv = data.draw(st.sampled_from(staged))
-        self.gateway.set_tags(MODEL, mv.version, {
-            "registry_bot.decision": "approved", "registry_bot.decided_by": "UA,UB",
-            "registry_bot.decided_at": f"{self.now():.3f}", "registry_bot.approvals": "UA,UB"})
+        self.gateway.set_tags(
+            MODEL,
+            mv.version,
+            {
+                "registry_bot.decision": "approved",
+                "registry_bot.decided_by": "UA,UB",
+                "registry_bot.decided_at": f"{self.now():.3f}",
+                "registry_bot.approvals": "UA,UB",
+            },
+        )
 
     @rule()
     def sweep(self) -> None:

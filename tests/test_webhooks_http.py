@@ -32,21 +32,41 @@ def _oversized() -> bytes:
 
 
 REFUSALS = [
-    ("bad signature", lambda b: (b, {**signed_headers(b), "webhook-signature": "v1,Zm9v"}), 401,
-     "no matching signature"),
-    ("wrong secret", lambda b: (b, signed_headers(b, secret=OTHER_SECRET)), 401,
-     "no matching signature"),
+    (
+        "bad signature",
+        lambda b: (b, {**signed_headers(b), "webhook-signature": "v1,Zm9v"}),
+        401,
+        "no matching signature",
+    ),
+    (
+        "wrong secret",
+        lambda b: (b, signed_headers(b, secret=OTHER_SECRET)),
+        401,
+        "no matching signature",
+    ),
     ("stale", lambda b: (b, signed_headers(b, at=time.time() - 301)), 401, "too old"),
     ("future", lambda b: (b, signed_headers(b, at=time.time() + 301)), 401, "future"),
     ("unsigned", lambda b: (b, {"content-type": "application/json"}), 401, "missing"),
     ("not json", lambda b: (b"{nope", signed_headers(b"{nope")), 400, "not valid JSON"),
-    ("no model_name", lambda b: (b'{"run_id": "r"}', signed_headers(b'{"run_id": "r"}')), 400,
-     "model_name: required"),
-    ("no run_id", lambda b: (b'{"model_name": "m"}', signed_headers(b'{"model_name": "m"}')), 400,
-     "run_id: required"),
+    (
+        "no model_name",
+        lambda b: (b'{"run_id": "r"}', signed_headers(b'{"run_id": "r"}')),
+        400,
+        "model_name: required",
+    ),
+    (
+        "no run_id",
+        lambda b: (b'{"model_name": "m"}', signed_headers(b'{"model_name": "m"}')),
+        400,
+        "run_id: required",
+    ),
     ("oversized", lambda b: (_oversized(), signed_headers(_oversized())), 413, "larger than"),
-    ("text/plain", lambda b: (b, {**signed_headers(b), "content-type": "text/plain"}), 415,
-     "application/json"),
+    (
+        "text/plain",
+        lambda b: (b, {**signed_headers(b), "content-type": "text/plain"}),
+        415,
+        "application/json",
+    ),
 ]
 
 
@@ -98,21 +118,33 @@ def test_redis_down_answers_503_fast_then_recovers(stacks, redis_url, tmp_path):
 def _mlflow_signed(body: bytes, secret: str) -> dict[str, str]:
     ts = str(int(time.time()))
     mac = hmac.new(secret.encode(), f"d-forged.{ts}.{body.decode()}".encode(), hashlib.sha256)
-    return {"content-type": "application/json", "X-MLflow-Delivery-Id": "d-forged",
-            "X-MLflow-Timestamp": ts,
-            "X-MLflow-Signature": "v1," + base64.b64encode(mac.digest()).decode()}
+    return {
+        "content-type": "application/json",
+        "X-MLflow-Delivery-Id": "d-forged",
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": "v1," + base64.b64encode(mac.digest()).decode(),
+    }
 
 
 def test_forged_mlflow_delivery_is_refused(stack):
-    body = json.dumps({"entity": "model_version", "action": "created",
-                       "data": {"name": "forged", "version": "1"}}).encode()
+    body = json.dumps(
+        {"entity": "model_version", "action": "created", "data": {"name": "forged", "version": "1"}}
+    ).encode()
     before = queue_state(stack)
-    resp = requests.post(f"{stack.webhooks_url}/hooks/mlflow", data=body,
-                         headers=_mlflow_signed(body, "not-the-secret"), timeout=5)
+    resp = requests.post(
+        f"{stack.webhooks_url}/hooks/mlflow",
+        data=body,
+        headers=_mlflow_signed(body, "not-the-secret"),
+        timeout=5,
+    )
     assert resp.status_code == 401
     assert queue_state(stack) == before
-    ok = requests.post(f"{stack.webhooks_url}/hooks/mlflow", data=body,
-                       headers=_mlflow_signed(body, MLFLOW_SECRET), timeout=5)
+    ok = requests.post(
+        f"{stack.webhooks_url}/hooks/mlflow",
+        data=body,
+        headers=_mlflow_signed(body, MLFLOW_SECRET),
+        timeout=5,
+    )
     assert ok.status_code == 202  # the same body, correctly signed, is taken
 
 
@@ -123,8 +155,10 @@ def test_mlflow_server_webhook_stages_a_version_registered_elsewhere(
 
     client = MlflowClient(mlflow_server)
     hook = client.create_webhook(
-        name=f"hook-{model_name}", url=f"{stack.webhooks_url}/hooks/mlflow",
-        events=["model_version.created"], secret=MLFLOW_SECRET,
+        name=f"hook-{model_name}",
+        url=f"{stack.webhooks_url}/hooks/mlflow",
+        events=["model_version.created"],
+        secret=MLFLOW_SECRET,
     )
     try:
         run_id = log_model(mlflow_server, constant=7.0)
@@ -141,14 +175,19 @@ def test_mlflow_server_webhook_stages_a_version_registered_elsewhere(
 
 def test_mlflow_route_is_404_without_a_secret(stacks):
     stack = stacks.get(services=("webhooks",), MLFLOW_WEBHOOK_SECRET="")
-    resp = requests.post(f"{stack.webhooks_url}/hooks/mlflow", data=b"{}",
-                         headers={"content-type": "application/json"}, timeout=5)
+    resp = requests.post(
+        f"{stack.webhooks_url}/hooks/mlflow",
+        data=b"{}",
+        headers={"content-type": "application/json"},
+        timeout=5,
+    )
     assert resp.status_code == 404 and "MLFLOW_WEBHOOK_SECRET" in resp.json()["error"]
 
 
 def test_training_secret_rotation_accepts_either(stacks):
-    stack = stacks.get(services=("webhooks",),
-                       TRAINING_WEBHOOK_SECRET=f"{OTHER_SECRET} {TRAINING_SECRET}")
+    stack = stacks.get(
+        services=("webhooks",), TRAINING_WEBHOOK_SECRET=f"{OTHER_SECRET} {TRAINING_SECRET}"
+    )
     for secret in (OTHER_SECRET, TRAINING_SECRET):
         body = json.dumps(GOOD).encode()
         resp = stack.post_training(body, headers=signed_headers(body, secret=secret))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 from registry.logs import configure_logging
@@ -28,14 +29,15 @@ def main(argv: list[str]) -> int:
     try:
         server = make_server(settings.webhooks_host, settings.webhooks_port, app, threaded=True)
     except OSError as exc:
-        print(f"registry-bot webhooks: cannot listen on "
-              f"{settings.webhooks_host}:{settings.webhooks_port}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"registry-bot webhooks: cannot listen on "
+            f"{settings.webhooks_host}:{settings.webhooks_port}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return 2
     print(f"webhooks listening on http://{settings.webhooks_host}:{server.port}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -69,11 +69,15 @@ class Receiver:
             "registry_bot_events_accepted", "Events accepted", ["route"], registry=self.metrics
         )
         self.refused = Counter(
-            "registry_bot_events_refused", "Events refused", ["route", "reason"],
+            "registry_bot_events_refused",
+            "Events refused",
+            ["route", "reason"],
             registry=self.metrics,
         )
         self.latency = Histogram(
-            "registry_bot_accept_seconds", "Time to accept an event", ["route"],
+            "registry_bot_accept_seconds",
+            "Time to accept an event",
+            ["route"],
             registry=self.metrics,
         )
 
@@ -86,8 +90,9 @@ class Receiver:
         except redis.RedisError as exc:
             raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
         try:
-            self.celery.send_task(task, kwargs=kwargs, retry=False,
-                                  headers={"enqueued_at": time.time()})
+            self.celery.send_task(
+                task, kwargs=kwargs, retry=False, headers={"enqueued_at": time.time()}
+            )
         except Exception as exc:
             self.redis.delete(key)  # let the sender's retry through once the queue is back
             log.error("enqueue failed: %s", exc, extra={"event_id": kwargs.get("event_id")})
@@ -171,7 +176,9 @@ def mlflow_hook() -> tuple[Response, int]:
     # MLflow gives every delivery a new id, so deduplicate on the version itself.
     event_id = f"mlflow-{created.model_name}-{created.version}"
     kwargs = {"event_id": event_id, "model_name": created.model_name, "version": created.version}
-    status = recv.enqueue_once(f"mlflow:{created.model_name}:{created.version}", TASK_STAGE_VERSION, kwargs)
+    status = recv.enqueue_once(
+        f"mlflow:{created.model_name}:{created.version}", TASK_STAGE_VERSION, kwargs
+    )
     recv.accepted.labels("mlflow").inc()
     return jsonify(status=status, event_id=event_id), 202
 
@@ -212,7 +219,9 @@ def _refused(exc: Refused) -> tuple[Response, int]:
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
     status = exc.code or 500
     if status == 413:
-        return _refused(Refused(413, f"body larger than {MAX_BODY_BYTES} bytes", reason="too_large"))
+        return _refused(
+            Refused(413, f"body larger than {MAX_BODY_BYTES} bytes", reason="too_large")
+        )
     return jsonify(error=exc.name.lower(), details=[exc.description or ""]), status
 
 

@@ -68,8 +68,12 @@ def send(url: str, secret: str, event: TrainingEvent, *, retries: int, timeout: 
             "webhook-signature": Webhook(secret).sign(msg_id, now, body),
         }
         try:
-            resp = requests.post(f"{url.rstrip('/')}/hooks/training", data=body.encode(),
-                                 headers=headers, timeout=timeout)
+            resp = requests.post(
+                f"{url.rstrip('/')}/hooks/training",
+                data=body.encode(),
+                headers=headers,
+                timeout=timeout,
+            )
         except requests.RequestException as exc:
             error: Exception | None = exc
         else:
@@ -92,7 +96,9 @@ def _answer(resp: requests.Response) -> dict:
         data = {"error": resp.text[:200]}
     if resp.status_code != 202:
         details = "; ".join(data.get("details") or [])
-        raise NotifyError(f"HTTP {resp.status_code}: {data.get('error')}" + (f" ({details})" if details else ""))
+        raise NotifyError(
+            f"HTTP {resp.status_code}: {data.get('error')}" + (f" ({details})" if details else "")
+        )
     return data
 
 
@@ -102,8 +108,13 @@ def main(argv: list[str]) -> int:
     try:
         settings = Settings.from_env(require=("TRAINING_WEBHOOK_SECRET",))
         event = event_from_args(args)
-        answer = send(args.url or settings.webhooks_url, settings.training_webhook_secrets[0],
-                      event, retries=args.retries, timeout=args.timeout)
+        answer = send(
+            args.url or settings.webhooks_url,
+            settings.training_webhook_secrets[0],
+            event,
+            retries=args.retries,
+            timeout=args.timeout,
+        )
     except SettingsError as exc:
         print(f"notify: {exc}", file=sys.stderr)
         return 2

@@ -79,13 +79,29 @@ def openapi_document() -> dict[str, Any]:
             "/hooks/training": {"post": _training()},
             "/hooks/mlflow": {"post": _mlflow()},
             "/hooks/canary": {"post": _canary()},
-            "/healthz": {"get": {"summary": "Whether Redis answers", "responses": _answers(
-                _200=("Redis answers", {"type": "object"}),
-                _503=("Redis is down", {"type": "object"}))}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
-                "200": {"description": "Prometheus text", "content": {"text/plain": {}}}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": _answers(
-                _200=("OpenAPI document", {"type": "object"}))}},
+            "/healthz": {
+                "get": {
+                    "summary": "Whether Redis answers",
+                    "responses": _answers(
+                        _200=("Redis answers", {"type": "object"}),
+                        _503=("Redis is down", {"type": "object"}),
+                    ),
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {"description": "Prometheus text", "content": {"text/plain": {}}}
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": _answers(_200=("OpenAPI document", {"type": "object"})),
+                }
+            },
         },
         "components": _components(),
     }
@@ -124,8 +140,13 @@ def _mlflow() -> dict:
 
 
 def _header(name: str, description: str) -> dict:
-    return {"name": name, "in": "header", "required": True, "description": description,
-            "schema": {"type": "string"}}
+    return {
+        "name": name,
+        "in": "header",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
 
 
 def _components() -> dict:
@@ -139,10 +160,21 @@ def _components() -> dict:
             "mlflowSignature": _header("X-MLflow-Signature", "v1,<base64 HMAC-SHA256>"),
         },
         "schemas": {
-            "Error": {"type": "object", "required": ["error", "details"], "properties": {
-                "error": {"type": "string"}, "details": {"type": "array", "items": {}}}},
-            "Accepted": {"type": "object", "required": ["status", "event_id"], "properties": {
-                "status": {"type": "string", "enum": ["queued", "duplicate"]},
-                "event_id": {"type": "string"}}},
+            "Error": {
+                "type": "object",
+                "required": ["error", "details"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "details": {"type": "array", "items": {}},
+                },
+            },
+            "Accepted": {
+                "type": "object",
+                "required": ["status", "event_id"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["queued", "duplicate"]},
+                    "event_id": {"type": "string"},
+                },
+            },
         },
     }

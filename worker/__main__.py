@@ -38,8 +38,9 @@ def serve_metrics(port: int) -> None:
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
-    start_http_server(port, addr=os.environ.get("WORKER_METRICS_HOST", "127.0.0.1"),
-                      registry=registry)
+    start_http_server(
+        port, addr=os.environ.get("WORKER_METRICS_HOST", "127.0.0.1"), registry=registry
+    )
 
 
 def prepare_multiprocess_dir() -> None:

@@ -65,5 +65,10 @@ def configure_mlflow_client() -> None:
 def beat_schedule(settings: Settings) -> dict:
     """Return the scheduler's periodic sweep (reminders, expiry, canaries, reconciliation)."""
     # A short expiry: a sweep that could not run in time is dropped, not stacked up.
-    return {"sweep": {"task": TASK_SWEEP, "schedule": settings.sweep_interval,
-                      "options": {"expires": settings.sweep_interval}}}
+    return {
+        "sweep": {
+            "task": TASK_SWEEP,
+            "schedule": settings.sweep_interval,
+            "options": {"expires": settings.sweep_interval},
+        }
+    }

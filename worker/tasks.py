@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from functools import cache
 from dataclasses import asdict
+from functools import cache
 from typing import Any
 
 import redis
@@ -23,9 +23,9 @@ from registry.locks import LockBusy, model_lock
 from registry.metrics import WorkerMetrics
 from registry.publish import CHANNEL, LifecycleEvent, deliver
 from registry.reports import RollbackPlan
-from registry.sweep import sweep as run_sweep
 from registry.settings import Settings
 from registry.slack import Notifier, web_client
+from registry.sweep import sweep as run_sweep
 from worker.app import (
     TASK_APPROVE,
     TASK_CANARY,
@@ -89,7 +89,7 @@ def deliver_event(self: Task, *, url: str, event: dict) -> str:
         if self.request.retries >= self.max_retries:
             log.error("sink %s gave up: %s", url, exc, extra=ctx)
             raise
-        delay = min(2 ** self.request.retries, BACKOFF_CAP)
+        delay = min(2**self.request.retries, BACKOFF_CAP)
         log.warning("sink %s failed, retrying in %ss: %s", url, delay, exc, extra=ctx)
         raise self.retry(exc=exc, countdown=delay) from exc
     return "delivered"
@@ -141,7 +141,13 @@ def approve(
 
 @shared_task(bind=True, name=TASK_REJECT, max_retries=MAX_RETRIES)
 def reject(
-    self: Task, *, event_id: str, model_name: str, version: str, user: str, reason: str,
+    self: Task,
+    *,
+    event_id: str,
+    model_name: str,
+    version: str,
+    user: str,
+    reason: str,
     response_url: str = "",
 ) -> str:
     """Archive a candidate with the rejecter's reason."""
@@ -157,8 +163,17 @@ def reject(
 
 @shared_task(bind=True, name=TASK_COMMAND, max_retries=MAX_RETRIES)
 def command(
-    self: Task, *, event_id: str, verb: str, model_name: str, user: str, channel: str,
-    response_url: str = "", version: str = "", count: int = 10, reason: str = "",
+    self: Task,
+    *,
+    event_id: str,
+    verb: str,
+    model_name: str,
+    user: str,
+    channel: str,
+    response_url: str = "",
+    version: str = "",
+    count: int = 10,
+    reason: str = "",
 ) -> str:
     """Answer a chat command that needs the registry."""
     cmd = Command(verb, model_name, version=version, count=count, reason=reason)
@@ -175,8 +190,16 @@ def command(
 
 @shared_task(bind=True, name=TASK_ROLLBACK, max_retries=MAX_RETRIES)
 def rollback(
-    self: Task, *, event_id: str, model_name: str, current: str, target: str, reason: str,
-    user: str, channel: str, response_url: str = "",
+    self: Task,
+    *,
+    event_id: str,
+    model_name: str,
+    current: str,
+    target: str,
+    reason: str,
+    user: str,
+    channel: str,
+    response_url: str = "",
 ) -> str:
     """Carry out a confirmed rollback."""
     plan = RollbackPlan(model_name, current, target, reason)
@@ -192,8 +215,14 @@ def rollback(
 
 @shared_task(bind=True, name=TASK_CANARY, max_retries=MAX_RETRIES)
 def canary_verdict(
-    self: Task, *, event_id: str, model_name: str, version: str, passed: bool,
-    metrics: dict | None = None, detail: str = "",
+    self: Task,
+    *,
+    event_id: str,
+    model_name: str,
+    version: str,
+    passed: bool,
+    metrics: dict | None = None,
+    detail: str = "",
 ) -> str:
     """Apply a canary verdict."""
     return _run(
@@ -201,7 +230,12 @@ def canary_verdict(
         model_name,
         event_id,
         lambda svc: lifecycle.canary_verdict(
-            svc, model_name, version, passed=passed, detail=detail, metrics=metrics or {},
+            svc,
+            model_name,
+            version,
+            passed=passed,
+            detail=detail,
+            metrics=metrics or {},
             event_id=event_id,
         ),
     )
@@ -249,8 +283,9 @@ def metrics() -> WorkerMetrics:
 
 
 def _observe_queue_wait(task: Task) -> None:
-    enqueued = getattr(task.request, "enqueued_at", None) or (
-        task.request.headers or {}).get("enqueued_at")
+    enqueued = getattr(task.request, "enqueued_at", None) or (task.request.headers or {}).get(
+        "enqueued_at"
+    )
     if enqueued and not task.request.retries:
         metrics().queue_wait.labels(task.name).observe(max(0.0, time.time() - float(enqueued)))
 

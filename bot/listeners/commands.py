@@ -29,8 +29,11 @@ def on_slash_command(ack: Ack, command: dict, context: BoltContext, respond: Res
     """Acknowledge at once; answer through the command's response URL."""
     ack()
     handle_text(
-        context["deps"], command.get("text", ""), user=command["user_id"],
-        channel=command.get("channel_id", ""), response_url=command.get("response_url", ""),
+        context["deps"],
+        command.get("text", ""),
+        user=command["user_id"],
+        channel=command.get("channel_id", ""),
+        response_url=command.get("response_url", ""),
         reply=lambda text: respond(text=text, response_type="ephemeral"),
     )
 
@@ -39,13 +42,22 @@ def on_mention(event: dict, context: BoltContext, client: WebClient) -> None:
     """Answer `@registry-bot <command>` with an ephemeral reply to the person who asked."""
     channel, user = event["channel"], event.get("user", "")
     handle_text(
-        context["deps"], event.get("text", ""), user=user, channel=channel, response_url="",
+        context["deps"],
+        event.get("text", ""),
+        user=user,
+        channel=channel,
+        response_url="",
         reply=lambda text: client.chat_postEphemeral(channel=channel, user=user, text=text),
     )
 
 
 def handle_text(
-    deps: Deps, text: str, *, user: str, channel: str, response_url: str,
+    deps: Deps,
+    text: str,
+    *,
+    user: str,
+    channel: str,
+    response_url: str,
     reply: Callable[[str], object],
 ) -> None:
     """Parse a command, answer what needs no registry, authorise, queue the rest."""
@@ -57,13 +69,22 @@ def handle_text(
     if cmd.verb == "help":
         reply(help_text(deps.settings.slack_command))
         return
-    refusal = may_decide(deps.directory.clicker(user), cmd.verb) if cmd.verb in APPROVER_VERBS else ""
+    refusal = (
+        may_decide(deps.directory.clicker(user), cmd.verb) if cmd.verb in APPROVER_VERBS else ""
+    )
     if refusal:
         reply(refusal)
         return
     queued = deps.enqueue(
-        TASK_COMMAND, event_id=f"cmd-{cmd.verb}-{user}", verb=cmd.verb, model_name=cmd.model,
-        version=cmd.version, count=cmd.count, reason=cmd.reason, user=user, channel=channel,
+        TASK_COMMAND,
+        event_id=f"cmd-{cmd.verb}-{user}",
+        verb=cmd.verb,
+        model_name=cmd.model,
+        version=cmd.version,
+        count=cmd.count,
+        reason=cmd.reason,
+        user=user,
+        channel=channel,
         response_url=response_url,
     )
     if not queued:
@@ -82,8 +103,14 @@ def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Res
         return
     channel = (body.get("channel") or {}).get("id", deps.settings.slack_channel)
     queued = deps.enqueue(
-        TASK_ROLLBACK, event_id=f"rollback-{plan.model}-{plan.target}", model_name=plan.model,
-        current=plan.current, target=plan.target, reason=plan.reason, user=user, channel=channel,
+        TASK_ROLLBACK,
+        event_id=f"rollback-{plan.model}-{plan.target}",
+        model_name=plan.model,
+        current=plan.current,
+        target=plan.target,
+        reason=plan.reason,
+        user=user,
+        channel=channel,
         response_url=body.get("response_url", ""),
     )
     text = ROLLING_BACK.format(model=plan.model, target=plan.target) if queued else QUEUE_DOWN

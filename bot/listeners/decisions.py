@@ -42,7 +42,11 @@ def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> 
         respond(text=refusal, response_type="ephemeral", replace_original=False)
         return
     queued = deps.enqueue(
-        TASK_APPROVE, event_id=_click_id(body), model_name=model, version=version, user=user,
+        TASK_APPROVE,
+        event_id=_click_id(body),
+        model_name=model,
+        version=version,
+        user=user,
         response_url=body.get("response_url", ""),
     )
     if not queued:
@@ -81,8 +85,12 @@ def on_reject_submitted(ack: Ack, body: dict, view: dict, context: BoltContext) 
     meta: dict[str, Any] = json.loads(view["private_metadata"])
     user = body["user"]["id"]
     queued = deps.enqueue(
-        TASK_REJECT, event_id=f"view-{view.get('id', '')}", model_name=meta["model"],
-        version=meta["version"], user=user, reason=reason,
+        TASK_REJECT,
+        event_id=f"view-{view.get('id', '')}",
+        model_name=meta["model"],
+        version=meta["version"],
+        user=user,
+        reason=reason,
     )
     if not queued:
         context.client.chat_postEphemeral(channel=meta["channel"], user=user, text=QUEUE_DOWN)
