@@ -48,8 +48,7 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
 
     client = web_client(settings)
     app = App(
-        token=settings.slack_bot_token,
-        client=client,
+        client=client,  # carries the token, the base URL and the retry handlers
         signing_secret=settings.slack_signing_secret or None,
         # In Socket Mode there is no HTTP request to sign.
         request_verification_enabled=not settings.slack_app_token,

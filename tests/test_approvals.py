@@ -309,3 +309,26 @@ def test_requests_from_another_workspace_are_refused(loop, slack, mlflow_server,
     time.sleep(1.0)
     assert stage_of(mlflow_server, model_name, version) == "Staging"
     assert not [c for c in slack.calls("response_url") if c.path.endswith(url.rsplit("/", 1)[-1])]
+
+
+def test_redis_down_the_clicker_is_told_to_try_again(stacks, slack, tmp_path):
+    from registry import devstack
+
+    port = devstack.free_port()
+    server = devstack.start_redis(port, tmp_path / "redis")
+    stack = stacks.make(redis_base=f"redis://127.0.0.1:{port}")
+    stack.start("bot")
+    try:
+        devstack.stop(server)
+        resp, url = click(
+            stack.bot_url,
+            slack,
+            user="UAPPROVER1",
+            action_id=APPROVE_ACTION,
+            value=button_value("any-model", "1"),
+        )
+        assert resp.status_code == 200  # acknowledged in time, whatever Redis does
+        assert "try again" in said_to(slack, url)
+    finally:
+        stack.stop()
+        devstack.stop(server)

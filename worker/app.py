@@ -47,7 +47,16 @@ def create_celery(settings: Settings | None = None, *, require_slack: bool = Fal
         worker_prefetch_multiplier=1,
         # Redis redelivers unacked messages after this; tasks are far shorter, and
         # nothing uses long countdowns (the sweep re-finds late work instead).
-        broker_transport_options={"visibility_timeout": 600, "socket_connect_timeout": 2},
+        broker_transport_options={
+            "visibility_timeout": 600,
+            "socket_connect_timeout": 2,
+            # A producer (webhooks, bot) must fail fast when Redis is down, so the
+            # sender gets its 503 and the clicker is told to try again at once.
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         beat_schedule=beat_schedule(settings),
