@@ -21,9 +21,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Finds Redis at REDIS_URL or 127.0.0.1:6379, or starts a private one (tests/conftest.py).
+# Finds Redis at REDIS_URL or 127.0.0.1:6379, or starts a private one (tests/conftest.py);
+# the browser test drives the system's Chromium, installed here if missing and root.
 test: install
+	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The whole loop on this machine with the browser sandbox; Ctrl-C stops it (bot/sandbox/demo.py).
+demo: install
+	$(BIN)/python -m bot.sandbox.demo
+
+# One more training run for a running demo.
+demo-event: install
+	$(BIN)/python -m bot.sandbox.demo event
 
 lint: install
 	$(BIN)/python -m pip install --quiet ruff mypy

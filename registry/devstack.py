@@ -19,6 +19,8 @@ WEBHOOK_ENV = {
     # keeps every server worker able to decrypt webhook secrets (else InvalidToken).
     "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
     "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    # Job execution starts helper processes that outlive the server when it is stopped.
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
 }
 
 

@@ -368,7 +368,9 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
     run = gw.run_summary(mv.run_id)
     metrics = json.loads(mv.tag("metrics") or "{}") or (dict(run.metrics) if run else {})
     prod = gw.production(mv.name)
-    prod = prod if prod and prod.version != mv.version else None
+    if prod and prod.version == mv.version:
+        # Promoted already: compare with the version it replaced, as the approvers did.
+        prod = gw.get_version(mv.name, mv.tag("replaces")) if mv.tag("replaces") else None
     ui = settings.ui_url
     gates = [line for _, line in gate_report(svc, mv)]
     return NoticeFacts(

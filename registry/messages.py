@@ -101,7 +101,7 @@ def decided_notice(facts: NoticeFacts, outcome: Outcome) -> tuple[str, list[dict
     line = f"*{outcome.verb}*{by} at {format_time(outcome.at)}"
     if outcome.reason:
         line += f"\n>{_escape(outcome.reason)}"
-    blocks = [*_facts_blocks(facts), {"type": "section", "text": _mrkdwn(line)}]
+    blocks = [*_facts_blocks(facts, outcome.verb), {"type": "section", "text": _mrkdwn(line)}]
     return _headline(facts, f"{outcome.verb.lower()}"), blocks
 
 
@@ -142,7 +142,7 @@ def _headline(facts: NoticeFacts, state: str) -> str:
     return f"{facts.model_name} v{facts.version} {state}"
 
 
-def _facts_blocks(facts: NoticeFacts) -> list[dict]:
+def _facts_blocks(facts: NoticeFacts, state: str = "Staging candidate") -> list[dict]:
     title = f"{facts.model_name} v{facts.version}"
     fields = [
         _mrkdwn(f"*Model*\n{_link(facts.version_url, title)}"),
@@ -152,7 +152,7 @@ def _facts_blocks(facts: NoticeFacts) -> list[dict]:
     ]
     prod = f"v{facts.production_version}" if facts.production_version else "none yet"
     blocks: list[dict] = [
-        {"type": "header", "text": {"type": "plain_text", "text": f"{title}: Staging candidate"}},
+        {"type": "header", "text": {"type": "plain_text", "text": f"{title}: {state}"}},
         {"type": "section", "fields": fields},
     ]
     if facts.description:

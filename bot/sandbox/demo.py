@@ -1,0 +1,610 @@
+"""`make demo`: the whole approval loop on one machine, with the browser sandbox as Slack."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from bot.sandbox.double import SlackDouble
+from registry import devstack
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "churn"
+EXPERIMENT = "churn-demo"
+CHANNEL = "CDEMO"
+TEAM = "T0DEMO"
+TOKEN = "xoxb-demo-sandbox-token"
+SIGNING_SECRET = "demo-signing-secret"
+TRAINING_SECRET = "whsec_" + base64.b64encode(b"registry-bot-demo-training-key!!").decode()
+USERS = {
+    "UADA": {"name": "ada", "email": "ada@example.com", "role": "approver"},
+    "UGRACE": {"name": "grace", "email": "grace@example.com", "role": "approver"},
+    "URITA": {"name": "rita", "email": "rita@example.com", "role": "requester, not an approver"},
+    "UOLAF": {"name": "olaf", "email": "olaf@example.com", "role": "not an approver"},
+}
+APPROVERS = ("UADA", "UGRACE")
+REQUESTER = "URITA"
+PORTS = (  # service, variable, default
+    ("sandbox", "DEMO_SANDBOX_PORT", 3400),
+    ("mlflow", "DEMO_MLFLOW_PORT", 5050),
+    ("webhooks", "DEMO_WEBHOOKS_PORT", 8000),
+    ("bot", "DEMO_BOT_PORT", 3000),
+    ("predict", "DEMO_PREDICT_PORT", 8100),
+)
+# A database of its own, flushed at each start, on whichever Redis is used; the last of the
+# default 16, which the test suite's stacks reach last.
+REDIS_DB = 15
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+MARKER = ".registry-bot-demo"  # only a directory carrying this is ever wiped
+SERVICES: dict[str, list[str]] = {
+    "worker": ["-m", "worker", "--concurrency", "2"],
+    "scheduler": ["-m", "worker", "beat"],
+    "webhooks": ["-m", "webhooks"],
+    "bot": ["-m", "bot"],
+}
+# Settings a caller's environment might carry that must not leak into the demo's services.
+FOREIGN_SETTINGS = ("SLACK_", "MLFLOW_", "REDIS_URL", "APPROVER", "REQUIRED_APPROVALS",
+                    "TRAINING_WEBHOOK_SECRET", "REGISTRY_MODE", "POLICY_FILE", "EVENT_SINK_",
+                    "WEBHOOKS_", "BOT_", "STAGING_ALIAS", "PRODUCTION_ALIAS", "SWEEP_INTERVAL")
+MLFLOW_ENV = {"MLFLOW_WEBHOOK_CACHE_TTL": "1"}
+START_TIMEOUT = 90.0
+STOP_TIMEOUT = 8.0
+
+PORT_BUSY = ("registry-bot demo: port {port} ({var}) is already in use; stop what listens there "
+             "or set {var} to a free port")
+PORT_BAD = "registry-bot demo: {var} must be a port number (1-65535), not {value!r}"
+PORT_TWICE = "registry-bot demo: {a} and {b} name the same port {port}"
+NOT_OURS = ("registry-bot demo: {path} exists and is not a demo directory, so it is not wiped; "
+            "set DEMO_DIR to another place")
+REDIS_OTHER = "registry-bot demo: something other than Redis listens on {url}"
+REDIS_NONE = "registry-bot demo: no Redis answers at {url} (REDIS_URL)"
+NO_NOTICE = "registry-bot demo: the Staging notice did not arrive; see {log}"
+NO_DEMO = "registry-bot demo: no demo answers at {url}; start one with `make demo`"
+NO_SERVING = "  (no prediction API yet: registry.serving is not installed)"
+SERVING_FAILED = "  prediction API did not start; see {log}"
+STARTING = "registry-bot demo: starting (files in {root}, wiped at every start)"
+STARTED = "  {name:<10} pid {pid:<8} log {log}"
+REDIS_FOUND = "  redis      using {url}"
+REDIS_STARTED = "  redis      started {url}, pid {pid}"
+SENT = ("Sent training run {run} of {model} (accuracy {accuracy:.3f}, f1 {f1:.3f}) as {who}; "
+        "its notice follows in a moment.")
+READY = """
+  sandbox     {sandbox}/
+  MLflow UI   {mlflow}/#/models/{model}
+  prediction  {predict}
+  logs        {logs}
+
+Next: open the sandbox and click Approve as ada.
+More runs: the sandbox's "Send another training run" button, or `make demo-event`.
+
+registry-bot demo is ready. Ctrl-C stops everything it started."""
+STOPPING = "registry-bot demo: stopping…"
+STOPPED = "registry-bot demo: stopped."
+
+
+class DemoError(Exception):
+    """The demo cannot go on; the message is one line for the person who started it."""
+
+
+class Stop(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Where the demo keeps its files and which ports its services use."""
+
+    root: Path
+    ports: dict[str, int]
+    redis_url: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> DemoConfig:
+        """Read DEMO_DIR, DEMO_*_PORT and REDIS_URL, refusing malformed or clashing ports."""
+        env = os.environ if env is None else env
+        ports: dict[str, int] = {}
+        for service, var, default in PORTS:
+            value = env.get(var, "").strip() or str(default)
+            if not value.isdigit() or not 0 < int(value) < 65536:
+                raise DemoError(PORT_BAD.format(var=var, value=value))
+            ports[service] = int(value)
+        _distinct(ports)
+        root = Path(env.get("DEMO_DIR", "").strip() or ".demo").resolve()
+        return cls(root, ports, env.get("REDIS_URL", "").strip() or DEFAULT_REDIS)
+
+    def url(self, service: str) -> str:
+        """Return a service's base URL."""
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def log(self, name: str) -> Path:
+        """Return the log file of one service."""
+        return self.logs / f"{name}.log"
+
+
+def _distinct(ports: dict[str, int]) -> None:
+    seen: dict[int, str] = {}
+    variables = {service: var for service, var, _ in PORTS}
+    for service, port in ports.items():
+        if port in seen:
+            raise DemoError(PORT_TWICE.format(a=variables[seen[port]], b=variables[service],
+                                              port=port))
+        seen[port] = service
+
+
+def check_ports(config: DemoConfig) -> None:
+    """Refuse to start when any of the demo's ports is taken."""
+    for service, var, _ in PORTS:
+        port = config.ports[service]
+        if devstack.port_in_use(port):
+            raise DemoError(PORT_BUSY.format(port=port, var=var))
+
+
+def prepare_dir(root: Path) -> None:
+    """Wipe the demo directory (only ever one the demo made), so every run starts afresh."""
+    if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
+        raise DemoError(NOT_OURS.format(path=root))
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "logs").mkdir(parents=True)
+    (root / MARKER).write_text("made by `python -m bot.sandbox.demo`; wiped at every start\n")
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+@dataclass
+class Processes:
+    """Every process the demo started, stopped together: services first, then their stores."""
+
+    started: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+
+    def add(self, name: str, proc: subprocess.Popen) -> subprocess.Popen:
+        """Remember a started process."""
+        self.started.append((name, proc))
+        return proc
+
+    def stop(self) -> None:
+        """Terminate everything, kill what does not exit in time, and any stray descendant."""
+        tree = descendants(os.getpid())  # before parents exit and their children are reparented
+        stores = {"mlflow", "redis"}
+        _stop_all([p for name, p in self.started if name not in stores])
+        _stop_all([p for name, p in self.started if name in stores])
+        _kill_strays(tree)
+
+
+def _stop_all(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _kill_strays(pids: list[int]) -> None:
+    """Kill descendants that outlived their parents (pool workers, server helpers)."""
+    alive = [pid for pid in pids if _alive(pid)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 2
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in alive if _alive(pid)]
+            time.sleep(0.05)
+
+
+def descendants(pid: int) -> list[int]:
+    """Return every process below `pid`, read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(parents.get(child, []))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def service_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
+    """Return the environment every service runs with: the demo's settings and no others."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_SETTINGS)}
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+        PYTHONUNBUFFERED="1",
+        MLFLOW_TRACKING_URI=config.url("mlflow"),
+        REDIS_URL=redis_url,
+        SLACK_BOT_TOKEN=TOKEN,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_CHANNEL=CHANNEL,
+        SLACK_API_URL=config.url("sandbox") + "/api/",
+        APPROVERS=",".join(APPROVERS),
+        TRAINING_WEBHOOK_SECRET=TRAINING_SECRET,
+        WEBHOOKS_PORT=str(config.ports["webhooks"]),
+        WEBHOOKS_URL=config.url("webhooks"),
+        BOT_PORT=str(config.ports["bot"]),
+    )
+    return env
+
+
+def start_service(config: DemoConfig, procs: Processes, name: str, args: list[str],
+                  env: Mapping[str, str]) -> subprocess.Popen:
+    """Start `python <args>` in the demo directory, logging to logs/<name>.log."""
+    with open(config.log(name), "ab") as log:
+        # The .env of whatever directory make ran in must not configure the demo: run in ours.
+        proc = subprocess.Popen([sys.executable, *args], env=dict(env), cwd=config.root,
+                                stdout=log, stderr=subprocess.STDOUT)
+    procs.add(name, proc)
+    print(STARTED.format(name=name, pid=proc.pid, log=_shown(config.log(name))), flush=True)
+    return proc
+
+
+def wait_ready(config: DemoConfig, name: str, proc: subprocess.Popen,
+               check: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
+    """Wait until a service is ready; fail with its log's last line if it exits first."""
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise DemoError(f"registry-bot demo: {name} exited with {proc.returncode}: "
+                            f"{_last_line(config.log(name))}")
+        return check()
+
+    try:
+        devstack.wait_until(ready, timeout, name, interval=0.2)
+    except TimeoutError as exc:
+        raise DemoError(f"registry-bot demo: {exc}; see {_shown(config.log(name))}") from None
+
+
+def readiness(config: DemoConfig, name: str) -> Callable[[], bool]:
+    """Return the check that says a service is serving."""
+    if name == "worker":
+        return lambda: b" ready." in _read(config.log("worker"))
+    if name == "scheduler":
+        return lambda: b"beat: Starting" in _read(config.log("scheduler"))
+    return lambda: _answers(f"{config.url(name)}/healthz")
+
+
+def find_or_start_redis(config: DemoConfig, procs: Processes) -> str:
+    """Use the Redis at REDIS_URL (default 127.0.0.1:6379) or start one there; flush our db."""
+    parts = urlsplit(config.redis_url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    url = f"{base}/{REDIS_DB}"
+    if devstack.redis_answers(url):
+        print(REDIS_FOUND.format(url=url), flush=True)
+    elif parts.hostname in ("127.0.0.1", "localhost") and parts.port:
+        if devstack.port_in_use(parts.port):
+            raise DemoError(REDIS_OTHER.format(url=base))
+        proc = procs.add("redis", devstack.start_redis(parts.port, config.root / "redis"))
+        print(REDIS_STARTED.format(url=url, pid=proc.pid), flush=True)
+    else:
+        raise DemoError(REDIS_NONE.format(url=base))
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def start_mlflow(config: DemoConfig, procs: Processes) -> None:
+    """Start `mlflow server` on SQLite with local artifacts in the demo directory."""
+    # It blocks until /health answers; a signal meanwhile leaves the pid to Processes.stop's
+    # sweep of every descendant.
+    proc = devstack.start_mlflow_server(config.ports["mlflow"], config.root / "mlflow",
+                                        env=MLFLOW_ENV, log_path=config.log("mlflow"))
+    procs.add("mlflow", proc)
+    print(STARTED.format(name="mlflow", pid=proc.pid, log=_shown(config.log("mlflow"))),
+          flush=True)
+
+
+def serving_available() -> bool:
+    """Say whether `python -m registry.serving` can run here."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("registry.serving")
+        if spec is None:
+            return False
+        if spec.submodule_search_locations is None:
+            return True
+        return importlib.util.find_spec("registry.serving.__main__") is not None
+    except ImportError:
+        return False
+
+
+def start_prediction_api(config: DemoConfig, procs: Processes, env: Mapping[str, str]) -> None:
+    """Start the prediction API for the demo model, if this checkout has one."""
+    if not serving_available():
+        print(NO_SERVING, flush=True)
+        return
+    port = config.ports["predict"]
+    args = ["-m", "registry.serving", "--model", MODEL, "--port", str(port)]
+    proc = start_service(config, procs, "predict", args, env)
+    try:
+        wait_ready(config, "predict", proc, lambda: devstack.port_in_use(port), 60)
+    except DemoError:
+        print(SERVING_FAILED.format(log=_shown(config.log("predict"))), flush=True)
+
+
+# -- the sandbox -----------------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Keep the page's polling out of the terminal."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        logging.getLogger("bot.sandbox").debug(message, *args)
+
+
+@dataclass
+class SandboxServer:
+    """The sandbox, served in this process on its own thread."""
+
+    double: SlackDouble
+    server: BaseWSGIServer
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        self.server.shutdown()
+        self.thread.join(5)
+        self.server.server_close()
+
+
+def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxServer:
+    """Serve the Slack Web API and the channel page on the sandbox port."""
+    from bot.sandbox.app import create_sandbox
+
+    port = config.ports["sandbox"]
+    double = SlackDouble(token=TOKEN, team_id=TEAM, users=USERS, port=port)
+    app = create_sandbox(
+        double=double, bot_url=config.url("bot"), signing_secret=SIGNING_SECRET, channel=CHANNEL,
+        predict_url=config.url("predict") if serving_available() else "", on_train=on_train,
+        team_id=TEAM)
+    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                              name="sandbox", daemon=True)
+    thread.start()
+    print(STARTED.format(name="sandbox", pid=os.getpid(), log="(this process)"), flush=True)
+    return SandboxServer(double, server, thread)
+
+
+def wait_for_notice(config: DemoConfig, double: SlackDouble, timeout: float = 60) -> None:
+    """Wait until the worker has posted the first Staging notice."""
+    try:
+        double.wait_for("chat.postMessage", lambda call: not call.params.get("thread_ts"),
+                        timeout=timeout)
+    except AssertionError:
+        raise DemoError(NO_NOTICE.format(log=_shown(config.log("worker")))) from None
+
+
+# -- training --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A logged training run: its id, metrics, and what it was."""
+
+    run_id: str
+    metrics: dict[str, float]
+    description: str
+
+
+_TRAINING = threading.Lock()
+C_VALUES = (1.0, 0.02, 0.3, 3.0, 0.005)  # each run a different regularisation: visible diffs
+
+
+def train(tracking_uri: str) -> TrainedRun:
+    """Train the next churn classifier and log it, with its metrics, to MLflow."""
+    import mlflow
+
+    _quiet_mlflow()
+    mlflow.set_tracking_uri(tracking_uri)
+    experiment = mlflow.set_experiment(EXPERIMENT)
+    number = len(mlflow.MlflowClient().search_runs([experiment.experiment_id])) + 1
+    model, params, metrics = fit(number)
+    # MLflow prints each run's URL on stdout; the demo prints its own one-line summary.
+    with contextlib.redirect_stdout(io.StringIO()), \
+            mlflow.start_run(run_name=f"{MODEL}-{number}", tags=_git_tags()) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
+    description = (f"Run {number}: {params['model']}(C={params['C']}) on {params['rows']} "
+                   "synthetic customers")
+    return TrainedRun(run.info.run_id, metrics, description)
+
+
+def fit(number: int) -> tuple[Any, dict[str, Any], dict[str, float]]:
+    """Fit run `number` on synthetic churn data; return the model, its params and metrics."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import train_test_split
+
+    # Same customers every time (no download); each run splits and regularises differently.
+    features, churned = make_classification(n_samples=2000, n_features=8, n_informative=5,
+                                            weights=[0.7], random_state=7)
+    x_train, x_test, y_train, y_test = train_test_split(features, churned, test_size=0.25,
+                                                        random_state=number)
+    c = C_VALUES[(number - 1) % len(C_VALUES)]
+    model = LogisticRegression(C=c, max_iter=1000).fit(x_train, y_train)
+    predicted = model.predict(x_test)
+    metrics = {"accuracy": float(accuracy_score(y_test, predicted)),
+               "f1": float(f1_score(y_test, predicted))}
+    return model, {"model": "LogisticRegression", "C": c, "rows": len(x_train)}, metrics
+
+
+def send_event(config: DemoConfig, run: TrainedRun) -> str:
+    """Send the signed training event for `run` as the requester; return the event id."""
+    from registry.events import TrainingEvent
+    from webhooks.notify import send
+
+    event = TrainingEvent(model_name=MODEL, run_id=run.run_id, requested_by=REQUESTER,
+                          metrics=run.metrics, description=run.description)
+    answer = send(config.url("webhooks"), TRAINING_SECRET, event, retries=3, timeout=10)
+    return str(answer.get("event_id", ""))
+
+
+def train_and_send(config: DemoConfig) -> str:
+    """Train, log and send one run; say what was sent."""
+    with _TRAINING:  # the page's button and the first run must not interleave runs
+        run = train(config.url("mlflow"))
+        send_event(config, run)
+    return SENT.format(run=run.run_id[:8], model=MODEL, who=USERS[REQUESTER]["name"],
+                       **run.metrics)
+
+
+def _git_tags() -> dict[str, str]:
+    """Tag the run with this checkout's commit, as MLflow does for runs started from git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit} if len(commit) == 40 else {}
+
+
+def _quiet_mlflow() -> None:
+    # MLflow logs hints (no signature, no input example) that are no news in a demo.
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", module="mlflow")
+
+
+# -- the whole demo --------------------------------------------------------------------------
+
+
+def start(config: DemoConfig, procs: Processes) -> SandboxServer:
+    """Start every piece in dependency order; return the sandbox."""
+    sandbox = start_sandbox(config, lambda: train_and_send(config))
+    env = service_env(config, find_or_start_redis(config, procs))
+    # The sandbox answers auth.test, which the bot calls at start, so it goes first.
+    started = {name: start_service(config, procs, name, args, env)
+               for name, args in SERVICES.items()}
+    start_mlflow(config, procs)  # meanwhile the services import and connect
+    for name, proc in started.items():
+        wait_ready(config, name, proc, readiness(config, name))
+    print(train_and_send(config), flush=True)
+    wait_for_notice(config, sandbox.double)
+    start_prediction_api(config, procs, env)
+    return sandbox
+
+
+def run(config: DemoConfig) -> int:
+    """Run the demo until SIGINT or SIGTERM, then stop everything it started."""
+    check_ports(config)
+    prepare_dir(config.root)
+    print(STARTING.format(root=_shown(config.root)), flush=True)
+    procs, sandbox = Processes(), None
+    _on_signals(_raise_stop)
+    try:
+        sandbox = start(config, procs)
+        print(READY.format(sandbox=config.url("sandbox"), mlflow=config.url("mlflow"),
+                           predict=config.url("predict") + "/version", model=MODEL,
+                           logs=_shown(config.logs)), flush=True)
+        while True:
+            signal.pause()
+    except Stop:
+        return 0
+    finally:
+        _on_signals(signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        print(STOPPING, flush=True)
+        if sandbox is not None:
+            sandbox.stop()
+        procs.stop()
+        print(STOPPED, flush=True)
+
+
+def send_another(config: DemoConfig) -> int:
+    """Train and send one more run to a running demo (`make demo-event`)."""
+    if not _answers(f"{config.url('webhooks')}/healthz"):
+        raise DemoError(NO_DEMO.format(url=config.url("webhooks")))
+    print(train_and_send(config), flush=True)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Run the demo, or with `event` send one more training run to a running one."""
+    try:
+        config = DemoConfig.from_env()
+        if argv[:1] == ["event"]:
+            return send_another(config)
+        return run(config)
+    except DemoError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 1
+
+
+def _on_signals(handler: Any) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def _read(path: Path) -> bytes:
+    return path.read_bytes() if path.exists() else b""
+
+
+def _last_line(path: Path) -> str:
+    lines = _read(path).decode(errors="replace").strip().splitlines()
+    return lines[-1][:300] if lines else "(no output)"
+
+
+def _shown(path: Path) -> str:
+    """Show a path relative to the working directory when it is inside it."""
+    try:
+        return str(path.relative_to(Path.cwd())) or "."
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,536 @@
+"""`make demo` end to end: the whole loop driven through the sandbox in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow import MlflowClient
+from playwright.sync_api import expect, sync_playwright
+
+from bot.listeners.decisions import EMPTY_REASON
+from bot.sandbox.app import REQUIRED_FIELD
+from bot.sandbox.demo import MODEL, PORTS
+from registry import devstack
+from tests.support import REPO, children
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+# Debian's Chromium, headless, with nothing that reaches out to the network.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+READY_TIMEOUT = 120.0
+STOP_TIMEOUT = 20.0
+UI_TIMEOUT_MS = 20_000  # a click goes bot -> Redis -> worker -> MLflow -> Slack -> page
+SCREENSHOT = REPO / "docs" / "sandbox.png"
+HEADER = "registry-bot sandbox — #models (CDEMO)"
+ADA, OLAF = "UADA", "UOLAF"
+
+
+@dataclass
+class RunningDemo:
+    """`python -m bot.sandbox.demo` running as a subprocess, its output collected."""
+
+    proc: subprocess.Popen
+    ports: dict[str, int]
+    redis_port: int
+    root: Path
+    lines: list[str] = field(default_factory=list)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def collect(self) -> None:
+        """Read the demo's output until it closes (run in a thread)."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, word: str, timeout: float) -> None:
+        """Wait for an output line containing `word`; fail with the output if it exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(word in line for line in self.lines):
+                return
+            if self.proc.poll() is not None:
+                pytest.fail(f"demo exited {self.proc.returncode}:\n{self.output()}")
+            time.sleep(0.2)
+        pytest.fail(f"no {word!r} line within {timeout}s:\n{self.output()}")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[RunningDemo]:
+    """Start the demo on free ports, with its own Redis and directory; stop it afterwards."""
+    ports = _distinct_free_ports(len(PORTS) + 1)
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MLFLOW_", "DEMO_"))}
+    env.update({var: str(port) for (_, var, _), port in zip(PORTS, ports, strict=False)})
+    # A Redis of its own: a shared one may run the suite's workers on the demo's database.
+    env.update(DEMO_DIR=str(root), REDIS_URL=f"redis://127.0.0.1:{ports[-1]}/0",
+               PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "bot.sandbox.demo"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    running = RunningDemo(proc, {s: p for (s, _, _), p in zip(PORTS, ports, strict=False)},
+                          ports[-1], root)
+    reader = threading.Thread(target=running.collect, daemon=True)
+    reader.start()
+    try:
+        running.wait_for("is ready", READY_TIMEOUT)
+        yield running
+    finally:
+        _make_sure_stopped(running)
+        reader.join(5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def page(demo):
+    """A headless Chromium page on the sandbox, 1200x900 like the README's screenshot."""
+    assert Path(CHROMIUM).exists(), "no Chromium: run scripts/ensure-chromium.sh"
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                             headless=True)
+        try:
+            tab = browser.new_page(viewport={"width": 1200, "height": 900})
+            tab.goto(demo.url("sandbox") + "/")
+            yield tab
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+def test_approve_reject_and_roll_back_in_the_browser(demo, page):
+    client = MlflowClient(demo.url("mlflow"))
+    expect(page.get_by_test_id("header")).to_have_text(HEADER)
+
+    act_as(page, ADA)
+    v1 = notice(page, "1")
+    v1.get_by_test_id("button-approve_version").click()
+    wait_for_stage(client, "1", "Production")
+    expect(v1).to_contain_text("Approved by")
+    expect(v1.get_by_test_id("button-approve_version")).to_have_count(0)
+    wait_until_served(demo, "1")
+    expect(page.get_by_test_id("served-version")).to_contain_text("v1")
+    expect(page.get_by_test_id("thread")).to_contain_text("now Production")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+
+    send_another_run(page)
+    v2 = notice(page, "2")
+    refused_for_non_approver(page, v2)
+    reject_through_the_modal(page, v2)
+    wait_for_stage(client, "2", "Archived")
+    expect(v2).to_contain_text("Rejected by")
+
+    send_another_run(page)
+    v3 = notice(page, "3")
+    v3.get_by_test_id("button-approve_version").click()
+    wait_for_stage(client, "3", "Production")
+    wait_until_served(demo, "3")
+
+    roll_back_by_command(page)
+    wait_for_stage(client, "1", "Production")
+    wait_for_stage(client, "3", "Archived")
+    wait_until_served(demo, "1")
+    expect(page.get_by_test_id("served-version")).to_contain_text("v1")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_it_started(demo):
+    tree = _descendants(demo.proc.pid)
+    assert len(tree) >= 6, f"expected the demo's services below it, found {tree}"
+
+    demo.proc.send_signal(signal.SIGINT)
+    demo.proc.wait(STOP_TIMEOUT)
+
+    assert demo.proc.returncode == 0, demo.output()
+    assert "stopped" in demo.output()
+    ports = [*demo.ports.values(), demo.redis_port]
+    assert [p for p in ports if devstack.port_in_use(p)] == []
+    assert [pid for pid in tree if _alive(pid)] == []
+    assert _processes_naming(demo.root) == []
+
+
+# -- what a visitor does -----------------------------------------------------------------------
+
+
+def act_as(page, user: str) -> None:
+    """Pick who the visitor is in the sandbox's user picker."""
+    page.get_by_test_id("user-picker").select_option(user)
+
+
+def notice(page, version: str):
+    """Return the Staging notice of a version, once it is on the page."""
+    found = page.get_by_test_id("message").filter(
+        has_text=f"{MODEL} v{version}: ")
+    expect(found).to_have_count(1)
+    return found
+
+
+def send_another_run(page) -> None:
+    page.get_by_test_id("train-button").click()
+    expect(page.get_by_test_id("train-status")).to_contain_text("Sent training run")
+
+
+def refused_for_non_approver(page, message) -> None:
+    """A non-approver's click gets a reply that only they see."""
+    act_as(page, OLAF)
+    message.get_by_test_id("button-approve_version").click()
+    refusal = page.get_by_test_id("ephemeral").filter(has_text="Only approvers")
+    expect(refusal).to_have_count(1)
+    act_as(page, ADA)
+    expect(refusal).to_have_count(0)
+
+
+def reject_through_the_modal(page, message) -> None:
+    """Open the reject modal; see an empty and a blank reason refused; give a real one."""
+    message.get_by_test_id("button-reject_version").click()
+    modal = page.get_by_test_id("modal")
+    expect(modal).to_be_visible()
+    modal.get_by_test_id("modal-submit").click()
+    expect(modal.get_by_test_id("modal-error")).to_have_text(REQUIRED_FIELD)
+    reason = modal.get_by_test_id("modal-input-reason")
+    reason.fill("   ")  # Slack sends this on; the bot answers response_action=errors
+    modal.get_by_test_id("modal-submit").click()
+    expect(modal.get_by_test_id("modal-error")).to_have_text(EMPTY_REASON)
+    reason.fill("f1 fell well below the Production version's")
+    modal.get_by_test_id("modal-submit").click()
+    expect(modal).to_have_count(0)
+
+
+def roll_back_by_command(page) -> None:
+    """Type the rollback command and confirm the plan it answers with."""
+    page.get_by_test_id("command-input").fill(f"/registry rollback {MODEL}")
+    page.get_by_test_id("command-input").press("Enter")
+    plan = page.get_by_test_id("ephemeral").filter(has_text=f"Roll {MODEL} back from v3 to v1")
+    expect(plan).to_have_count(1)
+    plan.get_by_test_id("button-rollback_confirm").click()
+    # The bot answers through the plan's response URL with replace_original: no buttons left.
+    done = page.get_by_test_id("ephemeral").filter(has_text="is Production again")
+    expect(done).to_have_count(1)
+    expect(page.get_by_test_id("button-rollback_confirm")).to_have_count(0)
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def wait_for_stage(client, version: str, stage: str, timeout: float = 30) -> None:
+    """Wait until the registry shows `version` of the demo model in `stage`."""
+    def there() -> bool:
+        return client.get_model_version(MODEL, version).current_stage == stage
+
+    devstack.wait_until(there, timeout, f"{MODEL} v{version} in {stage}", interval=0.3)
+
+
+def wait_until_served(demo: RunningDemo, version: str, timeout: float = 10) -> None:
+    """Wait until the prediction API serves `version` and predicts with it."""
+    def served() -> bool:
+        answer = requests.get(f"{demo.url('predict')}/version", timeout=2).json()
+        return str(answer.get("version")) == version
+
+    devstack.wait_until(served, timeout, f"prediction API serving v{version}", interval=0.3)
+    resp = requests.post(f"{demo.url('predict')}/predict", json={"inputs": [[0.0] * 8]},
+                         timeout=5)
+    assert resp.status_code == 200 and resp.json()["version"] == version, resp.text
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = devstack.free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        found.extend(kids)
+        todo.extend(kids)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _processes_naming(root: Path) -> list[str]:
+    """Return the command lines of live processes that name the demo directory."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or not _alive(int(entry.name)):
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(root) in cmdline:
+            found.append(f"{entry.name}: {cmdline[:200]}")
+    return found
+
+
+def _make_sure_stopped(demo: RunningDemo) -> None:
+    """Stop the demo if a test left it running; kill whatever it leaves behind."""
+    tree = _descendants(demo.proc.pid)
+    if demo.proc.poll() is None:
+        demo.proc.send_signal(signal.SIGINT)
+        try:
+            demo.proc.wait(STOP_TIMEOUT + 10)
+        except subprocess.TimeoutExpired:
+            demo.proc.kill()
+            demo.proc.wait(5)
+    for pid in tree:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- the sandbox alone: what it sends the bot, and what it shows ------------------------------
+
+SECRET = "sandbox-test-secret"
+CHANNEL = "CDEMO"
+USERS = {ADA: {"name": "ada", "role": "approver"}, OLAF: {"name": "olaf", "role": ""}}
+
+
+class FakeBot:
+    """An HTTP endpoint standing in for the bot: checks Slack's signature, records, answers."""
+
+    def __init__(self) -> None:
+        from werkzeug.serving import make_server
+
+        self.received: list[dict] = []
+        self.answer = lambda received: ("", 200)
+        self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/slack/events"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def app(self, environ, start_response):
+        import json
+
+        from slack_sdk.signature import SignatureVerifier
+        from werkzeug.wrappers import Request, Response
+
+        request = Request(environ)
+        body = request.get_data(as_text=True)
+        headers = request.headers
+        signed = SignatureVerifier(SECRET).is_valid(
+            body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"])
+        form = dict(request.form.items())
+        received = {"signed": signed, "form": form,
+                    "payload": json.loads(form["payload"]) if "payload" in form else None}
+        self.received.append(received)
+        text, status = self.answer(received)
+        mimetype = "application/json" if text.startswith("{") else "text/plain"
+        return Response(text, status, mimetype=mimetype)(environ, start_response)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Sandbox:
+    """The sandbox served on a free port, in front of a fake bot."""
+
+    url: str
+    bot: FakeBot
+    double: object
+
+    def api(self, method: str, **params) -> dict:
+        """Call the Slack Web API the sandbox serves, as the bot does."""
+        return requests.post(f"{self.url}/api/{method}", json=params, timeout=5,
+                             headers={"Authorization": "Bearer xoxb-sandbox"}).json()
+
+    def act(self, action: str, user: str, **body) -> dict:
+        return requests.post(f"{self.url}/sandbox/{action}", json={"user": user, **body},
+                             timeout=10).json()
+
+    def state(self, user: str) -> dict:
+        return requests.get(f"{self.url}/sandbox/state", params={"user": user}, timeout=5).json()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """Serve create_sandbox() over HTTP, as the demo does, with a fake bot behind it."""
+    from werkzeug.serving import make_server
+
+    from bot.sandbox.app import create_sandbox
+    from bot.sandbox.double import SlackDouble
+
+    bot = FakeBot()
+    port = devstack.free_port()
+    double = SlackDouble(token="xoxb-sandbox", team_id="T0DEMO", users=USERS, port=port)
+    app = create_sandbox(double=double, bot_url=bot.url, signing_secret=SECRET, channel=CHANNEL,
+                         on_train=lambda: "trained")
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Sandbox(f"http://127.0.0.1:{port}", bot, double)
+    finally:
+        server.shutdown()
+        server.server_close()
+        bot.close()
+
+
+def responds(body: dict):
+    """Answer a click as the bot does: acknowledge, and post `body` to its response URL."""
+    def answer(received):
+        requests.post(received["payload"]["response_url"], json=body, timeout=5)
+        return "", 200
+
+    return answer
+
+
+BUTTONS = [{"type": "actions", "block_id": "decision", "elements": [
+    {"type": "button", "text": {"type": "plain_text", "text": "Approve"},
+     "action_id": "approve_version", "value": "v1"}]}]
+
+
+def test_a_click_sends_the_signed_block_actions_payload_slack_sends(sandbox):
+    ts = sandbox.api("chat.postMessage", channel=CHANNEL, text="notice", blocks=BUTTONS)["ts"]
+
+    answer = sandbox.act("click", ADA, ts=ts, block=0, element=0, action_id="approve_version")
+
+    assert answer == {"ok": True, "body": ""}
+    [received] = sandbox.bot.received
+    payload = received["payload"]
+    assert received["signed"]
+    assert payload["type"] == "block_actions"
+    assert payload["user"]["id"] == ADA and payload["team"]["id"] == "T0DEMO"
+    assert payload["container"] == {"type": "message", "message_ts": ts, "channel_id": CHANNEL,
+                                    "is_ephemeral": False}
+    assert payload["message"]["ts"] == ts and payload["channel"]["id"] == CHANNEL
+    assert payload["response_url"].startswith(f"{sandbox.url}/response/")
+    assert payload["trigger_id"]
+    [action] = payload["actions"]
+    assert (action["action_id"], action["value"], action["block_id"]) == (
+        "approve_version", "v1", "decision")
+    assert float(action["action_ts"]) > 0
+
+
+def test_replace_original_replaces_the_ephemeral_whose_button_was_clicked(sandbox):
+    sandbox.api("chat.postEphemeral", channel=CHANNEL, user=ADA, text="plan", blocks=BUTTONS)
+    [plan] = sandbox.state(ADA)["messages"]
+
+    sandbox.bot.answer = responds({"text": "Done.", "replace_original": True})
+    sandbox.act("click", ADA, ephemeral=plan["id"], block=0, element=0,
+                action_id="approve_version")
+
+    [shown] = sandbox.state(ADA)["messages"]
+    assert (shown["id"], shown["text"], shown["blocks"]) == (plan["id"], "Done.", [])
+    assert sandbox.bot.received[0]["payload"]["container"]["is_ephemeral"] is True
+    assert "message" not in sandbox.bot.received[0]["payload"]
+    assert sandbox.state(OLAF)["messages"] == []
+
+
+def test_a_response_url_post_without_replace_adds_an_ephemeral_for_the_clicker(sandbox):
+    ts = sandbox.api("chat.postMessage", channel=CHANNEL, text="notice", blocks=BUTTONS)["ts"]
+    sandbox.bot.answer = responds({"text": "Not you."})
+
+    sandbox.act("click", OLAF, ts=ts, block=0, element=0, action_id="approve_version")
+
+    assert [m["text"] for m in sandbox.state(OLAF)["messages"]] == ["notice", "Not you."]
+    assert [m["text"] for m in sandbox.state(ADA)["messages"]] == ["notice"]
+
+
+def test_modal_errors_from_the_bot_are_shown_and_an_empty_answer_closes_it(sandbox):
+    ts = sandbox.api("chat.postMessage", channel=CHANNEL, text="notice", blocks=BUTTONS)["ts"]
+    view = {"type": "modal", "callback_id": "reject_reason", "title": {
+        "type": "plain_text", "text": "Reject"}, "blocks": [
+        {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Why?"},
+         "element": {"type": "plain_text_input", "action_id": "reason_input"}}]}
+
+    def open_view(received):
+        sandbox.api("views.open", trigger_id=received["payload"]["trigger_id"], view=view)
+        return "", 200
+
+    sandbox.bot.answer = open_view
+    sandbox.act("click", ADA, ts=ts, block=0, element=0, action_id="approve_version")
+    modal = sandbox.state(ADA)["modal"]
+    assert modal["view"]["callback_id"] == "reject_reason" and sandbox.state(OLAF)["modal"] is None
+
+    view_id = modal["view"]["id"]
+    empty = sandbox.act("submit", ADA, view_id=view_id, values={"reason": {"reason_input": ""}})
+    assert empty == {"errors": {"reason": REQUIRED_FIELD}}
+    assert len(sandbox.bot.received) == 1  # Slack refuses an empty required input itself
+
+    sandbox.bot.answer = lambda received: (
+        '{"response_action": "errors", "errors": {"reason": "Say why."}}', 200)
+    blank = {"reason": {"reason_input": "  "}}
+    assert sandbox.act("submit", ADA, view_id=view_id, values=blank) == {
+        "errors": {"reason": "Say why."}}
+    submitted = sandbox.bot.received[-1]["payload"]
+    assert submitted["type"] == "view_submission" and sandbox.bot.received[-1]["signed"]
+    assert submitted["view"]["state"]["values"] == {
+        "reason": {"reason_input": {"type": "plain_text_input", "value": "  "}}}
+    assert sandbox.state(ADA)["modal"]["errors"] == {"reason": "Say why."}
+
+    sandbox.bot.answer = lambda received: ("", 200)
+    done = sandbox.act("submit", ADA, view_id=view_id, values={"reason": {"reason_input": "ok"}})
+    assert done == {"closed": True} and sandbox.state(ADA)["modal"] is None
+
+
+def test_a_slash_command_is_sent_as_slack_sends_it(sandbox):
+    sandbox.act("command", ADA, text="/registry rollback churn 3 broke it")
+
+    [received] = sandbox.bot.received
+    form = received["form"]
+    assert received["signed"]
+    assert (form["command"], form["text"], form["user_id"], form["channel_id"],
+            form["team_id"]) == ("/registry", "rollback churn 3 broke it", ADA, CHANNEL, "T0DEMO")
+    assert form["response_url"].startswith(f"{sandbox.url}/response/") and form["trigger_id"]
+
+
+def test_a_failing_bot_is_reported_to_the_person_who_acted(sandbox):
+    sandbox.bot.answer = lambda received: ("invalid request", 401)
+
+    answer = sandbox.act("command", ADA, text="/registry help")
+
+    assert "HTTP 401" in answer["error"]
+    [notice] = sandbox.state(ADA)["messages"]
+    assert notice["from_slack"] and "HTTP 401" in notice["text"]
+    assert sandbox.state(OLAF)["messages"] == []
+
+
+def test_the_page_and_the_web_api_share_one_port(sandbox):
+    assert "registry-bot sandbox" in requests.get(sandbox.url + "/", timeout=5).text
+    assert sandbox.api("auth.test")["team_id"] == "T0DEMO"
+    state = sandbox.state(ADA)
+    assert state["header"] == HEADER
+    assert {u["id"] for u in state["users"]} >= {ADA, OLAF}
+    assert requests.post(f"{sandbox.url}/sandbox/train", timeout=5).json() == {
+        "message": "trained"}
+
+
+def test_a_refusal_for_a_click_on_a_thread_parent_shows_in_the_channel(sandbox):
+    ts = sandbox.api("chat.postMessage", channel=CHANNEL, text="notice", blocks=BUTTONS)["ts"]
+    sandbox.api("chat.postMessage", channel=CHANNEL, thread_ts=ts, text="a reply")
+
+    sandbox.bot.answer = responds({"text": "Not you."})
+    sandbox.act("click", OLAF, ts=ts, block=0, element=0, action_id="approve_version")
+
+    notice, refusal = sandbox.state(OLAF)["messages"]
+    assert [r["text"] for r in notice["replies"]] == ["a reply"]
+    assert (refusal["text"], refusal["ephemeral"]) == ("Not you.", True)
+    assert "thread_ts" not in sandbox.bot.received[0]["payload"]["container"]
