@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
+from registry.httpserver import serve
 from registry.logs import configure_logging
 from registry.settings import Settings, SettingsError
 
@@ -25,25 +25,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"registry-bot bot: {exc}", file=sys.stderr)
         return 2
-    return _serve(app, settings)
-
-
-def _serve(app, settings: Settings) -> int:
-    from werkzeug.serving import make_server
-
-    try:
-        server = make_server(settings.bot_host, settings.bot_port, app, threaded=True)
-    except OSError as exc:
-        print(
-            f"registry-bot bot: cannot listen on {settings.bot_host}:{settings.bot_port}: "
-            f"{exc.strerror}",
-            file=sys.stderr,
-        )
-        return 2
-    print(f"bot listening on http://{settings.bot_host}:{server.port}/slack/events", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    return 0
+    return serve(app, settings.bot_host, settings.bot_port, name="bot", path="/slack/events")
 
 
 def _socket_mode(settings: Settings) -> int:

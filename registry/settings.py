@@ -54,6 +54,7 @@ class Settings:
     webhooks_port: int = 8000
     bot_host: str = "127.0.0.1"
     bot_port: int = 3000
+    queue: str = "registry-bot"
     policy: Policy = field(default_factory=Policy.empty, compare=False, repr=False)
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -135,6 +136,9 @@ def _parse(env: Mapping[str, str]) -> Settings:
         webhooks_port=_int(get("WEBHOOKS_PORT", "8000"), "WEBHOOKS_PORT", 0, 65535),
         bot_host=get("BOT_HOST", "127.0.0.1"),
         bot_port=_int(get("BOT_PORT", "3000"), "BOT_PORT", 0, 65535),
+        queue=_matching(
+            get("REGISTRY_BOT_QUEUE", "registry-bot"), _ALIAS, "REGISTRY_BOT_QUEUE", "a queue name"
+        ),
         extra=dict(env),
     )
 

@@ -89,6 +89,11 @@ class Stack:
     def redis_url(self) -> str:
         return self.env["REDIS_URL"]
 
+    @property
+    def queue(self) -> str:
+        """The Redis list behind the stack's Celery queue."""
+        return self.env["REGISTRY_BOT_QUEUE"]
+
     def start(self, *services: str) -> None:
         """Start the named services (worker, webhooks, bot) and wait until they serve."""
         for service in services:
@@ -153,6 +158,7 @@ class StackFactory:
         self.workdir, self.base_env = workdir, dict(base_env)
         self.stacks: dict[tuple, Stack] = {}
         self.made = 0
+        self.session = uuid.uuid4().hex[:8]
 
     def get(self, services: tuple[str, ...] = ("worker", "webhooks"), **overrides: str) -> Stack:
         """Return a running stack for these settings, starting it on first use."""
@@ -181,6 +187,8 @@ class StackFactory:
             SLACK_API_URL=self.slack.api_url,
             TRAINING_WEBHOOK_SECRET=TRAINING_SECRET,
             MLFLOW_WEBHOOK_SECRET=MLFLOW_SECRET,
+            # A queue of its own, so a test session never takes another session's tasks.
+            REGISTRY_BOT_QUEUE=f"registry-bot-test-{self.session}",
             WEBHOOKS_PORT=str(devstack.free_port()),
             BOT_PORT=str(devstack.free_port()),
             **self.base_env,
@@ -356,21 +364,6 @@ def mention_event(
         "authorizations": [{"team_id": team, "user_id": "UBOT", "is_bot": True}],
     }
     return slack_post(bot_url, json.dumps(body), content_type="application/json")
-
-
-def children(pid: int) -> list[int]:
-    """Return the pids whose parent is `pid` (the Celery pool's processes)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 class FaultyProxy:

@@ -22,7 +22,7 @@ from bot.listeners.decisions import EMPTY_REASON
 from bot.sandbox.app import REQUIRED_FIELD
 from bot.sandbox.demo import MODEL, PORTS
 from registry import devstack
-from tests.support import REPO, children
+from tests.support import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 # Debian's Chromium, headless, with nothing that reaches out to the network.
@@ -153,7 +153,7 @@ def test_approve_reject_and_roll_back_in_the_browser(demo, page):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_process_it_started(demo):
-    tree = _descendants(demo.proc.pid)
+    tree = devstack.descendants(demo.proc.pid)
     assert len(tree) >= 6, f"expected the demo's services below it, found {tree}"
 
     demo.proc.send_signal(signal.SIGINT)
@@ -163,7 +163,7 @@ def test_ctrl_c_stops_every_process_it_started(demo):
     assert "stopped" in demo.output()
     ports = [*demo.ports.values(), demo.redis_port]
     assert [p for p in ports if devstack.port_in_use(p)] == []
-    assert [pid for pid in tree if _alive(pid)] == []
+    assert [pid for pid in tree if devstack.alive(pid)] == []
     assert _processes_naming(demo.root) == []
 
 
@@ -259,28 +259,11 @@ def _distinct_free_ports(count: int) -> list[int]:
     return ports
 
 
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        kids = children(todo.pop())
-        found.extend(kids)
-        todo.extend(kids)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 def _processes_naming(root: Path) -> list[str]:
     """Return the command lines of live processes that name the demo directory."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or not _alive(int(entry.name)):
+        if not entry.name.isdigit() or not devstack.alive(int(entry.name)):
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -293,7 +276,7 @@ def _processes_naming(root: Path) -> list[str]:
 
 def _make_sure_stopped(demo: RunningDemo) -> None:
     """Stop the demo if a test left it running; kill whatever it leaves behind."""
-    tree = _descendants(demo.proc.pid)
+    tree = devstack.descendants(demo.proc.pid)
     if demo.proc.poll() is None:
         demo.proc.send_signal(signal.SIGINT)
         try:
@@ -302,7 +285,7 @@ def _make_sure_stopped(demo: RunningDemo) -> None:
             demo.proc.kill()
             demo.proc.wait(5)
     for pid in tree:
-        if _alive(pid):
+        if devstack.alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 

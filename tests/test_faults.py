@@ -11,8 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from mlflow import MlflowClient
 
+from registry.devstack import children
 from registry.messages import APPROVE_ACTION, button_value
-from tests.support import FaultyProxy, children, click, log_model, signed_headers
+from tests.support import FaultyProxy, click, log_model, signed_headers
 from tests.test_approvals import SERVICES, _wait, production_versions, stage, stage_of, updates_of
 from tests.test_pipeline import notices_for, wait_notice
 
@@ -139,7 +140,7 @@ def test_an_event_delivered_fifty_times_at_once(stack, slack, mlflow_server, mod
 def redis_len(stack) -> int:
     import redis
 
-    return redis.Redis.from_url(stack.redis_url).llen("registry-bot")
+    return redis.Redis.from_url(stack.redis_url).llen(stack.queue)
 
 
 def test_two_versions_approved_at_the_same_moment(stack, stacks, slack, mlflow_server, model_name):

@@ -63,7 +63,7 @@ def fuzz_stack(stacks):
 def test_fuzzed_signed_training_events(case, fuzz_stack):
     body = raw_body(case.body)
     queue = redis.Redis.from_url(fuzz_stack.redis_url)
-    before = queue.llen("registry-bot")
+    before = queue.llen(fuzz_stack.queue)
     resp = requests.post(
         f"{fuzz_stack.webhooks_url}/hooks/training",
         data=body,
@@ -73,7 +73,7 @@ def test_fuzzed_signed_training_events(case, fuzz_stack):
     assert resp.status_code in (202, 400), (resp.text, body[:200])
     documented = openapi_document()["paths"]["/hooks/training"]["post"]["responses"]
     assert str(resp.status_code) in documented
-    after = queue.llen("registry-bot")
+    after = queue.llen(fuzz_stack.queue)
     assert after == before + (1 if resp.status_code == 202 else 0)
     if resp.status_code == 400:
         assert resp.json()["details"] or "JSON" in resp.json()["error"]

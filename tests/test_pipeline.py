@@ -149,7 +149,7 @@ def _wait_worker_idle(stack, settle: float = 1.5, timeout: float = 20) -> None:
     quiet_since = time.monotonic()
     last = None
     while time.monotonic() < deadline:
-        state = (client.llen("registry-bot"), len(client.hkeys("unacked")))
+        state = (client.llen(stack.queue), len(client.hkeys("unacked")))
         if state != (0, 0) or state != last:
             quiet_since = time.monotonic()
         last = state

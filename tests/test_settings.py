@@ -58,6 +58,7 @@ def test_lists_and_rotation():
         ({"SWEEP_INTERVAL": "soon"}, "SWEEP_INTERVAL"),
         ({"SLACK_COMMAND": "registry"}, "SLACK_COMMAND"),
         ({"PRODUCTION_ALIAS": "v1 prod"}, "PRODUCTION_ALIAS"),
+        ({"REGISTRY_BOT_QUEUE": "two words"}, "REGISTRY_BOT_QUEUE"),
     ],
 )
 def test_malformed_settings_are_named(env, named):

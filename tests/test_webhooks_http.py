@@ -24,7 +24,7 @@ GOOD = {"model_name": "refused-model", "run_id": "r0"}
 
 def queue_state(stack) -> tuple[int, list]:
     client = redis.Redis.from_url(stack.redis_url)
-    return client.llen("registry-bot"), sorted(client.keys("registry-bot:seen:*"))
+    return client.llen(stack.queue), sorted(client.keys("registry-bot:seen:*"))
 
 
 def _oversized() -> bytes:
@@ -109,7 +109,7 @@ def test_redis_down_answers_503_fast_then_recovers(stacks, redis_url, tmp_path):
         server = devstack.start_redis(port, tmp_path / "redis")
         retried = stack.post_training(body, headers=signed_headers(body, msg_id="msg_redis_down"))
         assert retried.status_code == 202 and retried.json()["status"] == "queued"
-        assert redis.Redis.from_url(stack.redis_url).llen("registry-bot") == 1
+        assert redis.Redis.from_url(stack.redis_url).llen(stack.queue) == 1
     finally:
         stack.stop()
         devstack.stop(server)

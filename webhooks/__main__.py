@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
+from registry.httpserver import serve
 from registry.logs import configure_logging
 from registry.settings import SettingsError
 
@@ -16,8 +16,6 @@ def main(argv: list[str]) -> int:
 
         return notify(argv[1:])
     configure_logging()
-    from werkzeug.serving import make_server
-
     from webhooks.app import create_app
 
     try:
@@ -26,19 +24,7 @@ def main(argv: list[str]) -> int:
         print(f"registry-bot webhooks: {exc}", file=sys.stderr)
         return 2
     settings = app.extensions["registry_bot"].settings
-    try:
-        server = make_server(settings.webhooks_host, settings.webhooks_port, app, threaded=True)
-    except OSError as exc:
-        print(
-            f"registry-bot webhooks: cannot listen on "
-            f"{settings.webhooks_host}:{settings.webhooks_port}: {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 2
-    print(f"webhooks listening on http://{settings.webhooks_host}:{server.port}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    return 0
+    return serve(app, settings.webhooks_host, settings.webhooks_port, name="webhooks")
 
 
 if __name__ == "__main__":

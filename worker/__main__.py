@@ -13,7 +13,7 @@ from registry.settings import SettingsError
 
 def main(argv: list[str]) -> int:
     """Run a Celery worker, or beat when the first argument is `beat`."""
-    from worker.app import QUEUE, create_celery
+    from worker.app import create_celery
 
     configure_logging()
     try:
@@ -27,7 +27,8 @@ def main(argv: list[str]) -> int:
     port = os.environ.get("WORKER_METRICS_PORT", "")
     if port:
         serve_metrics(int(port))
-    app.worker_main(["worker", "--loglevel=INFO", "-Q", QUEUE, *argv])
+    queue = app.registry_settings.queue
+    app.worker_main(["worker", "--loglevel=INFO", "-Q", queue, *argv])
     return 0
 
 

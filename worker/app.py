@@ -8,7 +8,6 @@ from celery import Celery
 
 from registry.settings import Settings
 
-QUEUE = "registry-bot"
 TASK_STAGE_EVENT = "registry_bot.stage_training_event"
 TASK_STAGE_VERSION = "registry_bot.stage_version"
 TASK_APPROVE = "registry_bot.approve"
@@ -36,7 +35,7 @@ def create_celery(settings: Settings | None = None, *, require_slack: bool = Fal
         settings = Settings.from_env(require=required)
     app = Celery("registry_bot", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
-        task_default_queue=QUEUE,
+        task_default_queue=settings.queue,
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,

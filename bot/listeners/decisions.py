@@ -35,12 +35,10 @@ def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> 
     """Acknowledge at once; refuse non-approvers; queue the approval."""
     ack()
     deps: Deps = context["deps"]
-    user = body["user"]["id"]
-    model, version = parse_button_value(body["actions"][0]["value"])
-    refusal = may_decide(deps.directory.clicker(user), "approve")
-    if refusal:
-        respond(text=refusal, response_type="ephemeral", replace_original=False)
+    click = _authorised_click(deps, body, "approve", respond)
+    if click is None:
         return
+    user, model, version = click
     queued = deps.enqueue(
         TASK_APPROVE,
         event_id=_click_id(body),
@@ -50,7 +48,7 @@ def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> 
         response_url=body.get("response_url", ""),
     )
     if not queued:
-        respond(text=QUEUE_DOWN, response_type="ephemeral", replace_original=False)
+        _ephemeral(respond, QUEUE_DOWN)
 
 
 def on_reject(
@@ -59,12 +57,10 @@ def on_reject(
     """Acknowledge; refuse non-approvers; open the reason modal while trigger_id is valid."""
     ack()
     deps: Deps = context["deps"]
-    user = body["user"]["id"]
-    model, version = parse_button_value(body["actions"][0]["value"])
-    refusal = may_decide(deps.directory.clicker(user), "reject")
-    if refusal:
-        respond(text=refusal, response_type="ephemeral", replace_original=False)
+    click = _authorised_click(deps, body, "reject", respond)
+    if click is None:
         return
+    _, model, version = click
     # A trigger_id is valid for 3 seconds: open the modal here, never from the worker.
     channel = (body.get("channel") or {}).get("id", deps.settings.slack_channel)
     ts = (body.get("message") or {}).get("ts", "")
@@ -72,6 +68,23 @@ def on_reject(
         trigger_id=body["trigger_id"],
         view=reject_modal(model, version, channel=channel, message_ts=ts),
     )
+
+
+def _authorised_click(
+    deps: Deps, body: dict, verb: str, respond: Respond
+) -> tuple[str, str, str] | None:
+    """Return (user, model, version) of a click, or None after telling a non-approver why."""
+    user = body["user"]["id"]
+    model, version = parse_button_value(body["actions"][0]["value"])
+    refusal = may_decide(deps.directory.clicker(user), verb)
+    if refusal:
+        _ephemeral(respond, refusal)
+        return None
+    return user, model, version
+
+
+def _ephemeral(respond: Respond, text: str) -> None:
+    respond(text=text, response_type="ephemeral", replace_original=False)
 
 
 def on_reject_submitted(ack: Ack, body: dict, view: dict, context: BoltContext) -> None:

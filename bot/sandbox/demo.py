@@ -185,7 +185,7 @@ class Processes:
 
     def stop(self) -> None:
         """Terminate everything, kill what does not exit in time, and any stray descendant."""
-        tree = descendants(os.getpid())  # before parents exit and their children are reparented
+        tree = devstack.descendants(os.getpid())  # before children are reparented
         stores = {"mlflow", "redis"}
         _stop_all([p for name, p in self.started if name not in stores])
         _stop_all([p for name, p in self.started if name in stores])
@@ -207,43 +207,15 @@ def _stop_all(procs: list[subprocess.Popen]) -> None:
 
 def _kill_strays(pids: list[int]) -> None:
     """Kill descendants that outlived their parents (pool workers, server helpers)."""
-    alive = [pid for pid in pids if _alive(pid)]
+    alive = [pid for pid in pids if devstack.alive(pid)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + 2
         while alive and time.monotonic() < deadline:
-            alive = [pid for pid in alive if _alive(pid)]
+            alive = [pid for pid in alive if devstack.alive(pid)]
             time.sleep(0.05)
-
-
-def descendants(pid: int) -> list[int]:
-    """Return every process below `pid`, read from /proc."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        parents.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], list(parents.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo.extend(parents.get(child, []))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def service_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
