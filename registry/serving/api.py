@@ -1,0 +1,86 @@
+"""The prediction API over a ServedModel: POST /predict and GET /version."""
+
+from __future__ import annotations
+
+import logging
+from numbers import Real
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from registry.serving.model import NoModelLoaded, ServedModel
+
+log = logging.getLogger(__name__)
+
+BODY_SHAPE = 'the body must be JSON like {"inputs": [[1.0, 2.0], ...]}'
+
+
+class BadInputs(ValueError):
+    """The request body is not {"inputs": a non-empty list of equal-length rows of numbers}."""
+
+
+def parse_inputs(body: Any) -> list[list[float]]:
+    """Return the rows of a /predict body; raise BadInputs naming the first bad field."""
+    if not isinstance(body, dict) or "inputs" not in body:
+        raise BadInputs(BODY_SHAPE)
+    rows = body["inputs"]
+    if not isinstance(rows, list) or not rows:
+        raise BadInputs("inputs must be a non-empty list of rows")
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or not row:
+            raise BadInputs(f"inputs[{i}] must be a non-empty list of numbers")
+        for j, value in enumerate(row):
+            # bool is an int in Python, but true/false is no feature value.
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise BadInputs(f"inputs[{i}][{j}] must be a number, not {value!r}")
+        if len(row) != len(rows[0]):
+            raise BadInputs(f"inputs[{i}] has {len(row)} values; inputs[0] has {len(rows[0])}")
+    return [[float(value) for value in row] for row in rows]
+
+
+def plain(predictions: Any) -> Any:
+    """Return predictions (numpy arrays, pandas objects, scalars) as JSON-ready lists and floats."""
+    if hasattr(predictions, "to_numpy"):  # pandas Series and DataFrame
+        predictions = predictions.to_numpy()
+    if hasattr(predictions, "tolist"):  # numpy arrays and numpy scalars
+        predictions = predictions.tolist()
+    if isinstance(predictions, list | tuple):
+        return [plain(item) for item in predictions]
+    if isinstance(predictions, Real) and not isinstance(predictions, bool):
+        return float(predictions)
+    return predictions
+
+
+def create_app(served: ServedModel) -> Flask:
+    """Build the Flask app answering for `served`."""
+    app = Flask(__name__)
+
+    @app.post("/predict")
+    def predict():
+        try:
+            rows = parse_inputs(request.get_json(silent=True))
+        except BadInputs as exc:
+            return jsonify(error="bad request", details=str(exc)), 400
+        try:
+            version, predictions = served.predict_with_version(rows)
+        except NoModelLoaded as exc:
+            return jsonify(error="no model loaded", model=served.name, details=str(exc)), 503
+        return jsonify(version=version, predictions=plain(predictions))
+
+    @app.get("/version")
+    def version():
+        return jsonify(served.status())
+
+    @app.errorhandler(Exception)
+    def crashed(exc: Exception):
+        if isinstance(exc, HTTPException):  # 404, 405 and friends answer as themselves
+            return exc
+        log.exception(
+            "request failed for %s",
+            served.name,
+            extra={"model": served.name, "version": served.version},
+        )
+        return jsonify(error="prediction failed", details=f"{type(exc).__name__}: {exc}"), 500
+
+    return app
