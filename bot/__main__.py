@@ -21,11 +21,16 @@ def main() -> int:
         from bot.web import BOT_REQUIRED, create_wsgi_app
 
         Settings.from_env(require=BOT_REQUIRED)
-        app = create_wsgi_app(settings)
     except SettingsError as exc:
         print(f"registry-bot bot: {exc}", file=sys.stderr)
         return 2
-    return serve(app, settings.bot_host, settings.bot_port, name="bot", path="/slack/events")
+    return serve(
+        lambda: create_wsgi_app(settings),
+        settings.bot_host,
+        settings.bot_port,
+        name="bot",
+        path="/slack/events",
+    )
 
 
 def _socket_mode(settings: Settings) -> int:

@@ -83,3 +83,19 @@ def test_a_malformed_policy_stops_every_service_naming_file_and_line(module, tmp
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert f"{policy}:4:" in lines[0] and "unknown key 'minimum'" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("module", "variable"), [("webhooks", "WEBHOOKS_PORT"), ("bot", "BOT_PORT")]
+)
+def test_a_busy_port_is_one_line(module, variable, tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = start(
+            module, {**GOOD, variable: str(port), "SLACK_API_URL": "http://127.0.0.1:9/"}, tmp_path
+        )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0]

@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
         print(f"registry-bot webhooks: {exc}", file=sys.stderr)
         return 2
     settings = app.extensions["registry_bot"].settings
-    return serve(app, settings.webhooks_host, settings.webhooks_port, name="webhooks")
+    return serve(lambda: app, settings.webhooks_host, settings.webhooks_port, name="webhooks")
 
 
 if __name__ == "__main__":

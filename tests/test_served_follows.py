@@ -1,0 +1,83 @@
+"""The served model follows the registry: approve and roll back in Slack, no restart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import requests
+
+from registry import devstack
+from registry.messages import APPROVE_ACTION, button_value
+from tests.support import click, slash
+from tests.test_approvals import SERVICES, _wait, stage, stage_of
+from tests.test_commands import answered, confirm
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def served(stacks, model_name):
+    """Start the prediction API for `model_name` on the default stack's Redis."""
+    stack = stacks.get(services=SERVICES)
+    port = devstack.free_port()
+    log = open(stack.workdir / f"serving-{model_name}.log", "ab")  # noqa: SIM115
+    env = {**stack.env, "REFRESH_SECONDS": "30"}  # the poll is far too slow to pass this test
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "registry.serving", "--model", model_name, "--port", str(port)],
+        env=env,
+        cwd=stack.workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    devstack.wait_until(lambda: _answers(f"{url}/version"), 60, "prediction API")
+    yield stack, url
+    devstack.stop(proc)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def serving(url: str) -> str | None:
+    return requests.get(f"{url}/version", timeout=5).json().get("version")
+
+
+def seconds_until(url: str, version: str, timeout: float = 10.0) -> float:
+    started = time.monotonic()
+    _wait(lambda: serving(url) == version, f"serving v{version}", timeout=timeout)
+    return time.monotonic() - started
+
+
+def test_approve_and_rollback_switch_the_served_model(
+    served, slack, mlflow_server, model_name
+):
+    stack, url = served
+    v1, ts1 = stage(stack, slack, mlflow_server, model_name, constant=1.0)
+    click(stack.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
+          value=button_value(model_name, v1), message_ts=ts1)
+    _wait(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "v1 Production")
+    seconds_until(url, v1)  # the first load also imports the model's flavour: not timed
+
+    v2, ts2 = stage(stack, slack, mlflow_server, model_name, constant=2.0)
+    click(stack.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
+          value=button_value(model_name, v2), message_ts=ts2)
+    _wait(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "v2 Production")
+    assert seconds_until(url, v2) < 2.0
+    answer = requests.post(f"{url}/predict", json={"inputs": [[0.0], [1.0]]}, timeout=5).json()
+    assert answer == {"version": v2, "predictions": [2.0, 2.0]}
+
+    _, reply = slash(stack.bot_url, slack, f"rollback {model_name}", user="UAPPROVER2")
+    confirm(stack, slack, answered(slack, reply)[0], "UAPPROVER2")
+    _wait(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "rollback")
+    assert seconds_until(url, v1) < 2.0
+    answer = requests.post(f"{url}/predict", json={"inputs": [[0.0], [5.0]]}, timeout=5).json()
+    v1_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{v1}")
+    assert answer == {"version": v1, "predictions": list(v1_model.predict([[0.0], [5.0]]))}
