@@ -108,3 +108,15 @@ def run_python(
     return subprocess.run(
         [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Report how fast the bot answered every signed Slack request of the run."""
+    from tests.support import SLACK_ANSWER_TIMES
+
+    if SLACK_ANSWER_TIMES:
+        times = sorted(SLACK_ANSWER_TIMES)
+        terminalreporter.write_line(
+            f"Slack requests answered: {len(times)}, median {times[len(times) // 2] * 1000:.0f} ms,"
+            f" slowest {times[-1] * 1000:.0f} ms (limit 3000 ms)"
+        )
