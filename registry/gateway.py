@@ -167,11 +167,13 @@ class MlflowGateway:
         """Move a version to `stage`; return the versions this archived (Production only)."""
         if stage not in STAGES[1:]:
             raise RegistryError(f"cannot move a version to {stage!r}")
-        previous = [
-            mv.version
-            for mv in self.versions(name)
-            if stage == "Production" and mv.stage == "Production" and mv.version != version
-        ]
+        previous = []
+        if stage == "Production":  # only a promotion archives anything: skip the search else
+            previous = [
+                mv.version
+                for mv in self.versions(name)
+                if mv.stage == "Production" and mv.version != version
+            ]
         if self.mode == "stages":
             self._transition(name, version, stage)
         else:

@@ -76,13 +76,14 @@ def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> S
         log.info("already decided, no notice", extra=_ctx(event_id, mv))
         return StageResult(mv.version, "already_decided")
     if mv.stage != "Staging" and not mv.tag("gates"):
-        failing = [line for v, line in gate_report(svc, mv) if not v.passed]
+        report = gate_report(svc, mv)
+        failing = [line for v, line in report if not v.passed]
         if failing:
             # A failing gate keeps the version out of Staging; the notice says why.
             record(svc, mv, "gate_failed", reason="; ".join(failing), extra={"gates": "failed"})
-        else:
+            mv = svc.gateway.get_version(name, version)
+        elif report:
             svc.gateway.set_tags(name, version, _tags({"gates": "passed"}))
-        mv = svc.gateway.get_version(name, version)
     if mv.stage != "Staging" and mv.tag("gates") != "failed":
         svc.gateway.move(name, version, "Staging")
         record(svc, mv, "staged", actor=mv.tag("requested_by"), extra={"staged_at": _now(svc)})
