@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
 UI_TIMEOUT_MS = 20_000  # a click goes bot -> Redis -> worker -> MLflow -> Slack -> page
+# The README's screenshot; `UPDATE_SCREENSHOT=1 make test` rewrites it, others use tmp.
 SCREENSHOT = REPO / "docs" / "sandbox.png"
 HEADER = "registry-bot sandbox — #models (CDEMO)"
 ADA, OLAF = "UADA", "UOLAF"
@@ -115,7 +116,7 @@ def page(demo):
 
 
 @pytest.mark.slow
-def test_approve_reject_and_roll_back_in_the_browser(demo, page):
+def test_approve_reject_and_roll_back_in_the_browser(demo, page, tmp_path):
     client = MlflowClient(demo.url("mlflow"))
     expect(page.get_by_test_id("header")).to_have_text(HEADER)
 
@@ -128,8 +129,9 @@ def test_approve_reject_and_roll_back_in_the_browser(demo, page):
     wait_until_served(demo, "1")
     expect(page.get_by_test_id("served-version")).to_contain_text("v1")
     expect(page.get_by_test_id("thread")).to_contain_text("now Production")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
+    shot = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "sandbox.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000  # a real rendering, not a blank page
 
     send_another_run(page)
     v2 = notice(page, "2")
