@@ -217,16 +217,6 @@ class MlflowGateway:
             if not token:
                 return names
 
-    def model_exists(self, name: str) -> bool:
-        """Say whether a registered model of that name exists."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self.client.get_registered_model(name)
-            return True
-        except MlflowException:
-            return False
-
     # -- internals ---------------------------------------------------------------------
 
     def _search(self, filter_string: str) -> list[ModelVersion]:
