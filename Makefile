@@ -35,6 +35,11 @@ demo: install
 demo-event: install
 	$(BIN)/python -m bot.sandbox.demo event
 
+# Starts its own stack (MLflow server, Celery worker, gunicorn services, Slack double) and
+# writes bench/results/<date>.{json,md} and a latency plot; `$(BIN)/python -m bench --quick` checks it.
+bench: install
+	$(BIN)/python -m bench
+
 lint: install
 	$(BIN)/python -m pip install --quiet ruff mypy
 	$(BIN)/ruff check registry webhooks worker bot tests

@@ -1,0 +1,94 @@
+"""Run the benchmark: `python -m bench` measures, `python -m bench --quick` checks the harness."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import asdict
+from datetime import date
+
+from bench.figures import all_figures, notes
+from bench.misses import profile_misses
+from bench.report import plot, table, write
+from bench.scenarios import QUICK, Plan, Runs, run_all, say
+from bench.stack import REPO, Bench
+
+
+def main(argv: list[str]) -> int:
+    """Start the stack, run every scenario, profile the misses, write and print the results."""
+    args = _parser().parse_args(argv)
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # no "View run" lines
+    plan, suffix = (QUICK, "-quick") if args.quick else (Plan(), "")
+    started, day = time.monotonic(), date.today().isoformat()
+    _load_services_code()
+    bench = Bench.open()
+    try:
+        runs = Runs(bench)
+        data = run_all(bench, runs, plan)
+        figures = all_figures(data)
+        data["profiles"], profile_md = profile_misses(bench, runs, plan, data, figures)
+    finally:
+        bench.close()
+    data |= {
+        "plan": asdict(plan),
+        "day": day,
+        "cpus": os.cpu_count(),
+        "bench_seconds": round(time.monotonic() - started),
+    }
+    paths = write(day, suffix, data, figures, notes(data, args.quick), profile_md)
+    paths.append(plot(day, suffix, _pipeline_series(data), _door_series(data)))
+    print(table(figures))
+    say(
+        f"done in {data['bench_seconds']} s; wrote "
+        + ", ".join(str(p.relative_to(REPO)) for p in paths)
+    )
+    return 0
+
+
+def _load_services_code() -> None:
+    """Import the services' code once, up front: later in-process profiles then see one version."""
+    # Others may edit the repo during a run; a module imported half way could mismatch the rest.
+    import bot.web  # noqa: F401
+    import registry.lifecycle  # noqa: F401
+    import webhooks.app  # noqa: F401
+    import worker.tasks  # noqa: F401
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="few events and short rates: check the harness"
+    )
+    return parser
+
+
+def _pipeline_series(data: dict) -> dict[str, list[float]]:
+    """Return the per-event latencies to plot: floor and end to end."""
+    pipe = data["pipeline"]
+    return {
+        "floor, 1 process": pipe[1]["floor_latencies"] + pipe[2]["floor_latencies"],
+        "floor, 2 processes at once": pipe[2]["two_models"]["floor_burst_latencies"],
+        "end to end, --concurrency 1": pipe[1]["latencies"],
+        "end to end, --concurrency 2": pipe[2]["latencies"],
+        "end to end, inside bursts, --concurrency 2, 2 models": pipe[2]["two_models"][
+            "burst_latencies"
+        ],
+    }
+
+
+def _door_series(data: dict) -> dict[str, list[float]]:
+    """Return the front doors' answer times to plot."""
+    runs, clicks = data["doors"]["runs"], data["clicks"]
+    return {
+        "bare, fixed rate": runs["bare_open"]["latencies"],
+        "/hooks/training, fixed rate": runs["hooks_open"]["latencies"],
+        "Slack ack, 20 concurrent": clicks["concurrent"]["latencies"],
+        "bare endpoint, 20 concurrent": clicks["bare_concurrent"]["latencies"],
+        "Slack ack, one at a time": clicks["single"]["latencies"],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,231 @@
+"""The real stack for the bench: an MLflow server, the Slack double, services as processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import redis
+import requests
+
+from bot.sandbox.double import SlackDouble
+from registry import devstack
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parent.parent
+TOKEN = "xoxb-bench-token"
+SIGNING_SECRET = "bench-signing-secret"
+CHANNEL = "CNOTICES"
+TEAM = "T0TEST"
+TRAINING_SECRET = "whsec_" + "YmVuY2gtdHJhaW5pbmctc2VjcmV0LTMyLWJ5dGVzISE="
+CLICKERS = tuple(f"UCLICK{i:02d}" for i in range(20))
+USERS = {
+    "UREQUESTER": {"name": "rita", "email": "rita@example.com"},
+    **{u: {"name": f"clicker{i}", "email": f"c{i}@example.com"} for i, u in enumerate(CLICKERS)},
+}
+WORKER_DB, FRONT_DB = 13, 14  # the pipeline's database, and one nobody consumes
+QUEUE = "registry-bot"  # the Celery queue (REGISTRY_BOT_QUEUE), a Redis list
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class Service:
+    """One running service: its process, log and how long it took to be ready."""
+
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+    url: str = ""
+    start_seconds: float = 0.0
+
+    def pids(self) -> list[int]:
+        """Return the service's processes: the main one first, then its children."""
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def log(self) -> str:
+        """Return the service's log so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class Bench:
+    """The pieces every scenario shares: a temp dir, MLflow, the Slack double and Redis."""
+
+    workdir: Path
+    redis_base: str = ""
+    mlflow_url: str = ""
+    mlflow_start_seconds: float = 0.0
+    slack: SlackDouble = field(default_factory=lambda: SlackDouble(token=TOKEN, users=USERS))
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """Return the bench's own MlflowClient on the server."""
+        from bench.floor import client_for
+
+        return client_for(self.mlflow_url)
+
+    @classmethod
+    def open(cls) -> Bench:
+        """Start Redis (unless one answers), the MLflow server and the Slack double."""
+        bench = cls(Path(tempfile.mkdtemp(prefix="registry-bot-bench-")))
+        bench.redis_base = bench._redis()
+        started = time.perf_counter()
+        port = devstack.free_port()
+        server = devstack.start_mlflow_server(port, bench.workdir / "mlflow")
+        bench.procs.append(server)
+        bench.mlflow_start_seconds = time.perf_counter() - started
+        bench.mlflow_url = f"http://127.0.0.1:{port}"
+        bench.slack.start()
+        bench.flush()
+        return bench
+
+    def _redis(self) -> str:
+        url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        if devstack.redis_answers(url):
+            return url.rsplit("/", 1)[0]
+        port = devstack.free_port()
+        self.procs.append(devstack.start_redis(port, self.workdir / "redis"))
+        return f"redis://127.0.0.1:{port}"
+
+    def redis(self, db: int) -> redis.Redis:
+        """Return a client on one of the bench's Redis databases."""
+        return redis.Redis.from_url(f"{self.redis_base}/{db}")
+
+    def flush(self) -> None:
+        """Empty the bench's Redis databases."""
+        for db in (WORKER_DB, FRONT_DB):
+            self.redis(db).flushdb()
+
+    def env(self, db: int, port: int = 0) -> dict[str, str]:
+        """Return a service environment, as the test suite's StackFactory builds it."""
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MLFLOW_", "REDIS"))
+        }
+        env.update(
+            PYTHONPATH=str(REPO),
+            MLFLOW_TRACKING_URI=self.mlflow_url,
+            REDIS_URL=f"{self.redis_base}/{db}",
+            SLACK_API_URL=self.slack.api_url,
+            SLACK_BOT_TOKEN=TOKEN,
+            SLACK_SIGNING_SECRET=SIGNING_SECRET,
+            SLACK_CHANNEL=CHANNEL,
+            APPROVERS=",".join(CLICKERS),
+            REGISTRY_BOT_QUEUE=QUEUE,
+            TRAINING_WEBHOOK_SECRET=TRAINING_SECRET,
+            MLFLOW_WEBHOOK_SECRET="bench-mlflow-secret",
+            WEBHOOKS_PORT=str(port or devstack.free_port()),
+            BOT_PORT=str(port or devstack.free_port()),
+        )
+        return env
+
+    def gunicorn(self, name: str, target: str, db: int, extra: Sequence[str] = ()) -> Service:
+        """Serve a WSGI app factory under `gunicorn -w 2` and wait until /healthz answers."""
+        port = devstack.free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = ["-m", "gunicorn", "-w", "2", *extra, "-b", f"127.0.0.1:{port}", target]
+        return self.spawn(name, args, db, lambda svc: answers(f"{url}/healthz"), url=url)
+
+    def worker(self, concurrency: int, *, wrap: Sequence[str] = (), name: str = "") -> Service:
+        """Start `python -m worker --concurrency N` and wait until Celery says ready."""
+        args = ["-m", "worker", "--concurrency", str(concurrency)]
+        name = name or f"worker-c{concurrency}"
+        return self.spawn(name, args, WORKER_DB, lambda svc: " ready." in svc.log(), wrap=wrap)
+
+    def spawn(
+        self,
+        name: str,
+        args: Sequence[str],
+        db: int,
+        ready: Callable[[Service], bool],
+        *,
+        url: str = "",
+        wrap: Sequence[str] = (),
+    ) -> Service:
+        """Start `python <args>` (optionally under `wrap`) and time it until `ready`."""
+        log_path = self.workdir / f"{name}.log"
+        with open(log_path, "ab") as log:
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                [*wrap, sys.executable, *args],
+                env=self.env(db),
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)  # so close() stops it even if the run fails half way
+        service = Service(name, proc, log_path, url)
+        devstack.wait_until(
+            lambda: _alive(service) and ready(service), READY_TIMEOUT, name, interval=0.01
+        )
+        service.start_seconds = time.perf_counter() - started
+        return service
+
+    def close(self) -> None:
+        """Stop the double and every process the bench started; flush Redis; remove the temp dir."""
+        self.slack.stop()
+        for proc in reversed(self.procs):
+            devstack.stop(proc)
+        self.flush()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def stop(service: Service | None) -> None:
+    """Stop a service's main process (its children follow) and reap it."""
+    if service is not None:
+        devstack.stop(service.proc, timeout=20)
+
+
+def answers(url: str) -> bool:
+    """Say whether `url` answers a GET below 500."""
+    try:
+        return requests.get(url, timeout=1).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def _alive(service: Service) -> bool:
+    if service.proc.poll() is not None:
+        raise RuntimeError(
+            f"{service.name} exited {service.proc.returncode}: {service.log()[-2000:]}"
+        )
+    return True
+
+
+def children(pid: int) -> list[int]:
+    """Return the pids whose parent is `pid`, and theirs, depth first."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found += [int(entry.name), *children(int(entry.name))]
+    return found
+
+
+def memory_kb(pid: int, field_name: str = "VmRSS") -> int:
+    """Return VmRSS (from status) or Pss (from smaps_rollup) of a process, in kB."""
+    path = "status" if field_name.startswith("Vm") else "smaps_rollup"
+    try:
+        text = Path(f"/proc/{pid}/{path}").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
