@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import threading
 import time
@@ -17,6 +14,7 @@ from urllib.parse import urlencode
 import requests
 
 from bench.stack import CHANNEL, SIGNING_SECRET, TEAM, TRAINING_SECRET
+from registry.events import signed_headers as sign
 
 Request = tuple[str, bytes, dict[str, str]]  # url, body, headers
 _local = threading.local()
@@ -58,15 +56,7 @@ def in_turn(names: list[str], i: int) -> list[str]:
 
 def signed_headers(body: bytes, *, secret: str = TRAINING_SECRET) -> dict[str, str]:
     """Return Standard Webhooks headers for `body`, with a fresh webhook-id."""
-    msg_id, stamp = f"msg_{uuid.uuid4().hex}", str(int(time.time()))
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    mac = hmac.new(key, f"{msg_id}.{stamp}.".encode() + body, hashlib.sha256).digest()
-    return {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": stamp,
-        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
-    }
+    return sign(secret, f"msg_{uuid.uuid4().hex}", body.decode())
 
 
 def training_request(base_url: str, model_name: str, run_id: str) -> Request:
@@ -93,7 +83,7 @@ def slack_headers(body: str) -> dict[str, str]:
     from slack_sdk.signature import SignatureVerifier
 
     ts = str(int(time.time()))
-    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body)
+    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body) or ""
     return {
         "Content-Type": "application/x-www-form-urlencoded",
         "X-Slack-Request-Timestamp": ts,

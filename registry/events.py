@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -78,6 +79,17 @@ class CanaryVerdict:
     def as_kwargs(self) -> dict[str, Any]:
         """Return primitives for a task's keyword arguments."""
         return asdict(self)
+
+
+def signed_headers(secret: str, msg_id: str, body: str) -> dict[str, str]:
+    """Return the headers that sign `body` per Standard Webhooks, timestamped now."""
+    now = datetime.now(UTC)
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, now, body),
+    }
 
 
 def verify_standard_webhook(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> str:

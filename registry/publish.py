@@ -6,10 +6,10 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 
 import requests
-from standardwebhooks.webhooks import Webhook
+
+from registry.events import signed_headers
 
 CHANNEL = "registry-bot:lifecycle"
 # What `record` calls a change, and what the published event calls it.
@@ -61,20 +61,12 @@ def event_for(change: str, model: str, version: str, entry: Mapping[str, str]) -
     )
 
 
-def sink_headers(secret: str, event: LifecycleEvent) -> dict[str, str]:
-    """Sign an event for a sink per Standard Webhooks."""
-    now = datetime.now(UTC)
-    return {
-        "content-type": "application/json",
-        "webhook-id": event.event_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(event.event_id, now, event.body()),
-    }
-
-
 def deliver(url: str, secret: str, event: LifecycleEvent, *, timeout: float = 5.0) -> None:
     """POST one event to one sink; raise on any answer but 2xx."""
     resp = requests.post(
-        url, data=event.body().encode(), headers=sink_headers(secret, event), timeout=timeout
+        url,
+        data=event.body().encode(),
+        headers=signed_headers(secret, event.event_id, event.body()),
+        timeout=timeout,
     )
     resp.raise_for_status()

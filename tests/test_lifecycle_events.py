@@ -104,8 +104,10 @@ def test_each_change_is_published_once_and_signed_and_a_failing_sink_is_retried(
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and len(published) < 2:
             message = pubsub.get_message(timeout=0.5)
-            if message and message["type"] == "message":
-                published.append(json.loads(message["data"]))
+            # Pub/sub channels span every Redis database: keep this model's events only.
+            event = json.loads(message["data"]) if message and message["type"] == "message" else {}
+            if event.get("model_name") == model_name:
+                published.append(event)
         assert [e["type"] for e in published] == ["staged", "promoted"]
         assert published[1]["actor"] == "UAPPROVER1"
     finally:

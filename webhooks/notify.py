@@ -7,12 +7,10 @@ import json
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 
 import requests
-from standardwebhooks.webhooks import Webhook
 
-from registry.events import InvalidEvent, TrainingEvent, parse_training_event
+from registry.events import InvalidEvent, TrainingEvent, parse_training_event, signed_headers
 from registry.settings import Settings, SettingsError
 
 RETRY_STATUSES = {502, 503, 504}
@@ -60,13 +58,7 @@ def send(url: str, secret: str, event: TrainingEvent, *, retries: int, timeout: 
     body = json.dumps({k: v for k, v in event.as_kwargs().items() if v})
     msg_id = f"msg_{uuid.uuid4().hex}"  # one id for every retry, so the server dedups them
     for attempt in range(retries + 1):
-        now = datetime.now(UTC)
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": msg_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(secret).sign(msg_id, now, body),
-        }
+        headers = signed_headers(secret, msg_id, body)  # re-signed: the timestamp moves on
         try:
             resp = requests.post(
                 f"{url.rstrip('/')}/hooks/training",
