@@ -194,9 +194,6 @@ class StackFactory:
             **self.base_env,
         )
         env.update(overrides)
-        import redis
-
-        redis.Redis.from_url(env["REDIS_URL"]).flushdb()
         return Stack(name=name, env=env, workdir=workdir)
 
     def stop_all(self) -> None:
