@@ -52,7 +52,7 @@ class StageResult:
     """What staging an event did."""
 
     version: str
-    outcome: str  # "noticed", "already_noticed", "already_decided"
+    outcome: str  # "noticed", "gate_failed", "already_noticed", "already_decided"
     notice_ts: str = ""
 
 
