@@ -258,14 +258,7 @@ class MlflowGateway:
             model_id = model_uri[len("models:/") :] if model_uri.startswith("models:/m-") else None
             return model_uri, model_id
         run = self.client.get_run(run_id)
-        logged = [
-            lm
-            for lm in self.client.search_logged_models(
-                experiment_ids=[run.info.experiment_id],
-                filter_string=f"name = '{_q(artifact_path)}'",
-            )
-            if lm.source_run_id == run_id
-        ]
+        logged = self._logged_models(run, artifact_path)
         if logged:
             newest = max(logged, key=lambda lm: lm.creation_timestamp or 0)
             return f"models:/{newest.model_id}", newest.model_id
@@ -273,6 +266,25 @@ class MlflowGateway:
         if f"{artifact_path}/MLmodel" in names:  # an MLflow 2 style model in the run's artifacts
             return f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", None
         raise RegistryError(f"run {run_id} has no logged model named {artifact_path!r}")
+
+    def _logged_models(self, run, artifact_path: str) -> list:
+        """Return the run's logged models named `artifact_path`, over every result page.
+
+        An experiment that retrains nightly holds far more than one page of models
+        named "model", so the first page alone may miss this run's.
+        """
+        found: list = []
+        token = None
+        while True:
+            page = self.client.search_logged_models(
+                experiment_ids=[run.info.experiment_id],
+                filter_string=f"name = '{_q(artifact_path)}'",
+                page_token=token,
+            )
+            found.extend(lm for lm in page if lm.source_run_id == run.info.run_id)
+            token = page.token
+            if not token:
+                return found
 
     def _ensure_model(self, name: str) -> None:
         from mlflow.exceptions import MlflowException
