@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 
 
 def create_app() -> Flask:
@@ -11,11 +11,11 @@ def create_app() -> Flask:
 
     @app.post("/hooks/training")
     @app.post("/slack/events")
-    def accept():
+    def accept() -> tuple[Response, int]:
         return jsonify({}), 202
 
     @app.get("/healthz")
-    def healthz():
+    def healthz() -> tuple[Response, int]:
         return jsonify({}), 200
 
     return app

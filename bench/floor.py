@@ -33,7 +33,7 @@ def client_for(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def floor_event(client, model_name: str, run: LoggedRun) -> float:
+def floor_event(client: MlflowClient, model_name: str, run: LoggedRun) -> float:
     """Find or create the run's version, wait READY, stage it, alias it, tag it; time it."""
     started = time.perf_counter()
     found = client.search_model_versions(f"name = '{model_name}' and run_id = '{run.run_id}'")
@@ -47,7 +47,7 @@ def floor_event(client, model_name: str, run: LoggedRun) -> float:
     return time.perf_counter() - started
 
 
-def _create(client, model_name: str, run: LoggedRun) -> str:
+def _create(client: MlflowClient, model_name: str, run: LoggedRun) -> str:
     """Register the run's logged model (found from the run's outputs) and wait until READY."""
     model_id = client.get_run(run.run_id).outputs.model_outputs[0].model_id
     created = client.create_model_version(

@@ -7,11 +7,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.load import post, training_request
 from bench.prelog import LoggedRun
 from registry.lifecycle import NOTICE_EVENT
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from bot.sandbox.double import SlackDouble
 
 EVENT_TIMEOUT = 60.0
 
@@ -34,7 +39,7 @@ class Batch:
 class NoticeWatch:
     """Record when each Staging notice reaches the Slack double, by model and version."""
 
-    def __init__(self, slack):
+    def __init__(self, slack: SlackDouble) -> None:
         self.slack = slack
         self.events = slack.subscribe()
         self.seen: dict[tuple[str, str], float] = {}
@@ -155,7 +160,7 @@ def _finish(batch: Batch, pipe: Pipeline, started: float) -> Batch:
     return batch
 
 
-def seed_versions(client, model_name: str, run: LoggedRun, count: int) -> float:
+def seed_versions(client: MlflowClient, model_name: str, run: LoggedRun, count: int) -> float:
     """Give `model_name` `count` versions of one logged model, fast; return the seconds."""
     started = time.perf_counter()
     client.create_registered_model(model_name)

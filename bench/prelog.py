@@ -5,6 +5,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 ARTIFACT_PATH = "model"  # the name log_model gives the model, as in a training script
 
@@ -45,7 +49,7 @@ def log_runs(tracking_uri: str, experiment: str, count: int, template: Path) -> 
         return list(pool.map(lambda _: log_run(client, experiment_id, template), range(count)))
 
 
-def log_run(client, experiment_id: str, template: Path) -> LoggedRun:
+def log_run(client: MlflowClient, experiment_id: str, template: Path) -> LoggedRun:
     """Log one run and its model as `mlflow.sklearn.log_model` would, without training."""
     from mlflow.entities import LoggedModelOutput
 

@@ -17,9 +17,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from bench.footprint import repo_relative
 from bench.load import Request
+from bench.prelog import LoggedRun
 from bench.stack import (
     CHANNEL,
     CLICKERS,
@@ -32,6 +35,12 @@ from bench.stack import (
     children,
 )
 
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from registry.lifecycle import Services
+    from registry.settings import Settings
+
 TOP = 10
 
 
@@ -39,15 +48,15 @@ TOP = 10
 class Tally:
     """Outbound calls (MLflow REST and Slack Web API) made while it was open, by caller."""
 
-    calls: Counter = field(default_factory=Counter)  # (endpoint, caller) -> count
-    seconds: Counter = field(default_factory=Counter)
+    calls: Counter[tuple[str, str]] = field(default_factory=Counter)  # (endpoint, caller)
+    seconds: dict[tuple[str, str], float] = field(default_factory=dict)
     wall: float = 0.0
     events: int = 0
 
     def add(self, endpoint: str, caller: str, seconds: float) -> None:
         """Count one call."""
         self.calls[endpoint, caller] += 1
-        self.seconds[endpoint, caller] += seconds
+        self.seconds[endpoint, caller] = self.seconds.get((endpoint, caller), 0.0) + seconds
 
     def summary(self) -> dict:
         """Return calls and milliseconds per event, by endpoint and by caller, biggest first."""
@@ -62,14 +71,20 @@ class Tally:
         }
 
 
-def _rows(calls: Counter, seconds: Counter, n: int, name: Callable[[tuple], str]) -> list[dict]:
-    count, spent = Counter(), Counter()
+def _rows(
+    calls: Counter[tuple[str, str]],
+    seconds: dict[tuple[str, str], float],
+    n: int,
+    name: Callable[[tuple[str, str]], str],
+) -> list[dict]:
+    count: Counter[str] = Counter()
+    spent: dict[str, float] = {}
     for key in calls:
         count[name(key)] += calls[key]
-        spent[name(key)] += seconds[key]
+        spent[name(key)] = spent.get(name(key), 0.0) + seconds[key]
     return [
         {"call": k, "per_event": round(count[k] / n, 2), "ms_per_event": round(v * 1000 / n, 1)}
-        for k, v in spent.most_common()
+        for k, v in sorted(spent.items(), key=lambda item: -item[1])
     ]
 
 
@@ -81,7 +96,7 @@ def tally_calls() -> Iterator[Tally]:
 
     tally, http_request, api_call = Tally(), rest_utils.http_request, WebClient.api_call
 
-    def timed_request(*args, **kwargs):
+    def timed_request(*args: Any, **kwargs: Any) -> Any:
         started, caller = time.perf_counter(), product_caller()
         try:
             return http_request(*args, **kwargs)
@@ -91,24 +106,26 @@ def tally_calls() -> Iterator[Tally]:
             name = f"mlflow {method} {endpoint.split('/mlflow/', 1)[-1]}"
             tally.add(name, caller, time.perf_counter() - started)
 
-    def timed_api(self, api_method: str, **kwargs):
+    def timed_api(self: WebClient, api_method: str, **kwargs: Any) -> Any:
         started, caller = time.perf_counter(), product_caller()
         try:
             return api_call(self, api_method, **kwargs)
         finally:
             tally.add(f"slack {api_method}", caller, time.perf_counter() - started)
 
-    rest_utils.http_request, WebClient.api_call = timed_request, timed_api
+    rest_utils.http_request = timed_request
+    WebClient.api_call = timed_api  # type: ignore[method-assign, assignment]
     try:
         yield tally
     finally:
-        rest_utils.http_request, WebClient.api_call = http_request, api_call
+        rest_utils.http_request = http_request
+        WebClient.api_call = api_call  # type: ignore[method-assign]
 
 
 def product_caller(depth: int = 2) -> str:
     """Name the innermost public functions of the core (`registry/`) on the stack."""
-    core, names = str(REPO / "registry"), []
-    frame = sys._getframe(1)
+    core, names = str(REPO / "registry"), list[str]()
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and len(names) < depth:
         code = frame.f_code
         if code.co_filename.startswith(core) and not code.co_name.startswith("_"):
@@ -117,7 +134,7 @@ def product_caller(depth: int = 2) -> str:
     return " ← ".join(names) or "bench"
 
 
-def worker_services(bench: Bench):
+def worker_services(bench: Bench) -> Services:
     """Build the worker's Services in this process, as worker.tasks.services does."""
     from registry.approvers import ApproverDirectory
     from registry.gateway import MlflowGateway
@@ -141,7 +158,7 @@ def worker_services(bench: Bench):
     )
 
 
-def tally_events(do_event: Callable[[object], object], runs: list) -> dict:
+def tally_events(do_event: Callable[[LoggedRun], object], runs: list[LoggedRun]) -> dict:
     """Run `do_event` per run under a call tally; return the per-event summary."""
     with tally_calls() as tally:
         started = time.perf_counter()
@@ -151,12 +168,12 @@ def tally_events(do_event: Callable[[object], object], runs: list) -> dict:
     return tally.summary()
 
 
-def worker_event(svc, model_name: str) -> Callable[[object], object]:
+def worker_event(svc: Services, model_name: str) -> Callable[[LoggedRun], object]:
     """Return a function doing one training event exactly as the worker task does."""
     from registry.events import TrainingEvent
     from registry.lifecycle import stage_training_event
 
-    def do(run) -> object:
+    def do(run: LoggedRun) -> object:
         event = TrainingEvent(model_name=model_name, run_id=run.run_id, requested_by="UREQUESTER")
         return stage_training_event(svc, event, event_id=f"profile-{uuid.uuid4().hex[:8]}")
 
@@ -217,7 +234,9 @@ _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^():]+)(?::\d+)?\)$")
 
 def fold(raw: str, focus: str) -> dict:
     """Fold py-spy raw stacks under `focus`: inclusive share per core function, and leaves."""
-    inclusive, leaves, total = Counter(), Counter(), 0
+    inclusive: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
     for line in raw.splitlines():
         stack, _, count = line.rpartition(" ")
         frames = [_frame(f) for f in stack.split(";")]
@@ -246,7 +265,7 @@ def _shares(counts: Counter, total: int) -> list[dict]:
     return [{"frame": k, "share": round(v / max(total, 1), 3)} for k, v in counts.most_common(TOP)]
 
 
-def profile_wsgi(app, reqs: list[Request]) -> dict:
+def profile_wsgi(app: Flask, reqs: list[Request]) -> dict:
     """Serve prepared requests through the app in this process under cProfile."""
     client = app.test_client()
     profiler = cProfile.Profile()
@@ -283,21 +302,21 @@ def top_functions(profiler: cProfile.Profile, n: int) -> dict:
     }
 
 
-def bot_app(bench: Bench):
+def bot_app(bench: Bench) -> Flask:
     """Build the bot's WSGI app in this process, queueing into the database nobody consumes."""
     from bot.web import create_wsgi_app
 
     return create_wsgi_app(_settings(bench, slack_signing_secret=SIGNING_SECRET))
 
 
-def webhooks_app(bench: Bench):
+def webhooks_app(bench: Bench) -> Flask:
     """Build the webhooks app in this process, queueing into the database nobody consumes."""
     from webhooks.app import create_app
 
     return create_app(_settings(bench, training_webhook_secrets=(TRAINING_SECRET,)))
 
 
-def _settings(bench: Bench, **extra):
+def _settings(bench: Bench, **extra: Any) -> Settings:
     from registry.settings import Settings
 
     return Settings(
@@ -314,17 +333,17 @@ def _settings(bench: Bench, **extra):
 def import_costs(bench: Bench, code: str) -> dict:
     """Return import time per top-level package for `code` (-X importtime), and their RSS."""
     done = _python(bench, ["-X", "importtime", "-c", code])
-    own: Counter = Counter()
+    own: Counter[str] = Counter()  # microseconds
     modules: dict[str, list[str]] = {}
     for line in done.stderr.splitlines():
         parts = line.removeprefix("import time:").split("|")
         if len(parts) == 3 and parts[0].strip().isdigit():
             module = parts[2].strip()
-            own[module.split(".")[0]] += int(parts[0]) / 1e6
+            own[module.split(".")[0]] += int(parts[0])
             modules.setdefault(module.split(".")[0], []).append(module)
     top = [name for name, _ in own.most_common(TOP) if not name.startswith("_")][:6]
     return {
-        "import_s_by_package": [{"package": p, "seconds": round(own[p], 3)} for p in top],
+        "import_s_by_package": [{"package": p, "seconds": round(own[p] / 1e6, 3)} for p in top],
         "rss_alone_mb": {p: rss_after(bench, IMPORT_ALL.format(modules=modules[p])) for p in top},
         "rss_built_mb": rss_after(bench, code),
         "rss_python_mb": rss_after(bench, "pass"),

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -138,7 +142,7 @@ def plot(
     return path
 
 
-def _ecdf(ax, series: dict[str, list[float]], title: str) -> None:
+def _ecdf(ax: Axes, series: dict[str, list[float]], title: str) -> None:
     """Draw one empirical distribution per series, in ms on a log axis."""
     for label, seconds in series.items():
         if seconds:

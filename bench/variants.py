@@ -15,5 +15,6 @@ def bot_acking_inline() -> Any:
     def inline(*args: Any, **kwargs: Any) -> Any:
         return build(*args, process_before_response=True, **kwargs)
 
-    bot.app.App = inline  # type: ignore[misc]  (this process only)
+    # This process only: the experiment's gunicorn workers build the bot through here.
+    bot.app.App = inline  # type: ignore[misc, assignment]
     return create_wsgi_app()
