@@ -110,11 +110,7 @@ class Bench:
 
     def env(self, db: int, port: int = 0) -> dict[str, str]:
         """Return a service environment, as the test suite's StackFactory builds it."""
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MLFLOW_", "REDIS"))
-        }
-        env.update(
-            PYTHONPATH=str(REPO),
+        env = devstack.service_env(
             MLFLOW_TRACKING_URI=self.mlflow_url,
             REDIS_URL=f"{self.redis_base}/{db}",
             SLACK_API_URL=self.slack.api_url,

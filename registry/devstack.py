@@ -24,6 +24,37 @@ WEBHOOK_ENV = {
 }
 
 
+REPO = Path(__file__).resolve().parent.parent
+# Settings a caller's environment may carry that must not leak into a local stack's services.
+OWN_SETTINGS = (
+    "SLACK_",
+    "MLFLOW_",
+    "REDIS_URL",
+    "APPROVER",
+    "REQUIRED_APPROVALS",
+    "TRAINING_WEBHOOK_SECRET",
+    "REGISTRY_MODE",
+    "REGISTRY_BOT_QUEUE",
+    "POLICY_FILE",
+    "EVENT_SINK_",
+    "WEBHOOKS_",
+    "BOT_",
+    "STAGING_ALIAS",
+    "PRODUCTION_ALIAS",
+    "SWEEP_INTERVAL",
+    "WORKER_METRICS_",
+)
+
+
+def service_env(**settings: str) -> dict[str, str]:
+    """Return the environment for a local service: this one minus every registry-bot setting,
+    plus `settings`, with the repository importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_SETTINGS)}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.update(PYTHONPATH=path, PYTHONUNBUFFERED="1", **settings)
+    return env
+
+
 def free_port() -> int:
     """Return a TCP port that is free on 127.0.0.1 right now."""
     with socket.socket() as sock:

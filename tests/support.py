@@ -6,7 +6,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import subprocess
 import sys
 import time
@@ -177,11 +176,7 @@ class StackFactory:
         name = f"stack{db}"
         workdir = self.workdir / name
         workdir.mkdir(exist_ok=True)
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MLFLOW_", "REDIS"))
-        }
-        env.update(
-            PYTHONPATH=str(REPO),
+        env = devstack.service_env(
             MLFLOW_TRACKING_URI=self.mlflow_uri,
             REDIS_URL=f"{redis_base or self.redis_base}/{db % 16}",
             SLACK_API_URL=self.slack.api_url,

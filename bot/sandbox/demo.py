@@ -59,20 +59,20 @@ SERVICES: dict[str, list[str]] = {
     "webhooks": ["-m", "webhooks"],
     "bot": ["-m", "bot"],
 }
-# Settings a caller's environment might carry that must not leak into the demo's services.
-FOREIGN_SETTINGS = ("SLACK_", "MLFLOW_", "REDIS_URL", "APPROVER", "REQUIRED_APPROVALS",
-                    "TRAINING_WEBHOOK_SECRET", "REGISTRY_MODE", "POLICY_FILE", "EVENT_SINK_",
-                    "WEBHOOKS_", "BOT_", "STAGING_ALIAS", "PRODUCTION_ALIAS", "SWEEP_INTERVAL")
 MLFLOW_ENV = {"MLFLOW_WEBHOOK_CACHE_TTL": "1"}
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 8.0
 
-PORT_BUSY = ("registry-bot demo: port {port} ({var}) is already in use; stop what listens there "
-             "or set {var} to a free port")
+PORT_BUSY = (
+    "registry-bot demo: port {port} ({var}) is already in use; stop what listens there "
+    "or set {var} to a free port"
+)
 PORT_BAD = "registry-bot demo: {var} must be a port number (1-65535), not {value!r}"
 PORT_TWICE = "registry-bot demo: {a} and {b} name the same port {port}"
-NOT_OURS = ("registry-bot demo: {path} exists and is not a demo directory, so it is not wiped; "
-            "set DEMO_DIR to another place")
+NOT_OURS = (
+    "registry-bot demo: {path} exists and is not a demo directory, so it is not wiped; "
+    "set DEMO_DIR to another place"
+)
 REDIS_OTHER = "registry-bot demo: something other than Redis listens on {url}"
 REDIS_NONE = "registry-bot demo: no Redis answers at {url} (REDIS_URL)"
 NO_NOTICE = "registry-bot demo: the Staging notice did not arrive; see {log}"
@@ -83,8 +83,10 @@ STARTING = "registry-bot demo: starting (files in {root}, wiped at every start)"
 STARTED = "  {name:<10} pid {pid:<8} log {log}"
 REDIS_FOUND = "  redis      using {url}"
 REDIS_STARTED = "  redis      started {url}, pid {pid}"
-SENT = ("Sent training run {run} of {model} (accuracy {accuracy:.3f}, f1 {f1:.3f}) as {who}; "
-        "its notice follows in a moment.")
+SENT = (
+    "Sent training run {run} of {model} (accuracy {accuracy:.3f}, f1 {f1:.3f}) as {who}; "
+    "its notice follows in a moment."
+)
 READY = """
   sandbox     {sandbox}/
   MLflow UI   {mlflow}/#/models/{model}
@@ -147,8 +149,9 @@ def _distinct(ports: dict[str, int]) -> None:
     variables = {service: var for service, var, _ in PORTS}
     for service, port in ports.items():
         if port in seen:
-            raise DemoError(PORT_TWICE.format(a=variables[seen[port]], b=variables[service],
-                                              port=port))
+            raise DemoError(
+                PORT_TWICE.format(a=variables[seen[port]], b=variables[service], port=port)
+            )
         seen[port] = service
 
 
@@ -220,10 +223,7 @@ def _kill_strays(pids: list[int]) -> None:
 
 def service_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
     """Return the environment every service runs with: the demo's settings and no others."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_SETTINGS)}
-    env.update(
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
-        PYTHONUNBUFFERED="1",
+    return devstack.service_env(
         MLFLOW_TRACKING_URI=config.url("mlflow"),
         REDIS_URL=redis_url,
         SLACK_BOT_TOKEN=TOKEN,
@@ -236,28 +236,41 @@ def service_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
         WEBHOOKS_URL=config.url("webhooks"),
         BOT_PORT=str(config.ports["bot"]),
     )
-    return env
 
 
-def start_service(config: DemoConfig, procs: Processes, name: str, args: list[str],
-                  env: Mapping[str, str]) -> subprocess.Popen:
+def start_service(
+    config: DemoConfig, procs: Processes, name: str, args: list[str], env: Mapping[str, str]
+) -> subprocess.Popen:
     """Start `python <args>` in the demo directory, logging to logs/<name>.log."""
     with open(config.log(name), "ab") as log:
         # The .env of whatever directory make ran in must not configure the demo: run in ours.
-        proc = subprocess.Popen([sys.executable, *args], env=dict(env), cwd=config.root,
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            env=dict(env),
+            cwd=config.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     procs.add(name, proc)
     print(STARTED.format(name=name, pid=proc.pid, log=_shown(config.log(name))), flush=True)
     return proc
 
 
-def wait_ready(config: DemoConfig, name: str, proc: subprocess.Popen,
-               check: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
+def wait_ready(
+    config: DemoConfig,
+    name: str,
+    proc: subprocess.Popen,
+    check: Callable[[], bool],
+    timeout: float = START_TIMEOUT,
+) -> None:
     """Wait until a service is ready; fail with its log's last line if it exits first."""
+
     def ready() -> bool:
         if proc.poll() is not None:
-            raise DemoError(f"registry-bot demo: {name} exited with {proc.returncode}: "
-                            f"{_last_line(config.log(name))}")
+            raise DemoError(
+                f"registry-bot demo: {name} exited with {proc.returncode}: "
+                f"{_last_line(config.log(name))}"
+            )
         return check()
 
     try:
@@ -299,11 +312,14 @@ def start_mlflow(config: DemoConfig, procs: Processes) -> None:
     """Start `mlflow server` on SQLite with local artifacts in the demo directory."""
     # It blocks until /health answers; a signal meanwhile leaves the pid to Processes.stop's
     # sweep of every descendant.
-    proc = devstack.start_mlflow_server(config.ports["mlflow"], config.root / "mlflow",
-                                        env=MLFLOW_ENV, log_path=config.log("mlflow"))
+    proc = devstack.start_mlflow_server(
+        config.ports["mlflow"],
+        config.root / "mlflow",
+        env=MLFLOW_ENV,
+        log_path=config.log("mlflow"),
+    )
     procs.add("mlflow", proc)
-    print(STARTED.format(name="mlflow", pid=proc.pid, log=_shown(config.log("mlflow"))),
-          flush=True)
+    print(STARTED.format(name="mlflow", pid=proc.pid, log=_shown(config.log("mlflow"))), flush=True)
 
 
 def serving_available() -> bool:
@@ -367,12 +383,18 @@ def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxSer
     port = config.ports["sandbox"]
     double = SlackDouble(token=TOKEN, team_id=TEAM, users=USERS, port=port)
     app = create_sandbox(
-        double=double, bot_url=config.url("bot"), signing_secret=SIGNING_SECRET, channel=CHANNEL,
-        predict_url=config.url("predict") if serving_available() else "", on_train=on_train,
-        team_id=TEAM)
+        double=double,
+        bot_url=config.url("bot"),
+        signing_secret=SIGNING_SECRET,
+        channel=CHANNEL,
+        predict_url=config.url("predict") if serving_available() else "",
+        on_train=on_train,
+        team_id=TEAM,
+    )
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              name="sandbox", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="sandbox", daemon=True
+    )
     thread.start()
     print(STARTED.format(name="sandbox", pid=os.getpid(), log="(this process)"), flush=True)
     return SandboxServer(double, server, thread)
@@ -381,8 +403,9 @@ def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxSer
 def wait_for_notice(config: DemoConfig, double: SlackDouble, timeout: float = 60) -> None:
     """Wait until the worker has posted the first Staging notice."""
     try:
-        double.wait_for("chat.postMessage", lambda call: not call.params.get("thread_ts"),
-                        timeout=timeout)
+        double.wait_for(
+            "chat.postMessage", lambda call: not call.params.get("thread_ts"), timeout=timeout
+        )
     except AssertionError:
         raise DemoError(NO_NOTICE.format(log=_shown(config.log("worker")))) from None
 
@@ -413,13 +436,16 @@ def train(tracking_uri: str) -> TrainedRun:
     number = len(mlflow.MlflowClient().search_runs([experiment.experiment_id])) + 1
     model, params, metrics = fit(number)
     # MLflow prints each run's URL on stdout; the demo prints its own one-line summary.
-    with contextlib.redirect_stdout(io.StringIO()), \
-            mlflow.start_run(run_name=f"{MODEL}-{number}", tags=_git_tags()) as run:
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        mlflow.start_run(run_name=f"{MODEL}-{number}", tags=_git_tags()) as run,
+    ):
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
-    description = (f"Run {number}: {params['model']}(C={params['C']}) on {params['rows']} "
-                   "synthetic customers")
+    description = (
+        f"Run {number}: {params['model']}(C={params['C']}) on {params['rows']} synthetic customers"
+    )
     return TrainedRun(run.info.run_id, metrics, description)
 
 
@@ -431,15 +457,19 @@ def fit(number: int) -> tuple[Any, dict[str, Any], dict[str, float]]:
     from sklearn.model_selection import train_test_split
 
     # Same customers every time (no download); each run splits and regularises differently.
-    features, churned = make_classification(n_samples=2000, n_features=8, n_informative=5,
-                                            weights=[0.7], random_state=7)
-    x_train, x_test, y_train, y_test = train_test_split(features, churned, test_size=0.25,
-                                                        random_state=number)
+    features, churned = make_classification(
+        n_samples=2000, n_features=8, n_informative=5, weights=[0.7], random_state=7
+    )
+    x_train, x_test, y_train, y_test = train_test_split(
+        features, churned, test_size=0.25, random_state=number
+    )
     c = C_VALUES[(number - 1) % len(C_VALUES)]
     model = LogisticRegression(C=c, max_iter=1000).fit(x_train, y_train)
     predicted = model.predict(x_test)
-    metrics = {"accuracy": float(accuracy_score(y_test, predicted)),
-               "f1": float(f1_score(y_test, predicted))}
+    metrics = {
+        "accuracy": float(accuracy_score(y_test, predicted)),
+        "f1": float(f1_score(y_test, predicted)),
+    }
     return model, {"model": "LogisticRegression", "C": c, "rows": len(x_train)}, metrics
 
 
@@ -448,8 +478,13 @@ def send_event(config: DemoConfig, run: TrainedRun) -> str:
     from registry.events import TrainingEvent
     from webhooks.notify import send
 
-    event = TrainingEvent(model_name=MODEL, run_id=run.run_id, requested_by=REQUESTER,
-                          metrics=run.metrics, description=run.description)
+    event = TrainingEvent(
+        model_name=MODEL,
+        run_id=run.run_id,
+        requested_by=REQUESTER,
+        metrics=run.metrics,
+        description=run.description,
+    )
     answer = send(config.url("webhooks"), TRAINING_SECRET, event, retries=3, timeout=10)
     return str(answer.get("event_id", ""))
 
@@ -459,15 +494,15 @@ def train_and_send(config: DemoConfig) -> str:
     with _TRAINING:  # the page's button and the first run must not interleave runs
         run = train(config.url("mlflow"))
         send_event(config, run)
-    return SENT.format(run=run.run_id[:8], model=MODEL, who=USERS[REQUESTER]["name"],
-                       **run.metrics)
+    return SENT.format(run=run.run_id[:8], model=MODEL, who=USERS[REQUESTER]["name"], **run.metrics)
 
 
 def _git_tags() -> dict[str, str]:
     """Tag the run with this checkout's commit, as MLflow does for runs started from git."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return {}
     return {"mlflow.source.git.commit": commit} if len(commit) == 40 else {}
@@ -489,8 +524,9 @@ def start(config: DemoConfig, procs: Processes) -> SandboxServer:
     sandbox = start_sandbox(config, lambda: train_and_send(config))
     env = service_env(config, find_or_start_redis(config, procs))
     # The sandbox answers auth.test, which the bot calls at start, so it goes first.
-    started = {name: start_service(config, procs, name, args, env)
-               for name, args in SERVICES.items()}
+    started = {
+        name: start_service(config, procs, name, args, env) for name, args in SERVICES.items()
+    }
     start_mlflow(config, procs)  # meanwhile the services import and connect
     for name, proc in started.items():
         wait_ready(config, name, proc, readiness(config, name))
@@ -509,9 +545,16 @@ def run(config: DemoConfig) -> int:
     _on_signals(_raise_stop)
     try:
         sandbox = start(config, procs)
-        print(READY.format(sandbox=config.url("sandbox"), mlflow=config.url("mlflow"),
-                           predict=config.url("predict") + "/version", model=MODEL,
-                           logs=_shown(config.logs)), flush=True)
+        print(
+            READY.format(
+                sandbox=config.url("sandbox"),
+                mlflow=config.url("mlflow"),
+                predict=config.url("predict") + "/version",
+                model=MODEL,
+                logs=_shown(config.logs),
+            ),
+            flush=True,
+        )
         while True:
             signal.pause()
     except Stop:
