@@ -373,7 +373,10 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
         # Promoted already: compare with the version it replaced, as the approvers did.
         prod = gw.get_version(mv.name, mv.tag("replaces")) if mv.tag("replaces") else None
     ui = settings.ui_url
-    gates = [line for _, line in gate_report(svc, mv)]
+    prod_metrics = _metrics_of(svc, prod) if prod else {}
+    # The gates against the Production already read here, not looked up a second time.
+    gates = settings.policy.for_model(mv.name).gates
+    verdicts = evaluate(gates, metrics, prod_metrics if prod else None) if gates else []
     return NoticeFacts(
         model_name=mv.name,
         version=mv.version,
@@ -385,11 +388,11 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
         description=mv.tag("description"),
         metrics=metrics,
         production_version=prod.version if prod else "",
-        production_metrics=_metrics_of(svc, prod) if prod else {},
+        production_metrics=prod_metrics,
         approvals=tuple(approvals_on(mv)),
         required_approvals=settings.required_approvals,
         nobody_may_approve=settings.nobody_may_approve,
-        gate_lines=gates,
+        gate_lines=[verdict_line(v) for v in verdicts],
         gates_passed=mv.tag("gates") != "failed",
         status_line=canary_line(mv),
     )
