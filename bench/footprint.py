@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from bench.stack import FRONT_DB, REPO, Bench, Service, memory_kb, stop
+from bench.stack import FRONT_DB, REPO, Bench, Service, memory_kb, python_probe, stop
 
 MB = 1024.0
 SERVED_APPS = {"webhooks": "webhooks:create_app()", "bot": "bot:create_wsgi_app()"}
@@ -51,16 +48,7 @@ def imports_mlflow(bench: Bench) -> dict[str, bool]:
 
 def _loads_mlflow(bench: Bench, code: str) -> bool:
     probe = f"{code}; import sys; print('mlflow' in sys.modules)"
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        env=bench.env(FRONT_DB),
-        cwd=bench.workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"import check failed: {done.stderr[-1000:]}")
+    done = python_probe(bench, ["-c", probe])
     return done.stdout.strip().splitlines()[-1] == "True"
 
 

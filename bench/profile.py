@@ -8,7 +8,6 @@ import pstats
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -33,6 +32,7 @@ from bench.stack import (
     TRAINING_SECRET,
     Bench,
     children,
+    python_probe,
 )
 
 if TYPE_CHECKING:
@@ -332,7 +332,7 @@ def _settings(bench: Bench, **extra: Any) -> Settings:
 
 def import_costs(bench: Bench, code: str) -> dict:
     """Return import time per top-level package for `code` (-X importtime), and their RSS."""
-    done = _python(bench, ["-X", "importtime", "-c", code])
+    done = python_probe(bench, ["-X", "importtime", "-c", code])
     own: Counter[str] = Counter()  # microseconds
     modules: dict[str, list[str]] = {}
     for line in done.stderr.splitlines():
@@ -367,18 +367,6 @@ print(int(status.split()[0]) / 1024)
 
 def rss_after(bench: Bench, code: str) -> float:
     """Return a fresh interpreter's RSS (MB) after running `code`."""
-    return round(float(_python(bench, ["-c", RSS_PROBE.format(code=code)]).stdout.split()[-1]), 1)
-
-
-def _python(bench: Bench, args: list[str]) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, *args],
-        env=bench.env(FRONT_DB),
-        cwd=bench.workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return round(
+        float(python_probe(bench, ["-c", RSS_PROBE.format(code=code)]).stdout.split()[-1]), 1
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"profile probe failed: {done.stderr[-1500:]}")
-    return done

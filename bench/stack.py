@@ -225,3 +225,18 @@ def memory_kb(pid: int, field_name: str = "VmRSS") -> int:
         if line.startswith(field_name + ":"):
             return int(line.split()[1])
     return 0
+
+
+def python_probe(bench: Bench, args: list[str]) -> subprocess.CompletedProcess:
+    """Run `python <args>` with a service's environment; raise with its stderr if it fails."""
+    done = subprocess.run(
+        [sys.executable, *args],
+        env=bench.env(FRONT_DB),
+        cwd=bench.workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"probe failed: {done.stderr[-1500:]}")
+    return done
