@@ -21,28 +21,31 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Finds Redis at REDIS_URL or 127.0.0.1:6379, or starts a private one (tests/conftest.py);
+# Finds Redis at REDIS_URL or 127.0.0.1:6379, or starts a private one (devkit/stack.py);
 # the browser test drives the system's Chromium, installed here if missing and root.
 test: install
 	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The whole loop on this machine with the browser sandbox; Ctrl-C stops it (bot/sandbox/demo.py).
+# The whole loop on this machine with the browser sandbox; Ctrl-C stops it (devkit/demo.py).
 demo: install
-	$(BIN)/python -m bot.sandbox.demo
+	$(BIN)/python -m devkit.demo
 
 # One more training run for a running demo.
 demo-event: install
-	$(BIN)/python -m bot.sandbox.demo event
+	$(BIN)/python -m devkit.demo event
 
 # Starts its own stack (MLflow server, Celery worker, gunicorn services, Slack double) and
 # writes bench/results/<date>.{json,md} and a latency plot; `$(BIN)/python -m bench --quick` checks it.
 bench: install
 	$(BIN)/python -m bench
 
+LINT_PATHS := registry webhooks worker bot devkit bench tests
+
 lint: install
 	$(BIN)/python -m pip install --quiet ruff mypy
-	$(BIN)/ruff check registry webhooks worker bot tests
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 clean:

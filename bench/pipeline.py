@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 from bench.load import post, training_request
 from bench.prelog import LoggedRun
-from registry.lifecycle import NOTICE_EVENT
+from registry.notice import NOTICE_EVENT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from bot.sandbox.double import SlackDouble
+    from devkit.slack_double import SlackDouble
 
 EVENT_TIMEOUT = 60.0
 

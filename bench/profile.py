@@ -38,7 +38,7 @@ from bench.stack import (
 if TYPE_CHECKING:
     from flask import Flask
 
-    from registry.lifecycle import Services
+    from registry.services import Services
     from registry.settings import Settings
 
 TOP = 10
@@ -136,11 +136,8 @@ def product_caller(depth: int = 2) -> str:
 
 def worker_services(bench: Bench) -> Services:
     """Build the worker's Services in this process, as worker.tasks.services does."""
-    from registry.approvers import ApproverDirectory
-    from registry.gateway import MlflowGateway
-    from registry.lifecycle import Services
+    from registry.connect import build_services
     from registry.settings import Settings
-    from registry.slack import Notifier, web_client
 
     settings = Settings(
         mlflow_tracking_uri=bench.mlflow_url,
@@ -149,13 +146,7 @@ def worker_services(bench: Bench) -> Services:
         slack_api_url=bench.slack.api_url,
         approvers=CLICKERS,
     )
-    client = web_client(settings)
-    return Services(
-        gateway=MlflowGateway(bench.mlflow_url),
-        notifier=Notifier(client, CHANNEL),
-        settings=settings,
-        directory=ApproverDirectory(settings, client),
-    )
+    return build_services(settings)
 
 
 def tally_events(do_event: Callable[[LoggedRun], object], runs: list[LoggedRun]) -> dict:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,10 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
-import requests
 
-from bot.sandbox.double import SlackDouble
-from registry import devstack
+import devkit.stack
+from devkit.slack_double import SlackDouble
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -80,24 +78,18 @@ class Bench:
     def open(cls) -> Bench:
         """Start Redis (unless one answers), the MLflow server and the Slack double."""
         bench = cls(Path(tempfile.mkdtemp(prefix="registry-bot-bench-")))
-        bench.redis_base = bench._redis()
+        bench.redis_base, redis_proc = devkit.stack.find_or_start_redis(bench.workdir / "redis")
+        if redis_proc is not None:
+            bench.procs.append(redis_proc)
         started = time.perf_counter()
-        port = devstack.free_port()
-        server = devstack.start_mlflow_server(port, bench.workdir / "mlflow")
+        port = devkit.stack.free_port()
+        server = devkit.stack.start_mlflow_server(port, bench.workdir / "mlflow")
         bench.procs.append(server)
         bench.mlflow_start_seconds = time.perf_counter() - started
         bench.mlflow_url = f"http://127.0.0.1:{port}"
         bench.slack.start()
         bench.flush()
         return bench
-
-    def _redis(self) -> str:
-        url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        if devstack.redis_answers(url):
-            return url.rsplit("/", 1)[0]
-        port = devstack.free_port()
-        self.procs.append(devstack.start_redis(port, self.workdir / "redis"))
-        return f"redis://127.0.0.1:{port}"
 
     def redis(self, db: int) -> redis.Redis:
         """Return a client on one of the bench's Redis databases."""
@@ -110,7 +102,7 @@ class Bench:
 
     def env(self, db: int, port: int = 0) -> dict[str, str]:
         """Return a service environment, as the test suite's StackFactory builds it."""
-        env = devstack.service_env(
+        env = devkit.stack.service_env(
             MLFLOW_TRACKING_URI=self.mlflow_url,
             REDIS_URL=f"{self.redis_base}/{db}",
             SLACK_API_URL=self.slack.api_url,
@@ -121,17 +113,18 @@ class Bench:
             REGISTRY_BOT_QUEUE=QUEUE,
             TRAINING_WEBHOOK_SECRET=TRAINING_SECRET,
             MLFLOW_WEBHOOK_SECRET="bench-mlflow-secret",
-            WEBHOOKS_PORT=str(port or devstack.free_port()),
-            BOT_PORT=str(port or devstack.free_port()),
+            WEBHOOKS_PORT=str(port or devkit.stack.free_port()),
+            BOT_PORT=str(port or devkit.stack.free_port()),
         )
         return env
 
     def gunicorn(self, name: str, target: str, db: int, extra: Sequence[str] = ()) -> Service:
         """Serve a WSGI app factory under `gunicorn -w 2` and wait until /healthz answers."""
-        port = devstack.free_port()
+        port = devkit.stack.free_port()
         url = f"http://127.0.0.1:{port}"
         args = ["-m", "gunicorn", "-w", "2", *extra, "-b", f"127.0.0.1:{port}", target]
-        return self.spawn(name, args, db, lambda svc: answers(f"{url}/healthz"), url=url)
+        ready = lambda svc: devkit.stack.url_answers(f"{url}/healthz")  # noqa: E731
+        return self.spawn(name, args, db, ready, url=url)
 
     def worker(self, concurrency: int, *, wrap: Sequence[str] = (), name: str = "") -> Service:
         """Start `python -m worker --concurrency N` and wait until Celery says ready."""
@@ -162,7 +155,7 @@ class Bench:
             )
         self.procs.append(proc)  # so close() stops it even if the run fails half way
         service = Service(name, proc, log_path, url)
-        devstack.wait_until(
+        devkit.stack.wait_until(
             lambda: _alive(service) and ready(service), READY_TIMEOUT, name, interval=0.01
         )
         service.start_seconds = time.perf_counter() - started
@@ -172,7 +165,7 @@ class Bench:
         """Stop the double and every process the bench started; flush Redis; remove the temp dir."""
         self.slack.stop()
         for proc in reversed(self.procs):
-            devstack.stop(proc)
+            devkit.stack.stop(proc)
         self.flush()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -180,15 +173,7 @@ class Bench:
 def stop(service: Service | None) -> None:
     """Stop a service's main process (its children follow) and reap it."""
     if service is not None:
-        devstack.stop(service.proc, timeout=20)
-
-
-def answers(url: str) -> bool:
-    """Say whether `url` answers a GET below 500."""
-    try:
-        return requests.get(url, timeout=1).status_code < 500
-    except requests.RequestException:
-        return False
+        devkit.stack.stop(service.proc, timeout=20)
 
 
 def _alive(service: Service) -> bool:

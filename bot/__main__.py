@@ -8,22 +8,24 @@ from registry.httpserver import serve
 from registry.logs import configure_logging
 from registry.settings import Settings, SettingsError
 
+# Socket Mode needs no signing secret: there is no HTTP request to sign.
+REQUIRED = ("MLFLOW_TRACKING_URI", "SLACK_BOT_TOKEN", "SLACK_CHANNEL")
+
 
 def main() -> int:
     """Start the bot in the mode the settings choose."""
     configure_logging()
     try:
-        settings = Settings.from_env(
-            require=("MLFLOW_TRACKING_URI", "SLACK_BOT_TOKEN", "SLACK_CHANNEL")
-        )
+        settings = Settings.from_env(require=REQUIRED)
         if settings.slack_app_token:
             return _socket_mode(settings)
-        from bot.web import BOT_REQUIRED, create_wsgi_app
-
-        Settings.from_env(require=BOT_REQUIRED)
+        if not settings.slack_signing_secret:
+            raise SettingsError("SLACK_SIGNING_SECRET is required but not set")
     except SettingsError as exc:
         print(f"registry-bot bot: {exc}", file=sys.stderr)
         return 2
+    from bot.web import create_wsgi_app
+
     return serve(
         lambda: create_wsgi_app(settings),
         settings.bot_host,

@@ -3,49 +3,22 @@
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import App, BoltContext, BoltResponse
 
-from registry.approvers import ApproverDirectory
+from bot.deps import OTHER_WORKSPACE, Deps
+from bot.listeners import commands, decisions
+from registry.approvers import SlackDirectory
+from registry.queue import Producer
 from registry.settings import Settings
 from registry.slack import web_client
 
 log = logging.getLogger(__name__)
 
-OTHER_WORKSPACE = "registry-bot serves a single workspace; this request came from another one."
-QUEUE_DOWN = "registry-bot could not queue that just now; nothing changed. Please try again."
-
-
-@dataclass
-class Deps:
-    """What listeners need, handed to them through the Bolt context."""
-
-    settings: Settings
-    directory: ApproverDirectory
-    celery: Any
-
-    def enqueue(self, task: str, **kwargs: Any) -> bool:
-        """Queue a task with primitive keyword arguments; False if the queue is down."""
-        try:
-            self.celery.send_task(
-                task, kwargs=kwargs, retry=False, headers={"enqueued_at": time.time()}
-            )
-        except Exception as exc:  # kombu raises several types for an unreachable broker
-            log.error(
-                "enqueue failed: %s", exc, extra={"task": task, "model": kwargs.get("model_name")}
-            )
-            return False
-        return True
-
 
 def build_app(settings: Settings, *, celery: Any = None) -> App:
     """Build the Bolt app with every listener group registered."""
-    from bot.listeners import commands, decisions
-    from worker.app import create_celery
-
     client = web_client(settings)
     app = App(
         client=client,  # carries the token, the base URL and the retry handlers
@@ -54,7 +27,7 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
         request_verification_enabled=not settings.slack_app_token,
         raise_error_for_unhandled_request=False,
     )
-    deps = Deps(settings, ApproverDirectory(settings, client), celery or create_celery(settings))
+    deps = Deps(settings, SlackDirectory(settings, client), Producer(settings, celery=celery))
 
     @app.middleware
     def provide_deps(context: BoltContext, next):  # noqa: A002 (Bolt's argument name)

@@ -14,8 +14,8 @@ from registry.settings import Settings
 CACHE_SECONDS = 60.0
 
 
-class ApproverDirectory:
-    """Answers 'is this user an approver?' and looks up e-mails, with a short cache."""
+class SlackDirectory:
+    """An ApproverDirectory over the Web API: approvers and e-mails, with a short cache."""
 
     def __init__(self, settings: Settings, client: WebClient, *, ttl: float = CACHE_SECONDS):
         self.settings = settings

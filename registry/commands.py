@@ -32,6 +32,16 @@ class Command:
     count: int = HISTORY_DEFAULT
     reason: str = ""
 
+    def task_kwargs(self) -> dict[str, str | int]:
+        """Return the command as the primitives the command task takes."""
+        return {
+            "verb": self.verb,
+            "model_name": self.model,
+            "version": self.version,
+            "count": self.count,
+            "reason": self.reason,
+        }
+
 
 class CommandError(ValueError):
     """The text is not a command; the message is one usage line."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry.gateway import ModelVersion
-from registry.messages import format_time, mention
+from registry.messages import format_time, mentions
+from registry.versions import ModelVersion
 
 NOT_APPROVER = "Only approvers may {verb} model versions; you are not one."
 NO_APPROVERS = "No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody may {verb}."
@@ -84,7 +84,7 @@ def settled_message(mv: ModelVersion) -> str:
     by = mv.tag("decided_by")
     at = mv.tag("decided_at")
     when = f" at {format_time(float(at))}" if at else ""
-    who = ", ".join(mention(u) for u in by.split(",") if u) if by else ""
+    who = mentions(by)
     if decision:
         return f"{mv.name} v{mv.version} was already {decision} by {who or 'someone'}{when}."
     return (

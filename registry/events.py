@@ -21,7 +21,7 @@ _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ARTIFACT_PATH = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_.\-/]{1,255}$")
 _MODEL_URI = re.compile(r"^[a-z][a-z0-9+.-]*:/\S{1,1000}$")
-_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")  # a Slack user ID
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,9}$")
 
@@ -265,7 +265,7 @@ def _requester(data: dict, problems: list[str]) -> str:
     value = data.get("requested_by")
     if value is None or value == "":
         return ""
-    if isinstance(value, str) and (_USER_ID.match(value) or _EMAIL.match(value)):
+    if isinstance(value, str) and (USER_ID.match(value) or _EMAIL.match(value)):
         return value
     problems.append("requested_by: must be a Slack user ID (U…) or an e-mail address")
     return ""

@@ -7,83 +7,20 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from dataclasses import replace
 
 from registry.events import CREATED_BY_TAG
+from registry.versions import (
+    SOURCE_KEY_TAG,
+    STAGE_TAG,
+    STAGES,
+    ModelVersion,
+    RegistryError,
+    RunSummary,
+    VersionNotFound,
+)
 
 log = logging.getLogger(__name__)
-
-TAG = "registry_bot."
-STAGE_TAG = TAG + "stage"  # aliases mode keeps the lifecycle stage here
-SOURCE_KEY_TAG = TAG + "source_key"
-STAGES = ("None", "Staging", "Production", "Archived")
-
-
-class RegistryError(RuntimeError):
-    """A registry operation failed for a reason a person should read."""
-
-
-class VersionNotFound(RegistryError):
-    """The model or version does not exist."""
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered model version, with its lifecycle stage in the configured mode."""
-
-    name: str
-    version: str
-    stage: str
-    run_id: str = ""
-    source: str = ""
-    status: str = "READY"
-    aliases: tuple[str, ...] = ()
-    tags: Mapping[str, str] = field(default_factory=dict)
-    created_at: int = 0
-
-    def tag(self, key: str, default: str = "") -> str:
-        """Return our tag `registry_bot.<key>`."""
-        return self.tags.get(TAG + key, default)
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What a notice shows about the training run."""
-
-    run_id: str
-    experiment_id: str
-    metrics: Mapping[str, float]
-    git_commit: str = ""
-    user: str = ""
-
-
-class RegistryGateway(Protocol):
-    """The handful of registry operations the product needs."""
-
-    mode: str
-
-    def find_version(
-        self, name: str, run_id: str, artifact_path: str, model_uri: str
-    ) -> ModelVersion | None: ...
-
-    def register(
-        self, name: str, run_id: str, artifact_path: str, model_uri: str, tags: Mapping[str, str]
-    ) -> ModelVersion: ...
-
-    def get_version(self, name: str, version: str) -> ModelVersion: ...
-
-    def versions(self, name: str) -> list[ModelVersion]: ...
-
-    def production(self, name: str) -> ModelVersion | None: ...
-
-    def move(self, name: str, version: str, stage: str) -> list[str]: ...
-
-    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None: ...
-
-    def run_summary(self, run_id: str) -> RunSummary | None: ...
-
-    def model_names(self) -> list[str]: ...
 
 
 class MlflowGateway:

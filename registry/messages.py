@@ -97,7 +97,7 @@ def staging_notice(facts: NoticeFacts) -> tuple[str, list[dict]]:
 
 def decided_notice(facts: NoticeFacts, outcome: Outcome) -> tuple[str, list[dict]]:
     """Build the notice after a decision: no buttons, who decided and when."""
-    by = f" by {_people(outcome.actors)}" if outcome.actors else ""
+    by = f" by {mentions(outcome.actors)}" if outcome.actors else ""
     line = f"*{outcome.verb}*{by} at {format_time(outcome.at)}"
     if outcome.reason:
         line += f"\n>{_escape(outcome.reason)}"
@@ -109,7 +109,7 @@ def approval_count(facts: NoticeFacts) -> str:
     """Say how many approvals the version has and needs."""
     text = f"{len(facts.approvals)} of {facts.required_approvals} approvals"
     if facts.approvals:
-        text += f" ({_people(facts.approvals)})"
+        text += f" ({mentions(facts.approvals)})"
     return text
 
 
@@ -121,6 +121,12 @@ def format_time(at: float) -> str:
 def mention(user: str) -> str:
     """Render a Slack user ID as a mention; leave e-mail addresses as they are."""
     return f"<@{user}>" if user and user[0] in "UW" and user.isalnum() else _escape(user)
+
+
+def mentions(users: str | Sequence[str]) -> str:
+    """Render users (a list, or the comma-separated form the record keeps) as mentions."""
+    names = users.split(",") if isinstance(users, str) else users
+    return ", ".join(mention(u) for u in names if u)
 
 
 def metrics_table(current: Mapping[str, float], production: Mapping[str, float]) -> str:
@@ -173,10 +179,6 @@ def _button(text: str, action_id: str, facts: NoticeFacts, style: str) -> dict:
         "style": style,
         "value": button_value(facts.model_name, facts.version),
     }
-
-
-def _people(users: Sequence[str]) -> str:
-    return ", ".join(mention(u) for u in users)
 
 
 def _link(url: str, text: str) -> str:

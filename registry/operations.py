@@ -8,9 +8,8 @@ from dataclasses import replace
 
 from registry import lifecycle
 from registry.commands import Command
-from registry.gateway import ModelVersion, VersionNotFound
-from registry.lifecycle import Services, record
 from registry.messages import mention
+from registry.record import record, stamp
 from registry.reports import (
     RollbackPlan,
     RollbackRefused,
@@ -19,6 +18,8 @@ from registry.reports import (
     plan_rollback,
     status_text,
 )
+from registry.services import Recipient, Services
+from registry.versions import ModelVersion, VersionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,7 @@ def answer_command(
     """Run a parsed command that needs the registry and answer the person who typed it."""
 
     def tell(text: str, blocks: list[dict] | None = None) -> None:
-        svc.notifier.tell(
-            channel=channel, user=user, text=text, response_url=response_url, blocks=blocks
-        )
+        svc.notifier.tell(Recipient(channel, user, response_url), text, blocks=blocks)
 
     versions = svc.gateway.versions(cmd.model)
     if cmd.verb == "status":
@@ -67,9 +66,9 @@ def rollback(
                 "nothing was rolled back."
             )
     except RollbackRefused as exc:
-        svc.notifier.tell(channel=channel, user=user, text=str(exc), response_url=response_url)
+        svc.notifier.tell(Recipient(channel, user, response_url), str(exc))
         return "refused"
-    now = f"{svc.clock():.3f}"
+    now = stamp(svc)
     svc.gateway.move(plan.model, plan.target, "Production")
     by_version = {mv.version: mv for mv in versions}
     why = plan.reason or "no reason given"
@@ -96,11 +95,9 @@ def rollback(
     )
     svc.notifier.post(text, [], channel=channel)
     svc.notifier.tell(
-        channel=channel,
-        user=user,
-        response_url=response_url,
+        Recipient(channel, user, response_url),
+        f"Done: {plan.model} v{plan.target} is Production again.",
         replace=True,
-        text=f"Done: {plan.model} v{plan.target} is Production again.",
     )
     return "rolled_back"
 

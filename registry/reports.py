@@ -6,9 +6,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from registry.gateway import ModelVersion
-from registry.lifecycle import history_of
-from registry.messages import format_time, mention
+from registry.messages import format_time, mentions
+from registry.record import history_of
+from registry.versions import ModelVersion
 
 ROLLBACK_CONFIRM = "rollback_confirm"
 ROLLBACK_CANCEL = "rollback_cancel"
@@ -83,7 +83,7 @@ def plan_blocks(plan: RollbackPlan) -> tuple[str, list[dict]]:
             served += f" to {format_time(float(plan.target_until))}"
         served += "."
     approved = (
-        f" Approved by {_people(plan.target_approved_by)}." if plan.target_approved_by else ""
+        f" Approved by {mentions(plan.target_approved_by)}." if plan.target_approved_by else ""
     )
     why = f"\nReason: {plan.reason}" if plan.reason else ""
     text = (
@@ -170,7 +170,7 @@ def _entry_line(entry: dict) -> str:
     if entry.get("previous_version"):
         line += f" (from v{entry['previous_version']})"
     if entry.get("actor"):
-        line += f" by {_people(entry['actor'])}"
+        line += f" by {mentions(entry['actor'])}"
     if entry.get("reason"):
         line += f": {entry['reason']}"
     return line
@@ -179,7 +179,7 @@ def _entry_line(entry: dict) -> str:
 def _production_line(mv: ModelVersion) -> str:
     since = mv.tag("production_since")
     when = f" since {format_time(float(since))}" if since else ""
-    who = f", approved by {_people(mv.tag('decided_by'))}" if mv.tag("decided_by") else ""
+    who = f", approved by {mentions(mv.tag('decided_by'))}" if mv.tag("decided_by") else ""
     return f"Production: v{mv.version}{when}{who}{_metrics(mv)}"
 
 
@@ -193,7 +193,3 @@ def _metrics(mv: ModelVersion) -> str:
     return (
         (" · " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))) if metrics else ""
     )
-
-
-def _people(users: str) -> str:
-    return ", ".join(mention(u) for u in users.split(",") if u)

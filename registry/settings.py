@@ -12,10 +12,10 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
+from registry.events import USER_ID
 from registry.policy import Policy, PolicyError, load_policy
 
 MODES = ("stages", "aliases")
-_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
 
@@ -56,7 +56,6 @@ class Settings:
     bot_port: int = 3000
     queue: str = "registry-bot"
     policy: Policy = field(default_factory=Policy.empty, compare=False, repr=False)
-    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ui_url(self) -> str:
@@ -139,7 +138,6 @@ def _parse(env: Mapping[str, str]) -> Settings:
         queue=_matching(
             get("REGISTRY_BOT_QUEUE", "registry-bot"), _ALIAS, "REGISTRY_BOT_QUEUE", "a queue name"
         ),
-        extra=dict(env),
     )
 
 
@@ -191,7 +189,7 @@ def _command(value: str) -> str:
 
 def _user_ids(value: str) -> tuple[str, ...]:
     ids = _split(value)
-    bad = [uid for uid in ids if not _USER_ID.match(uid)]
+    bad = [uid for uid in ids if not USER_ID.match(uid)]
     if bad:
         raise SettingsError(f"APPROVERS must be Slack user IDs (U…); not: {', '.join(bad)}")
     return tuple(dict.fromkeys(ids))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -13,6 +14,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.webhook import WebhookClient
 
+from registry.services import Blocks, Recipient
 from registry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,29 +42,20 @@ def web_client(settings: Settings, *, timeout: int = 10) -> WebClient:
     )
 
 
-class Notifier:
-    """Posts and updates the product's Slack messages."""
+class SlackNotifier:
+    """Posts and updates the product's Slack messages through the Web API (a Notifier)."""
 
     def __init__(self, client: WebClient, channel: str):
         self.client = client
         self.channel = channel
 
-    def post(
-        self,
-        text: str,
-        blocks: Sequence[dict],
-        *,
-        thread_ts: str = "",
-        channel: str = "",
-        metadata: dict | None = None,
-    ) -> str:
+    def post(self, text: str, blocks: Sequence[dict], *, channel: str = "", **meta: Any) -> str:
         """Post to the notice channel (or `channel`); return the message ts."""
         resp = self.client.chat_postMessage(
             channel=channel or self.channel,
             text=text,
             blocks=list(blocks) or None,
-            thread_ts=thread_ts or None,
-            metadata=metadata,
+            metadata=meta.get("metadata"),
         )
         return str(resp["ts"])
 
@@ -90,28 +83,19 @@ class Notifier:
         self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
 
     def tell(
-        self,
-        *,
-        channel: str,
-        user: str,
-        text: str,
-        response_url: str = "",
-        blocks: Sequence[dict] | None = None,
-        replace: bool = False,
+        self, to: Recipient, text: str, *, blocks: Blocks = None, replace: bool = False
     ) -> None:
-        """Say something only `user` sees: via the response URL when there is one.
+        """Say something only `to.user` sees: via the response URL when there is one.
 
         `replace` swaps the ephemeral message the response URL belongs to (a plan
         whose buttons were clicked) instead of adding another.
         """
-        if response_url:
-            WebhookClient(response_url, retry_handlers=retry_handlers()).send(
-                text=text,
-                blocks=list(blocks) if blocks else None,
-                response_type="ephemeral",
-                replace_original=replace,
+        blocks = list(blocks) if blocks else None
+        if to.response_url:
+            WebhookClient(to.response_url, retry_handlers=retry_handlers()).send(
+                text=text, blocks=blocks, response_type="ephemeral", replace_original=replace
             )
         else:
             self.client.chat_postEphemeral(
-                channel=channel, user=user, text=text, blocks=list(blocks) if blocks else None
+                channel=to.channel, user=to.user, text=text, blocks=blocks
             )

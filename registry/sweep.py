@@ -8,11 +8,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from registry import lifecycle
+from registry.canary import finish_canary
 from registry.decisions import approvals_on
-from registry.gateway import ModelVersion
-from registry.lifecycle import Services, record
 from registry.locks import LockBusy
 from registry.messages import format_time
+from registry.promotion import archive_decided, promote
+from registry.record import record
+from registry.services import Services
+from registry.versions import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +72,10 @@ def sweep_version(svc: Services, mv: ModelVersion) -> str:
 
 def _finish(svc: Services, mv: ModelVersion) -> str:
     if mv.tag("decision") == "approved":
-        lifecycle.promote(svc, mv)
+        promote(svc, mv)
         return "promoted"
     verb = "Expired" if mv.tag("decision") == "expired" else "Rejected"
-    lifecycle.archive_decided(svc, mv, mv.tag("decision"), verb)
+    archive_decided(svc, mv, mv.tag("decision"), verb)
     return "archived"
 
 
@@ -81,7 +84,7 @@ def _canary_due(svc: Services, mv: ModelVersion) -> str:
         return ""
     if mv.tag("canary_require_report") == "true" and mv.tag("canary_state") != "passed":
         return ""  # the window is over but no passing report yet: keep waiting for one
-    lifecycle.finish_canary(svc, mv)
+    finish_canary(svc, mv)
     return "promoted"
 
 
@@ -104,7 +107,7 @@ def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
             },
         )
         mv = svc.gateway.get_version(mv.name, mv.version)
-        lifecycle.archive_decided(svc, mv, "expired", "Expired")
+        archive_decided(svc, mv, "expired", "Expired")
         return "expired"
     last = float(mv.tag("reminded_at") or since)
     if policy.remind_every and now >= last + policy.remind_every:

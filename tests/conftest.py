@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -12,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from bot.sandbox.double import SlackDouble
-from registry import devstack
+from devkit.slack_double import SlackDouble
+from devkit.stack import find_or_start_redis, free_port, start_mlflow_server, stop
 from tests.support import Stack, StackFactory
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,27 +31,22 @@ USERS = {
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
     """Use the Redis at REDIS_URL (or 127.0.0.1:6379) when it answers; else start one."""
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    if devstack.redis_answers(url):
-        yield url.rsplit("/", 1)[0]
-        return
-    port = devstack.free_port()
-    proc = devstack.start_redis(port, tmp_path_factory.mktemp("redis"))
-    yield f"redis://127.0.0.1:{port}"
-    devstack.stop(proc)
+    base, proc = find_or_start_redis(tmp_path_factory.mktemp("redis"))
+    yield base
+    stop(proc)
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> Iterator[str]:
     """Run one real `mlflow server` on SQLite for the session."""
-    port = devstack.free_port()
+    port = free_port()
     # The server caches its webhook list (60 s by default): keep it short so a test's
     # webhook is seen at once.
-    proc = devstack.start_mlflow_server(
+    proc = start_mlflow_server(
         port, tmp_path_factory.mktemp("mlflow"), env={"MLFLOW_WEBHOOK_CACHE_TTL": "1"}
     )
     yield f"http://127.0.0.1:{port}"
-    devstack.stop(proc)
+    stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,18 @@
-"""In-memory stand-ins for the registry gateway, Slack notifier and approver directory."""
+"""In-memory stand-ins for the registry gateway, Slack notifier and approver directory.
+
+mypy checks them against the Protocols the domain code runs against (see the end).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from registry.decisions import Clicker
-from registry.gateway import ModelVersion, RunSummary, VersionNotFound, source_key
+from registry.gateway import source_key
+from registry.services import ApproverDirectory, Blocks, Notifier, Recipient
+from registry.versions import ModelVersion, RegistryGateway, RunSummary, VersionNotFound
 
 
 class FakeGateway:
@@ -21,7 +27,9 @@ class FakeGateway:
     def add_run(self, run_id: str, metrics: Mapping[str, float]) -> None:
         self.runs[run_id] = RunSummary(run_id, "0", dict(metrics))
 
-    def find_version(self, name, run_id, artifact_path, model_uri):
+    def find_version(
+        self, name: str, run_id: str, artifact_path: str, model_uri: str
+    ) -> ModelVersion | None:
         key = source_key(run_id, artifact_path, model_uri)
         return next(
             (
@@ -32,26 +40,33 @@ class FakeGateway:
             None,
         )
 
-    def register(self, name, run_id, artifact_path, model_uri, tags):
+    def register(
+        self,
+        name: str,
+        run_id: str,
+        artifact_path: str,
+        model_uri: str,
+        tags: Mapping[str, str],
+    ) -> ModelVersion:
         versions = self.models.setdefault(name, {})
         version = str(len(versions) + 1)
         all_tags = {**tags, "registry_bot.source_key": source_key(run_id, artifact_path, model_uri)}
         versions[version] = ModelVersion(name, version, "None", run_id=run_id, tags=all_tags)
         return versions[version]
 
-    def get_version(self, name, version):
+    def get_version(self, name: str, version: str) -> ModelVersion:
         try:
             return self.models[name][str(version)]
         except KeyError:
             raise VersionNotFound(f"{name} has no version {version}") from None
 
-    def versions(self, name):
+    def versions(self, name: str) -> list[ModelVersion]:
         return sorted(self.models.get(name, {}).values(), key=lambda mv: -int(mv.version))
 
-    def production(self, name):
+    def production(self, name: str) -> ModelVersion | None:
         return next((mv for mv in self.versions(name) if mv.stage == "Production"), None)
 
-    def move(self, name, version, stage):
+    def move(self, name: str, version: str, stage: str) -> list[str]:
         archived = []
         if stage == "Production":
             for mv in self.versions(name):
@@ -61,14 +76,14 @@ class FakeGateway:
         self._put(replace(self.get_version(name, version), stage=stage))
         return archived
 
-    def set_tags(self, name, version, tags):
+    def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
         mv = self.get_version(name, version)
         self._put(replace(mv, tags={**mv.tags, **{k: str(v) for k, v in tags.items()}}))
 
-    def run_summary(self, run_id):
+    def run_summary(self, run_id: str) -> RunSummary | None:
         return self.runs.get(run_id)
 
-    def model_names(self):
+    def model_names(self) -> list[str]:
         return list(self.models)
 
     def _put(self, mv: ModelVersion) -> None:
@@ -85,16 +100,8 @@ class RecordingNotifier:
         self.replies: list[tuple[str, str]] = []
         self.told: list[tuple[str, str]] = []
 
-    def post(
-        self,
-        text: str,
-        blocks: Sequence[dict],
-        *,
-        thread_ts: str = "",
-        channel: str = "",
-        metadata: dict | None = None,
-    ) -> str:
-        self.posts.append((text, str(metadata)))
+    def post(self, text: str, blocks: Sequence[dict], *, channel: str = "", **meta: Any) -> str:
+        self.posts.append((text, str(meta.get("metadata"))))
         return f"{len(self.posts)}.000"
 
     def find_posted(self, event_type: str, nonce: str, *, limit: int = 200) -> str:
@@ -107,16 +114,9 @@ class RecordingNotifier:
         self.replies.append((thread_ts, text))
 
     def tell(
-        self,
-        *,
-        channel: str,
-        user: str,
-        text: str,
-        response_url: str = "",
-        blocks=None,
-        replace: bool = False,
+        self, to: Recipient, text: str, *, blocks: Blocks = None, replace: bool = False
     ) -> None:
-        self.told.append((user, text))
+        self.told.append((to.user, text))
 
 
 class FakeDirectory:
@@ -135,3 +135,12 @@ class FakeDirectory:
 
     def user_for_email(self, email: str) -> str:
         return next((u for u, e in self.emails.items() if e == email), "")
+
+
+if TYPE_CHECKING:
+
+    def _conforms(
+        gateway: FakeGateway, notifier: RecordingNotifier, directory: FakeDirectory
+    ) -> tuple[RegistryGateway, Notifier, ApproverDirectory]:
+        """Type-check only: each fake stands where the domain code expects its Protocol."""
+        return gateway, notifier, directory

@@ -17,7 +17,7 @@ from typing import Any
 
 import requests
 
-from registry import devstack
+from devkit.stack import free_port, service_env, stop, url_answers, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINING_SECRET = "whsec_" + "dGVzdC10cmFpbmluZy1zZWNyZXQtMzItYnl0ZXMhIQ=="
@@ -114,10 +114,10 @@ class Stack:
         )
         ready = {
             "worker": lambda: b" ready." in self.log_bytes("worker"),
-            "webhooks": lambda: _answers(f"{self.webhooks_url}/healthz"),
-            "bot": lambda: _answers(f"{self.bot_url}/healthz"),
+            "webhooks": lambda: url_answers(f"{self.webhooks_url}/healthz"),
+            "bot": lambda: url_answers(f"{self.bot_url}/healthz"),
         }[service]
-        devstack.wait_until(lambda: self._alive(service) and ready(), 60, f"{self.name} {service}")
+        wait_until(lambda: self._alive(service) and ready(), 60, f"{self.name} {service}")
 
     def _alive(self, service: str) -> bool:
         proc = self.procs[service]
@@ -134,7 +134,7 @@ class Stack:
 
     def stop(self, *services: str) -> None:
         for service in services or list(self.procs):
-            devstack.stop(self.procs.pop(service, None))
+            stop(self.procs.pop(service, None))
 
     def post_training(
         self, body: Any, *, headers: Mapping[str, str] | None = None, **sign: Any
@@ -176,7 +176,7 @@ class StackFactory:
         name = f"stack{db}"
         workdir = self.workdir / name
         workdir.mkdir(exist_ok=True)
-        env = devstack.service_env(
+        env = service_env(
             MLFLOW_TRACKING_URI=self.mlflow_uri,
             REDIS_URL=f"{redis_base or self.redis_base}/{db % 16}",
             SLACK_API_URL=self.slack.api_url,
@@ -184,8 +184,8 @@ class StackFactory:
             MLFLOW_WEBHOOK_SECRET=MLFLOW_SECRET,
             # A queue of its own, so a test session never takes another session's tasks.
             REGISTRY_BOT_QUEUE=f"registry-bot-test-{self.session}",
-            WEBHOOKS_PORT=str(devstack.free_port()),
-            BOT_PORT=str(devstack.free_port()),
+            WEBHOOKS_PORT=str(free_port()),
+            BOT_PORT=str(free_port()),
             **self.base_env,
         )
         env.update(overrides)
@@ -199,13 +199,6 @@ class StackFactory:
                     proc.terminate()
         for stack in self.stacks.values():
             stack.stop()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code < 500
-    except requests.RequestException:
-        return False
 
 
 SLACK_SIGNING_SECRET = "test-signing-secret"
@@ -373,7 +366,7 @@ class FaultyProxy:
         self.mode, self.remaining, self.stall = "pass", 0, 0.0
         self.hits: list[tuple[float, str, int]] = []
         self.lock = threading.Lock()
-        self.port = devstack.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = None
         self.start()
@@ -445,12 +438,9 @@ class Clock:
 
 def local_services(mlflow_uri: str, slack, *, clock=None, policy: str = "", **overrides: Any):
     """Build the worker's Services in this process: real MLflow and Slack double, our clock."""
-    from registry.approvers import ApproverDirectory
-    from registry.gateway import MlflowGateway
-    from registry.lifecycle import Services
+    from registry.connect import build_services
     from registry.policy import Policy, parse_policy
     from registry.settings import Settings
-    from registry.slack import Notifier, web_client
 
     settings = Settings(
         mlflow_tracking_uri=mlflow_uri,
@@ -461,11 +451,6 @@ def local_services(mlflow_uri: str, slack, *, clock=None, policy: str = "", **ov
         policy=parse_policy(policy, "policy.yaml") if policy else Policy.empty(),
         **overrides,
     )
-    client = web_client(settings)
-    return Services(
-        gateway=MlflowGateway(mlflow_uri),
-        notifier=Notifier(client, "CNOTICES"),
-        settings=settings,
-        directory=ApproverDirectory(settings, client),
-        clock=clock or time.time,
-    )
+    svc = build_services(settings)
+    svc.clock = clock or time.time
+    return svc

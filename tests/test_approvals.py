@@ -312,14 +312,14 @@ def test_requests_from_another_workspace_are_refused(loop, slack, mlflow_server,
 
 
 def test_redis_down_the_clicker_is_told_to_try_again(stacks, slack, tmp_path):
-    from registry import devstack
+    from devkit.stack import free_port, start_redis, stop
 
-    port = devstack.free_port()
-    server = devstack.start_redis(port, tmp_path / "redis")
+    port = free_port()
+    server = start_redis(port, tmp_path / "redis")
     stack = stacks.make(redis_base=f"redis://127.0.0.1:{port}")
     stack.start("bot")
     try:
-        devstack.stop(server)
+        stop(server)
         resp, url = click(
             stack.bot_url,
             slack,
@@ -331,4 +331,4 @@ def test_redis_down_the_clicker_is_told_to_try_again(stacks, slack, tmp_path):
         assert "try again" in said_to(slack, url)
     finally:
         stack.stop()
-        devstack.stop(server)
+        stop(server)

@@ -19,16 +19,22 @@ from mlflow import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
 from bot.listeners.decisions import EMPTY_REASON
-from bot.sandbox.app import REQUIRED_FIELD
-from bot.sandbox.demo import MODEL, PORTS
-from registry import devstack
+from devkit.demo import MODEL, PORTS
+from devkit.sandbox.app import REQUIRED_FIELD
+from devkit.stack import alive, descendants, free_port, port_in_use, wait_until
 from tests.support import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 # Debian's Chromium, headless, with nothing that reaches out to the network.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 20.0
@@ -41,7 +47,7 @@ ADA, OLAF = "UADA", "UOLAF"
 
 @dataclass
 class RunningDemo:
-    """`python -m bot.sandbox.demo` running as a subprocess, its output collected."""
+    """`python -m devkit.demo` running as a subprocess, its output collected."""
 
     proc: subprocess.Popen
     ports: dict[str, int]
@@ -81,12 +87,20 @@ def demo(tmp_path_factory) -> Iterator[RunningDemo]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MLFLOW_", "DEMO_"))}
     env.update({var: str(port) for (_, var, _), port in zip(PORTS, ports, strict=False)})
     # A Redis of its own: a shared one may run the suite's workers on the demo's database.
-    env.update(DEMO_DIR=str(root), REDIS_URL=f"redis://127.0.0.1:{ports[-1]}/0",
-               PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "bot.sandbox.demo"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    running = RunningDemo(proc, {s: p for (s, _, _), p in zip(PORTS, ports, strict=False)},
-                          ports[-1], root)
+    env.update(
+        DEMO_DIR=str(root), REDIS_URL=f"redis://127.0.0.1:{ports[-1]}/0", PYTHONUNBUFFERED="1"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devkit.demo"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    running = RunningDemo(
+        proc, {s: p for (s, _, _), p in zip(PORTS, ports, strict=False)}, ports[-1], root
+    )
     reader = threading.Thread(target=running.collect, daemon=True)
     reader.start()
     try:
@@ -105,8 +119,9 @@ def page(demo):
     assert Path(CHROMIUM).exists(), "no Chromium: run scripts/ensure-chromium.sh"
     expect.set_options(timeout=UI_TIMEOUT_MS)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             headless=True)
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
         try:
             tab = browser.new_page(viewport={"width": 1200, "height": 900})
             tab.goto(demo.url("sandbox") + "/")
@@ -155,7 +170,7 @@ def test_approve_reject_and_roll_back_in_the_browser(demo, page, tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_process_it_started(demo):
-    tree = devstack.descendants(demo.proc.pid)
+    tree = descendants(demo.proc.pid)
     assert len(tree) >= 6, f"expected the demo's services below it, found {tree}"
 
     demo.proc.send_signal(signal.SIGINT)
@@ -164,8 +179,8 @@ def test_ctrl_c_stops_every_process_it_started(demo):
     assert demo.proc.returncode == 0, demo.output()
     assert "stopped" in demo.output()
     ports = [*demo.ports.values(), demo.redis_port]
-    assert [p for p in ports if devstack.port_in_use(p)] == []
-    assert [pid for pid in tree if devstack.alive(pid)] == []
+    assert [p for p in ports if port_in_use(p)] == []
+    assert [pid for pid in tree if alive(pid)] == []
     assert _processes_naming(demo.root) == []
 
 
@@ -179,8 +194,7 @@ def act_as(page, user: str) -> None:
 
 def notice(page, version: str):
     """Return the Staging notice of a version, once it is on the page."""
-    found = page.get_by_test_id("message").filter(
-        has_text=f"{MODEL} v{version}: ")
+    found = page.get_by_test_id("message").filter(has_text=f"{MODEL} v{version}: ")
     expect(found).to_have_count(1)
     return found
 
@@ -234,28 +248,29 @@ def roll_back_by_command(page) -> None:
 
 def wait_for_stage(client, version: str, stage: str, timeout: float = 30) -> None:
     """Wait until the registry shows `version` of the demo model in `stage`."""
+
     def there() -> bool:
         return client.get_model_version(MODEL, version).current_stage == stage
 
-    devstack.wait_until(there, timeout, f"{MODEL} v{version} in {stage}", interval=0.3)
+    wait_until(there, timeout, f"{MODEL} v{version} in {stage}", interval=0.3)
 
 
 def wait_until_served(demo: RunningDemo, version: str, timeout: float = 10) -> None:
     """Wait until the prediction API serves `version` and predicts with it."""
+
     def served() -> bool:
         answer = requests.get(f"{demo.url('predict')}/version", timeout=2).json()
         return str(answer.get("version")) == version
 
-    devstack.wait_until(served, timeout, f"prediction API serving v{version}", interval=0.3)
-    resp = requests.post(f"{demo.url('predict')}/predict", json={"inputs": [[0.0] * 8]},
-                         timeout=5)
+    wait_until(served, timeout, f"prediction API serving v{version}", interval=0.3)
+    resp = requests.post(f"{demo.url('predict')}/predict", json={"inputs": [[0.0] * 8]}, timeout=5)
     assert resp.status_code == 200 and resp.json()["version"] == version, resp.text
 
 
 def _distinct_free_ports(count: int) -> list[int]:
     ports: list[int] = []
     while len(ports) < count:
-        port = devstack.free_port()
+        port = free_port()
         if port not in ports:
             ports.append(port)
     return ports
@@ -265,7 +280,7 @@ def _processes_naming(root: Path) -> list[str]:
     """Return the command lines of live processes that name the demo directory."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or not devstack.alive(int(entry.name)):
+        if not entry.name.isdigit() or not alive(int(entry.name)):
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -278,7 +293,7 @@ def _processes_naming(root: Path) -> list[str]:
 
 def _make_sure_stopped(demo: RunningDemo) -> None:
     """Stop the demo if a test left it running; kill whatever it leaves behind."""
-    tree = devstack.descendants(demo.proc.pid)
+    tree = descendants(demo.proc.pid)
     if demo.proc.poll() is None:
         demo.proc.send_signal(signal.SIGINT)
         try:
@@ -287,7 +302,7 @@ def _make_sure_stopped(demo: RunningDemo) -> None:
             demo.proc.kill()
             demo.proc.wait(5)
     for pid in tree:
-        if devstack.alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -320,10 +335,14 @@ class FakeBot:
         body = request.get_data(as_text=True)
         headers = request.headers
         signed = SignatureVerifier(SECRET).is_valid(
-            body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"])
+            body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+        )
         form = dict(request.form.items())
-        received = {"signed": signed, "form": form,
-                    "payload": json.loads(form["payload"]) if "payload" in form else None}
+        received = {
+            "signed": signed,
+            "form": form,
+            "payload": json.loads(form["payload"]) if "payload" in form else None,
+        }
         self.received.append(received)
         text, status = self.answer(received)
         mimetype = "application/json" if text.startswith("{") else "text/plain"
@@ -344,12 +363,17 @@ class Sandbox:
 
     def api(self, method: str, **params) -> dict:
         """Call the Slack Web API the sandbox serves, as the bot does."""
-        return requests.post(f"{self.url}/api/{method}", json=params, timeout=5,
-                             headers={"Authorization": "Bearer xoxb-sandbox"}).json()
+        return requests.post(
+            f"{self.url}/api/{method}",
+            json=params,
+            timeout=5,
+            headers={"Authorization": "Bearer xoxb-sandbox"},
+        ).json()
 
     def act(self, action: str, user: str, **body) -> dict:
-        return requests.post(f"{self.url}/sandbox/{action}", json={"user": user, **body},
-                             timeout=10).json()
+        return requests.post(
+            f"{self.url}/sandbox/{action}", json={"user": user, **body}, timeout=10
+        ).json()
 
     def state(self, user: str) -> dict:
         return requests.get(f"{self.url}/sandbox/state", params={"user": user}, timeout=5).json()
@@ -360,14 +384,19 @@ def sandbox() -> Iterator[Sandbox]:
     """Serve create_sandbox() over HTTP, as the demo does, with a fake bot behind it."""
     from werkzeug.serving import make_server
 
-    from bot.sandbox.app import create_sandbox
-    from bot.sandbox.double import SlackDouble
+    from devkit.sandbox.app import create_sandbox
+    from devkit.slack_double import SlackDouble
 
     bot = FakeBot()
-    port = devstack.free_port()
+    port = free_port()
     double = SlackDouble(token="xoxb-sandbox", team_id="T0DEMO", users=USERS, port=port)
-    app = create_sandbox(double=double, bot_url=bot.url, signing_secret=SECRET, channel=CHANNEL,
-                         on_train=lambda: "trained")
+    app = create_sandbox(
+        double=double,
+        bot_url=bot.url,
+        signing_secret=SECRET,
+        channel=CHANNEL,
+        on_train=lambda: "trained",
+    )
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -380,6 +409,7 @@ def sandbox() -> Iterator[Sandbox]:
 
 def responds(body: dict):
     """Answer a click as the bot does: acknowledge, and post `body` to its response URL."""
+
     def answer(received):
         requests.post(received["payload"]["response_url"], json=body, timeout=5)
         return "", 200
@@ -387,9 +417,20 @@ def responds(body: dict):
     return answer
 
 
-BUTTONS = [{"type": "actions", "block_id": "decision", "elements": [
-    {"type": "button", "text": {"type": "plain_text", "text": "Approve"},
-     "action_id": "approve_version", "value": "v1"}]}]
+BUTTONS = [
+    {
+        "type": "actions",
+        "block_id": "decision",
+        "elements": [
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": "Approve"},
+                "action_id": "approve_version",
+                "value": "v1",
+            }
+        ],
+    }
+]
 
 
 def test_a_click_sends_the_signed_block_actions_payload_slack_sends(sandbox):
@@ -403,14 +444,21 @@ def test_a_click_sends_the_signed_block_actions_payload_slack_sends(sandbox):
     assert received["signed"]
     assert payload["type"] == "block_actions"
     assert payload["user"]["id"] == ADA and payload["team"]["id"] == "T0DEMO"
-    assert payload["container"] == {"type": "message", "message_ts": ts, "channel_id": CHANNEL,
-                                    "is_ephemeral": False}
+    assert payload["container"] == {
+        "type": "message",
+        "message_ts": ts,
+        "channel_id": CHANNEL,
+        "is_ephemeral": False,
+    }
     assert payload["message"]["ts"] == ts and payload["channel"]["id"] == CHANNEL
     assert payload["response_url"].startswith(f"{sandbox.url}/response/")
     assert payload["trigger_id"]
     [action] = payload["actions"]
     assert (action["action_id"], action["value"], action["block_id"]) == (
-        "approve_version", "v1", "decision")
+        "approve_version",
+        "v1",
+        "decision",
+    )
     assert float(action["action_ts"]) > 0
 
 
@@ -419,8 +467,7 @@ def test_replace_original_replaces_the_ephemeral_whose_button_was_clicked(sandbo
     [plan] = sandbox.state(ADA)["messages"]
 
     sandbox.bot.answer = responds({"text": "Done.", "replace_original": True})
-    sandbox.act("click", ADA, ephemeral=plan["id"], block=0, element=0,
-                action_id="approve_version")
+    sandbox.act("click", ADA, ephemeral=plan["id"], block=0, element=0, action_id="approve_version")
 
     [shown] = sandbox.state(ADA)["messages"]
     assert (shown["id"], shown["text"], shown["blocks"]) == (plan["id"], "Done.", [])
@@ -441,10 +488,19 @@ def test_a_response_url_post_without_replace_adds_an_ephemeral_for_the_clicker(s
 
 def test_modal_errors_from_the_bot_are_shown_and_an_empty_answer_closes_it(sandbox):
     ts = sandbox.api("chat.postMessage", channel=CHANNEL, text="notice", blocks=BUTTONS)["ts"]
-    view = {"type": "modal", "callback_id": "reject_reason", "title": {
-        "type": "plain_text", "text": "Reject"}, "blocks": [
-        {"type": "input", "block_id": "reason", "label": {"type": "plain_text", "text": "Why?"},
-         "element": {"type": "plain_text_input", "action_id": "reason_input"}}]}
+    view = {
+        "type": "modal",
+        "callback_id": "reject_reason",
+        "title": {"type": "plain_text", "text": "Reject"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "reason",
+                "label": {"type": "plain_text", "text": "Why?"},
+                "element": {"type": "plain_text_input", "action_id": "reason_input"},
+            }
+        ],
+    }
 
     def open_view(received):
         sandbox.api("views.open", trigger_id=received["payload"]["trigger_id"], view=view)
@@ -461,14 +517,18 @@ def test_modal_errors_from_the_bot_are_shown_and_an_empty_answer_closes_it(sandb
     assert len(sandbox.bot.received) == 1  # Slack refuses an empty required input itself
 
     sandbox.bot.answer = lambda received: (
-        '{"response_action": "errors", "errors": {"reason": "Say why."}}', 200)
+        '{"response_action": "errors", "errors": {"reason": "Say why."}}',
+        200,
+    )
     blank = {"reason": {"reason_input": "  "}}
     assert sandbox.act("submit", ADA, view_id=view_id, values=blank) == {
-        "errors": {"reason": "Say why."}}
+        "errors": {"reason": "Say why."}
+    }
     submitted = sandbox.bot.received[-1]["payload"]
     assert submitted["type"] == "view_submission" and sandbox.bot.received[-1]["signed"]
     assert submitted["view"]["state"]["values"] == {
-        "reason": {"reason_input": {"type": "plain_text_input", "value": "  "}}}
+        "reason": {"reason_input": {"type": "plain_text_input", "value": "  "}}
+    }
     assert sandbox.state(ADA)["modal"]["errors"] == {"reason": "Say why."}
 
     sandbox.bot.answer = lambda received: ("", 200)
@@ -482,8 +542,13 @@ def test_a_slash_command_is_sent_as_slack_sends_it(sandbox):
     [received] = sandbox.bot.received
     form = received["form"]
     assert received["signed"]
-    assert (form["command"], form["text"], form["user_id"], form["channel_id"],
-            form["team_id"]) == ("/registry", "rollback churn 3 broke it", ADA, CHANNEL, "T0DEMO")
+    assert (
+        form["command"],
+        form["text"],
+        form["user_id"],
+        form["channel_id"],
+        form["team_id"],
+    ) == ("/registry", "rollback churn 3 broke it", ADA, CHANNEL, "T0DEMO")
     assert form["response_url"].startswith(f"{sandbox.url}/response/") and form["trigger_id"]
 
 
@@ -504,8 +569,7 @@ def test_the_page_and_the_web_api_share_one_port(sandbox):
     state = sandbox.state(ADA)
     assert state["header"] == HEADER
     assert {u["id"] for u in state["users"]} >= {ADA, OLAF}
-    assert requests.post(f"{sandbox.url}/sandbox/train", timeout=5).json() == {
-        "message": "trained"}
+    assert requests.post(f"{sandbox.url}/sandbox/train", timeout=5).json() == {"message": "trained"}
 
 
 def test_a_refusal_for_a_click_on_a_thread_parent_shows_in_the_channel(sandbox):

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from mlflow import MlflowClient
 
-from registry.devstack import children
+from devkit.stack import children
 from registry.messages import APPROVE_ACTION, button_value
 from tests.support import FaultyProxy, click, log_model, signed_headers
 from tests.test_approvals import SERVICES, _wait, production_versions, stage, stage_of, updates_of

@@ -14,7 +14,8 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from registry.messages import APPROVE_ACTION, button_value
-from registry.publish import CHANNEL, LifecycleEvent, event_for
+from registry.changes import LIFECYCLE_CHANNEL as CHANNEL
+from registry.changes import LifecycleEvent, event_for
 from tests.support import click
 from tests.test_approvals import SERVICES, _wait, stage, stage_of, updates_of
 

@@ -8,7 +8,7 @@ import re
 import pytest
 import requests
 
-from registry import devstack
+from devkit.stack import free_port
 from tests.support import log_model
 from tests.test_approvals import SERVICES, _wait, stage
 from tests.test_pipeline import wait_notice
@@ -28,7 +28,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 @pytest.fixture(scope="module")
 def observed(stacks):
-    return stacks.get(services=SERVICES, WORKER_METRICS_PORT=str(devstack.free_port()))
+    return stacks.get(services=SERVICES, WORKER_METRICS_PORT=str(free_port()))
 
 
 def test_worker_metrics_count_tasks_and_queue_wait(observed, slack, mlflow_server, model_name):

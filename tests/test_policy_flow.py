@@ -255,7 +255,7 @@ def test_the_scheduler_runs_the_sweep(stacks, slack, mlflow_server, model_name):
     import subprocess
     import sys
 
-    from registry import devstack
+    from devkit.stack import stop
 
     log = open(stack.workdir / "beat.log", "ab")  # noqa: SIM115
     beat = subprocess.Popen(
@@ -281,4 +281,4 @@ def test_the_scheduler_runs_the_sweep(stacks, slack, mlflow_server, model_name):
             timeout=60,
         )
     finally:
-        devstack.stop(beat)
+        stop(beat)

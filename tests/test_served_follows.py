@@ -10,7 +10,7 @@ import mlflow
 import pytest
 import requests
 
-from registry import devstack
+from devkit.stack import free_port, stop, url_answers, wait_until
 from registry.messages import APPROVE_ACTION, button_value
 from tests.support import click, slash
 from tests.test_approvals import SERVICES, _wait, stage, stage_of
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def served(stacks, model_name):
     """Start the prediction API for `model_name` on the default stack's Redis."""
     stack = stacks.get(services=SERVICES)
-    port = devstack.free_port()
+    port = free_port()
     log = open(stack.workdir / f"serving-{model_name}.log", "ab")  # noqa: SIM115
     env = {**stack.env, "REFRESH_SECONDS": "30"}  # the poll is far too slow to pass this test
     proc = subprocess.Popen(
@@ -34,16 +34,9 @@ def served(stacks, model_name):
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    devstack.wait_until(lambda: _answers(f"{url}/version"), 60, "prediction API")
+    wait_until(lambda: url_answers(f"{url}/version", status=200), 60, "prediction API")
     yield stack, url
-    devstack.stop(proc)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
+    stop(proc)
 
 
 def serving(url: str) -> str | None:
@@ -56,19 +49,29 @@ def seconds_until(url: str, version: str, timeout: float = 10.0) -> float:
     return time.monotonic() - started
 
 
-def test_approve_and_rollback_switch_the_served_model(
-    served, slack, mlflow_server, model_name
-):
+def test_approve_and_rollback_switch_the_served_model(served, slack, mlflow_server, model_name):
     stack, url = served
     v1, ts1 = stage(stack, slack, mlflow_server, model_name, constant=1.0)
-    click(stack.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
-          value=button_value(model_name, v1), message_ts=ts1)
+    click(
+        stack.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, v1),
+        message_ts=ts1,
+    )
     _wait(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "v1 Production")
     seconds_until(url, v1)  # the first load also imports the model's flavour: not timed
 
     v2, ts2 = stage(stack, slack, mlflow_server, model_name, constant=2.0)
-    click(stack.bot_url, slack, user="UAPPROVER1", action_id=APPROVE_ACTION,
-          value=button_value(model_name, v2), message_ts=ts2)
+    click(
+        stack.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, v2),
+        message_ts=ts2,
+    )
     _wait(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "v2 Production")
     assert seconds_until(url, v2) < 2.0
     answer = requests.post(f"{url}/predict", json={"inputs": [[0.0], [1.0]]}, timeout=5).json()

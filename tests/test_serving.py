@@ -25,8 +25,9 @@ import redis
 import requests
 from mlflow import MlflowClient
 
-from registry import devstack
-from registry.publish import CHANNEL, LifecycleEvent
+from devkit.stack import free_port, start_redis, stop, wait_until
+from registry.changes import LIFECYCLE_CHANNEL as CHANNEL
+from registry.changes import LifecycleEvent
 from registry.serving import NoModelLoaded, ServedModel
 from registry.serving.api import create_app, parse_inputs, plain
 from registry.serving.model import concerns
@@ -187,7 +188,7 @@ def test_predictions_go_on_during_a_slow_load():
     registry.production, registry.gates["2"] = "2", threading.Event()
     loading = threading.Thread(target=served.refresh)
     loading.start()
-    devstack.wait_until(lambda: "models:/churn/2" in registry.loads, 2, "the load of v2")
+    wait_until(lambda: "models:/churn/2" in registry.loads, 2, "the load of v2")
     started = time.monotonic()
     assert served.predict_with_version([[0.0]]) == ("1", [1.0])
     assert time.monotonic() - started < 0.5
@@ -244,9 +245,9 @@ def test_bad_settings_are_refused(monkeypatch, env, message):
 def test_a_lifecycle_event_for_the_model_refreshes_within_a_second(redis_url, model_name):
     registry = FakeRegistry("1")
     with served_by(registry, name=model_name, redis_url=f"{redis_url}/14") as served:
-        devstack.wait_until(lambda: served.status()["listening"], 5, "the subscription")
+        wait_until(lambda: served.status()["listening"], 5, "the subscription")
         # Subscribing wakes one refresh (events may have been missed); let it pass.
-        devstack.wait_until(lambda: registry.resolves >= 2, 2, "the refresh on subscribing")
+        wait_until(lambda: registry.resolves >= 2, 2, "the refresh on subscribing")
         registry.production = "2"
         events = redis.Redis.from_url(f"{redis_url}/14")
         events.publish(CHANNEL, event_body(f"{model_name}-other", "2"))
@@ -254,7 +255,7 @@ def test_a_lifecycle_event_for_the_model_refreshes_within_a_second(redis_url, mo
         time.sleep(0.7)
         assert served.version == "1"
         events.publish(CHANNEL, event_body(model_name, "2"))
-        devstack.wait_until(lambda: served.version == "2", 1.0, "the refresh after the event")
+        wait_until(lambda: served.version == "2", 1.0, "the refresh after the event")
         events.close()
     assert serving_threads(model_name) == []
 
@@ -264,7 +265,7 @@ def test_without_redis_it_polls_and_the_subscriber_survives(caplog, model_name):
     served = served_by(registry, name=model_name, refresh_seconds=0.2)
     with caplog.at_level(logging.WARNING, logger="registry.serving.model"), served:
         registry.production = "2"
-        devstack.wait_until(lambda: served.version == "2", 2, "the poll to pick up v2")
+        wait_until(lambda: served.version == "2", 2, "the poll to pick up v2")
         time.sleep(1.0)  # a few failed reconnections
         assert len(serving_threads(model_name)) == 2
         assert served.status()["listening"] is False
@@ -275,23 +276,23 @@ def test_without_redis_it_polls_and_the_subscriber_survives(caplog, model_name):
 
 @pytest.mark.slow
 def test_the_subscriber_reconnects_when_redis_comes_back(tmp_path, model_name, caplog):
-    port = devstack.free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     registry = FakeRegistry("1")
-    proc = devstack.start_redis(port, tmp_path / "redis")
+    proc = start_redis(port, tmp_path / "redis")
     try:
         with served_by(registry, name=model_name, redis_url=url) as served:
-            devstack.wait_until(lambda: served.status()["listening"], 5, "the subscription")
-            devstack.stop(proc)
-            devstack.wait_until(lambda: not served.status()["listening"], 5, "the lost link")
-            proc = devstack.start_redis(port, tmp_path / "redis")
-            devstack.wait_until(lambda: served.status()["listening"], 15, "the reconnection")
+            wait_until(lambda: served.status()["listening"], 5, "the subscription")
+            stop(proc)
+            wait_until(lambda: not served.status()["listening"], 5, "the lost link")
+            proc = start_redis(port, tmp_path / "redis")
+            wait_until(lambda: served.status()["listening"], 15, "the reconnection")
             registry.production = "2"
             with redis.Redis.from_url(url) as events:
                 events.publish(CHANNEL, event_body(model_name, "2"))
-            devstack.wait_until(lambda: served.version == "2", 1.0, "the refresh after the event")
+            wait_until(lambda: served.version == "2", 1.0, "the refresh after the event")
     finally:
-        devstack.stop(proc)
+        stop(proc)
     assert sum("lifecycle events" in r.getMessage() for r in caplog.records) == 1
 
 
@@ -435,7 +436,7 @@ def start_api(tmp_path, mlflow_server):
     started: list[Api] = []
 
     def start(model: str, *, redis_url: str, refresh: str = "30") -> Api:
-        port = devstack.free_port()
+        port = free_port()
         out, log = tmp_path / f"api-{port}.out", tmp_path / f"api-{port}.log"
         with out.open("wb") as stdout, log.open("wb") as stderr:
             proc = subprocess.Popen(
@@ -448,12 +449,12 @@ def start_api(tmp_path, mlflow_server):
         api = Api(proc, f"http://127.0.0.1:{port}", log)
         started.append(api)
         ready = f"serving {model} on http://127.0.0.1:{port}\n"
-        devstack.wait_until(lambda: _alive(api) and out.read_text() == ready, 60, "the API")
+        wait_until(lambda: _alive(api) and out.read_text() == ready, 60, "the API")
         return api
 
     yield start
     for api in started:
-        devstack.stop(api.proc)
+        stop(api.proc)
         assert api.proc.returncode == 0, api.log.read_text()[-2000:]
 
 
@@ -531,19 +532,19 @@ def test_a_promotion_event_switches_what_is_served_and_no_request_fails(
     api = start_api(model_name, redis_url=events)
     assert api.status()["version"] == v1 == "1"
     assert api.predict([[0.0]]) == {"version": "1", "predictions": [1.0]}
-    devstack.wait_until(lambda: api.status()["listening"], 5, "the API's subscription")
+    wait_until(lambda: api.status()["listening"], 5, "the API's subscription")
 
     promote(mlflow_server, model_name, v2)
     published = time.monotonic()
     publish(events, model_name, v2, v1)
-    devstack.wait_until(lambda: api.status()["version"] == "2", 2, "v2 served after the event")
+    wait_until(lambda: api.status()["version"] == "2", 2, "v2 served after the event")
     assert time.monotonic() - published < 2
     assert api.predict([[0.0], [5.0]]) == {"version": "2", "predictions": [2.0, 2.0]}
 
     answers: list = []
     with ThreadPoolExecutor(32) as pool:
         workers = [pool.submit(hammer, api, answers, enough_across_the_swap) for _ in range(32)]
-        devstack.wait_until(lambda: len(answers) >= 40, 20, "the first answers")
+        wait_until(lambda: len(answers) >= 40, 20, "the first answers")
         promote(mlflow_server, model_name, v1)
         publish(events, model_name, v1, v2)
         for worker in workers:
@@ -558,11 +559,11 @@ def test_a_promotion_event_switches_what_is_served_and_no_request_fails(
 def test_without_redis_a_promotion_is_picked_up_by_polling(mlflow_server, model_name, start_api):
     v1, v2 = (register(mlflow_server, model_name, c) for c in (1.0, 2.0))
     promote(mlflow_server, model_name, v1)
-    nowhere = f"redis://127.0.0.1:{devstack.free_port()}/0"
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
     api = start_api(model_name, redis_url=nowhere, refresh="1")
     assert api.status()["version"] == "1"
     promote(mlflow_server, model_name, v2)
-    devstack.wait_until(lambda: api.status()["version"] == "2", 3, "v2 served by polling")
+    wait_until(lambda: api.status()["version"] == "2", 3, "v2 served by polling")
     assert api.predict([[0.0]]) == {"version": "2", "predictions": [2.0]}
     assert api.status()["listening"] is False
 
@@ -576,11 +577,11 @@ def test_a_version_that_fails_to_load_leaves_the_previous_one_serving(
     promote(mlflow_server, model_name, v1)
     events = f"{redis_url}/14"
     api = start_api(model_name, redis_url=events)
-    devstack.wait_until(lambda: api.status()["listening"], 5, "the API's subscription")
+    wait_until(lambda: api.status()["listening"], 5, "the API's subscription")
 
     promote(mlflow_server, model_name, bad)
     publish(events, model_name, bad, v1)
-    devstack.wait_until(lambda: api.status()["last_error"], 5, "the failed load")
+    wait_until(lambda: api.status()["last_error"], 5, "the failed load")
     status = api.status()
     assert status["version"] == v1
     assert f"cannot load {model_name} version {bad}" in status["last_error"]
@@ -590,7 +591,7 @@ def test_a_version_that_fails_to_load_leaves_the_previous_one_serving(
 
     promote(mlflow_server, model_name, v1)  # rolled back: the error clears, nothing reloads
     publish(events, model_name, v1, bad)
-    devstack.wait_until(lambda: api.status()["last_error"] is None, 2, "the error to clear")
+    wait_until(lambda: api.status()["last_error"] is None, 2, "the error to clear")
     assert api.status()["loaded_at"] == status["loaded_at"]
 
 
@@ -638,7 +639,7 @@ def test_the_api_refuses_to_start_with_one_clear_line(tmp_path, case, expected):
                 "--model",
                 "churn",
                 "--port",
-                str(port if case == "port taken" else devstack.free_port()),
+                str(port if case == "port taken" else free_port()),
             ],
             env=env,
             cwd=tmp_path,

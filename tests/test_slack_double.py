@@ -15,7 +15,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from bot.sandbox.double import SlackDouble
+from devkit.slack_double import SlackDouble
 
 TOKEN = "xoxb-double-test"
 USERS = {

@@ -10,7 +10,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from registry import lifecycle, operations
 from registry.events import TrainingEvent
-from registry.lifecycle import Services
+from registry.record import history_of
+from registry.services import Services
 from registry.reports import RollbackRefused, plan_rollback
 from registry.settings import Settings
 from registry.sweep import sweep
@@ -132,7 +133,7 @@ class Lifecycle(RuleBasedStateMachine):
             if mv.tag("decision"):
                 assert mv.tag("decided_at")
                 assert mv.tag("decided_by") or mv.tag("decision") == "expired"
-            for entry in lifecycle.history_of(mv):
+            for entry in history_of(mv):
                 assert entry["at"] and ("actor" in entry)
             if mv.stage == "Production":
                 assert mv.tag("production_since")

@@ -89,14 +89,14 @@ def test_healthz_and_metrics(stack):
 
 
 def test_redis_down_answers_503_fast_then_recovers(stacks, redis_url, tmp_path):
-    from registry import devstack
+    from devkit.stack import free_port, start_redis, stop
 
-    port = devstack.free_port()
-    server = devstack.start_redis(port, tmp_path / "redis")
+    port = free_port()
+    server = start_redis(port, tmp_path / "redis")
     stack = stacks.make(redis_base=f"redis://127.0.0.1:{port}")
     stack.start("webhooks")
     try:
-        devstack.stop(server)
+        stop(server)
         body = json.dumps(GOOD).encode()
         headers = signed_headers(body, msg_id="msg_redis_down")
         started = time.monotonic()
@@ -106,13 +106,13 @@ def test_redis_down_answers_503_fast_then_recovers(stacks, redis_url, tmp_path):
         health = requests.get(f"{stack.webhooks_url}/healthz", timeout=5)
         assert health.status_code == 503 and "down" in health.json()["redis"]
 
-        server = devstack.start_redis(port, tmp_path / "redis")
+        server = start_redis(port, tmp_path / "redis")
         retried = stack.post_training(body, headers=signed_headers(body, msg_id="msg_redis_down"))
         assert retried.status_code == 202 and retried.json()["status"] == "queued"
         assert redis.Redis.from_url(stack.redis_url).llen(stack.queue) == 1
     finally:
         stack.stop()
-        devstack.stop(server)
+        stop(server)
 
 
 def _mlflow_signed(body: bytes, secret: str) -> dict[str, str]:

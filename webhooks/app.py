@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -23,9 +22,15 @@ from registry.events import (
     verify_mlflow_webhook,
     verify_standard_webhook,
 )
+from registry.queue import (
+    TASK_CANARY,
+    TASK_STAGE_EVENT,
+    TASK_STAGE_VERSION,
+    Producer,
+    QueueUnavailable,
+)
 from registry.settings import Settings
 from webhooks.openapi import openapi_document
-from worker.app import TASK_CANARY, TASK_STAGE_EVENT, TASK_STAGE_VERSION, create_celery
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ def create_app(settings: Settings | None = None, *, celery: Any = None) -> Flask
     )
     app = Flask("webhooks")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.extensions["registry_bot"] = Receiver(settings, celery or create_celery(settings))
+    app.extensions["registry_bot"] = Receiver(settings, Producer(settings, celery=celery))
     _register_routes(app)
     return app
 
@@ -57,9 +62,9 @@ def create_app(settings: Settings | None = None, *, celery: Any = None) -> Flask
 class Receiver:
     """The webhooks service's state: settings, queue, Redis and metrics."""
 
-    def __init__(self, settings: Settings, celery: Any):
+    def __init__(self, settings: Settings, producer: Producer):
         self.settings = settings
-        self.celery = celery
+        self.producer = producer
         # Short timeouts: with Redis down the sender must get a 503 fast, not hang.
         self.redis = redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=0.5, socket_timeout=1.0
@@ -81,7 +86,7 @@ class Receiver:
             registry=self.metrics,
         )
 
-    def enqueue_once(self, dedup_key: str, task: str, kwargs: dict) -> str:
+    def enqueue_once(self, dedup_key: str, task: str, kwargs: dict[str, Any]) -> str:
         """Enqueue unless `dedup_key` was seen; return "queued" or "duplicate"."""
         key = f"registry-bot:seen:{dedup_key}"
         try:
@@ -90,12 +95,9 @@ class Receiver:
         except redis.RedisError as exc:
             raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
         try:
-            self.celery.send_task(
-                task, kwargs=kwargs, retry=False, headers={"enqueued_at": time.time()}
-            )
-        except Exception as exc:
+            self.producer.send(task, **kwargs)
+        except QueueUnavailable as exc:
             self.redis.delete(key)  # let the sender's retry through once the queue is back
-            log.error("enqueue failed: %s", exc, extra={"event_id": kwargs.get("event_id")})
             raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
         return "queued"
 

@@ -7,26 +7,21 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from functools import cache
-from typing import Any
 
 import redis
 import requests
 from celery import Task, current_app, shared_task
 from slack_sdk.errors import SlackApiError
 
-from registry import lifecycle, operations
-from registry.approvers import ApproverDirectory
+from registry import canary, lifecycle, operations
+from registry.changes import LIFECYCLE_CHANNEL, LifecycleEvent
 from registry.commands import APPROVER_VERBS, Command
+from registry.connect import build_services
 from registry.events import TrainingEvent
-from registry.gateway import MlflowGateway
 from registry.locks import LockBusy, model_lock
 from registry.metrics import WorkerMetrics
-from registry.publish import CHANNEL, LifecycleEvent, deliver
-from registry.reports import RollbackPlan
-from registry.settings import Settings
-from registry.slack import Notifier, web_client
-from registry.sweep import sweep as run_sweep
-from worker.app import (
+from registry.publish import deliver
+from registry.queue import (
     TASK_APPROVE,
     TASK_CANARY,
     TASK_COMMAND,
@@ -36,8 +31,11 @@ from worker.app import (
     TASK_STAGE_EVENT,
     TASK_STAGE_VERSION,
     TASK_SWEEP,
-    configure_mlflow_client,
 )
+from registry.reports import RollbackPlan
+from registry.services import Services
+from registry.settings import Settings
+from registry.sweep import sweep as run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -46,30 +44,16 @@ BACKOFF_CAP = 60
 
 
 @cache
-def services(settings: Settings) -> lifecycle.Services:
+def services(settings: Settings) -> Services:
     """Build this process's registry gateway and Slack notifier once."""
-    configure_mlflow_client()
-    gateway = MlflowGateway(
-        settings.mlflow_tracking_uri,
-        mode=settings.registry_mode,
-        staging_alias=settings.staging_alias,
-        production_alias=settings.production_alias,
-    )
-    client = web_client(settings)
-    return lifecycle.Services(
-        gateway=gateway,
-        notifier=Notifier(client, settings.slack_channel),
-        settings=settings,
-        directory=ApproverDirectory(settings, client),
-        emit=lambda event: emit(settings, event),
-    )
+    return build_services(settings, emit=lambda event: emit(settings, event))
 
 
 def emit(settings: Settings, event: LifecycleEvent) -> None:
     """Publish a lifecycle event on Redis and queue its delivery to every sink."""
     ctx = {"model": event.model_name, "version": event.version, "event_id": event.event_id}
     try:
-        redis_client(settings.redis_url).publish(CHANNEL, event.body())
+        redis_client(settings.redis_url).publish(LIFECYCLE_CHANNEL, event.body())
     except redis.RedisError as exc:  # subscribers also poll, so a lost publish is only late
         log.warning("lifecycle publish failed: %s", exc, extra=ctx)
     for url in settings.event_sink_urls:
@@ -102,12 +86,31 @@ def redis_client(url: str) -> redis.Redis:
 
 
 @shared_task(bind=True, name=TASK_STAGE_EVENT, max_retries=MAX_RETRIES)
-def stage_training_event(self: Task, *, event_id: str, **event: Any) -> str:
+def stage_training_event(
+    self: Task,
+    *,
+    event_id: str,
+    model_name: str,
+    run_id: str,
+    artifact_path: str = "model",
+    model_uri: str = "",
+    requested_by: str = "",
+    metrics: dict[str, float] | None = None,
+    description: str = "",
+) -> str:
     """Register a training event's version, stage it and post its notice."""
-    training = TrainingEvent(**event)
+    training = TrainingEvent(
+        model_name=model_name,
+        run_id=run_id,
+        artifact_path=artifact_path,
+        model_uri=model_uri,
+        requested_by=requested_by,
+        metrics=dict(metrics or {}),
+        description=description,
+    )
     return _run(
         self,
-        training.model_name,
+        model_name,
         event_id,
         lambda svc: lifecycle.stage_training_event(svc, training, event_id=event_id).outcome,
     )
@@ -229,7 +232,7 @@ def canary_verdict(
         self,
         model_name,
         event_id,
-        lambda svc: lifecycle.canary_verdict(
+        lambda svc: canary.canary_verdict(
             svc,
             model_name,
             version,
@@ -251,7 +254,12 @@ def sweep(self: Task) -> dict:
 
 
 def _run(
-    task: Task, model_name: str, event_id: str, work: Callable[[Any], str], *, lock: bool = True
+    task: Task,
+    model_name: str,
+    event_id: str,
+    work: Callable[[Services], str],
+    *,
+    lock: bool = True,
 ) -> str:
     """Run `work` (under the model's lock unless it only reads); retry transient failures."""
     settings: Settings = task.app.registry_settings

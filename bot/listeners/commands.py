@@ -7,11 +7,11 @@ from collections.abc import Callable
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
-from bot.app import QUEUE_DOWN, Deps
+from bot.deps import QUEUE_DOWN, Deps
 from registry.commands import APPROVER_VERBS, CommandError, help_text, parse_command
 from registry.decisions import may_decide
+from registry.queue import TASK_COMMAND, TASK_ROLLBACK
 from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, parse_plan_value
-from worker.app import TASK_COMMAND, TASK_ROLLBACK
 
 CANCELLED = "Rollback cancelled; nothing changed."
 ROLLING_BACK = "Rolling {model} back to v{target}…"
@@ -78,11 +78,7 @@ def handle_text(
     queued = deps.enqueue(
         TASK_COMMAND,
         event_id=f"cmd-{cmd.verb}-{user}",
-        verb=cmd.verb,
-        model_name=cmd.model,
-        version=cmd.version,
-        count=cmd.count,
-        reason=cmd.reason,
+        **cmd.task_kwargs(),
         user=user,
         channel=channel,
         response_url=response_url,

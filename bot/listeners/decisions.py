@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
-from bot.app import QUEUE_DOWN, Deps
+from bot.deps import QUEUE_DOWN, Deps
 from registry.decisions import may_decide
 from registry.messages import (
     APPROVE_ACTION,
@@ -19,7 +19,7 @@ from registry.messages import (
     parse_button_value,
     reject_modal,
 )
-from worker.app import TASK_APPROVE, TASK_REJECT
+from registry.queue import TASK_APPROVE, TASK_REJECT
 
 EMPTY_REASON = "Give a reason: it is recorded on the version and shown to the team."
 
@@ -33,12 +33,10 @@ def register(app: App) -> None:
 
 def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> None:
     """Acknowledge at once; refuse non-approvers; queue the approval."""
-    ack()
-    deps: Deps = context["deps"]
-    click = _authorised_click(deps, body, "approve", respond)
+    click = _authorised_click(ack, context, body, "approve", respond)
     if click is None:
         return
-    user, model, version = click
+    deps, user, model, version = click
     queued = deps.enqueue(
         TASK_APPROVE,
         event_id=_click_id(body),
@@ -55,12 +53,10 @@ def on_reject(
     ack: Ack, body: dict, context: BoltContext, client: WebClient, respond: Respond
 ) -> None:
     """Acknowledge; refuse non-approvers; open the reason modal while trigger_id is valid."""
-    ack()
-    deps: Deps = context["deps"]
-    click = _authorised_click(deps, body, "reject", respond)
+    click = _authorised_click(ack, context, body, "reject", respond)
     if click is None:
         return
-    _, model, version = click
+    deps, _, model, version = click
     # A trigger_id is valid for 3 seconds: open the modal here, never from the worker.
     channel = (body.get("channel") or {}).get("id", deps.settings.slack_channel)
     ts = (body.get("message") or {}).get("ts", "")
@@ -71,16 +67,18 @@ def on_reject(
 
 
 def _authorised_click(
-    deps: Deps, body: dict, verb: str, respond: Respond
-) -> tuple[str, str, str] | None:
-    """Return (user, model, version) of a click, or None after telling a non-approver why."""
+    ack: Ack, context: BoltContext, body: dict, verb: str, respond: Respond
+) -> tuple[Deps, str, str, str] | None:
+    """Ack a button click; return (deps, user, model, version), or None after a refusal."""
+    ack()
+    deps: Deps = context["deps"]
     user = body["user"]["id"]
     model, version = parse_button_value(body["actions"][0]["value"])
     refusal = may_decide(deps.directory.clicker(user), verb)
     if refusal:
         _ephemeral(respond, refusal)
         return None
-    return user, model, version
+    return deps, user, model, version
 
 
 def _ephemeral(respond: Respond, text: str) -> None:

@@ -18,6 +18,8 @@ from mlflow.exceptions import MlflowException
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from registry.changes import LIFECYCLE_CHANNEL
+
 log = logging.getLogger(__name__)
 
 MODES = ("stages", "aliases")
@@ -107,7 +109,7 @@ class ServedModel:
         production_alias: str | None = None,
         redis_url: str | None = None,
         refresh_seconds: float | None = None,
-        channel: str = "registry-bot:lifecycle",
+        channel: str = LIFECYCLE_CHANNEL,
         loader: Loader | None = None,
         resolver: Resolver | None = None,
     ):

@@ -21,7 +21,7 @@ import requests
 from flask import Flask, jsonify, request
 from werkzeug.test import Client
 
-from bot.sandbox.double import RESPONSE_URL, Call, SlackDouble
+from devkit.slack_double import RESPONSE_URL, Call, SlackDouble
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,15 @@ class Ephemeral:
 
     def as_json(self) -> Json:
         """Render for the page."""
-        return {"ts": self.ts, "id": self.id, "text": self.text, "blocks": self.blocks,
-                "ephemeral": True, "from_slack": self.from_slack, "thread_ts": self.thread_ts}
+        return {
+            "ts": self.ts,
+            "id": self.id,
+            "text": self.text,
+            "blocks": self.blocks,
+            "ephemeral": True,
+            "from_slack": self.from_slack,
+            "thread_ts": self.thread_ts,
+        }
 
 
 @dataclass
@@ -107,7 +114,7 @@ class Channel:
         """Apply the double's calls recorded since the last sync, in order."""
         with self._lock:
             calls = self.double.calls()
-            for call in calls[self._seen:]:
+            for call in calls[self._seen :]:
                 self._apply(call)
             self._seen = len(calls)
 
@@ -116,21 +123,28 @@ class Channel:
         if call.status != 200:
             return
         if call.method == "chat.postEphemeral" and answer.get("ok"):
-            self._add_ephemeral(str(call.params.get("user", "")), call.params,
-                                ts=str(answer.get("message_ts", "")))
+            self._add_ephemeral(
+                str(call.params.get("user", "")), call.params, ts=str(answer.get("message_ts", ""))
+            )
         elif call.method == RESPONSE_URL:
             self._respond(unquote(call.path.removeprefix("/response/")), call)
         elif call.method in ("views.open", "views.push") and answer.get("ok"):
             user = self._triggers.get(str(call.params.get("trigger_id", "")), "")
             self._modals.append(Modal(answer["view"]["id"], user))
 
-    def _add_ephemeral(self, user: str, params: Json, *, ts: str = "",
-                       from_slack: bool = False) -> Ephemeral:
+    def _add_ephemeral(
+        self, user: str, params: Json, *, ts: str = "", from_slack: bool = False
+    ) -> Ephemeral:
         ephemeral = Ephemeral(
-            id=f"E{next(self._ids)}", user=user, channel=str(params.get("channel", self.channel)),
-            ts=ts or f"{time.time():.6f}", text=str(params.get("text") or ""),
-            blocks=list(params.get("blocks") or []), thread_ts=str(params.get("thread_ts") or ""),
-            from_slack=from_slack)
+            id=f"E{next(self._ids)}",
+            user=user,
+            channel=str(params.get("channel", self.channel)),
+            ts=ts or f"{time.time():.6f}",
+            text=str(params.get("text") or ""),
+            blocks=list(params.get("blocks") or []),
+            thread_ts=str(params.get("thread_ts") or ""),
+            from_slack=from_slack,
+        )
         self._ephemerals.append(ephemeral)
         return ephemeral
 
@@ -149,11 +163,18 @@ class Channel:
         if _flag(params.get("replace_original")) and (target or origin.message_ts):
             self._replace(origin, target, params)
         elif params.get("response_type") == "in_channel":
-            self.as_bot("chat.postMessage", channel=origin.channel, thread_ts=origin.thread_ts,
-                         **_content(params))
+            self.as_bot(
+                "chat.postMessage",
+                channel=origin.channel,
+                thread_ts=origin.thread_ts,
+                **_content(params),
+            )
         else:
-            self._add_ephemeral(origin.user, {**params, "channel": origin.channel,
-                                              "thread_ts": origin.thread_ts}, ts=f"{call.at:.6f}")
+            self._add_ephemeral(
+                origin.user,
+                {**params, "channel": origin.channel, "thread_ts": origin.thread_ts},
+                ts=f"{call.at:.6f}",
+            )
 
     def _replace(self, origin: Origin, target: Ephemeral | None, params: Json) -> None:
         if target is not None:
@@ -161,14 +182,16 @@ class Channel:
             target.blocks = list(params.get("blocks") or [])
         else:
             # Replacing an in-channel message edits it for everyone, like chat.update.
-            self.as_bot("chat.update", channel=origin.channel, ts=origin.message_ts,
-                         **_content(params))
+            self.as_bot(
+                "chat.update", channel=origin.channel, ts=origin.message_ts, **_content(params)
+            )
 
     def as_bot(self, method: str, **params: Any) -> None:
         """Change the channel through the double's own Web API, so it records the change."""
         form = {k: json.dumps(v) if isinstance(v, list) else v for k, v in params.items() if v}
         Client(self.double.wsgi_app).post(
-            f"/api/{method}", data=form, headers={"Authorization": f"Bearer {self.double.token}"})
+            f"/api/{method}", data=form, headers={"Authorization": f"Bearer {self.double.token}"}
+        )
 
     def _ephemeral(self, ephemeral_id: str) -> Ephemeral | None:
         return next((e for e in self._ephemerals if e.id == ephemeral_id), None)
@@ -236,14 +259,18 @@ class Channel:
         """Return the channel as `user` sees it: messages, their threads, their ephemerals."""
         self.sync()
         with self._lock:
-            mine = [e.as_json() for e in self._ephemerals
-                    if e.user == user and e.channel == self.channel]
+            mine = [
+                e.as_json()
+                for e in self._ephemerals
+                if e.user == user and e.channel == self.channel
+            ]
         tops = [{**m, "ephemeral": False} for m in self.double.messages(self.channel)]
         shown = _by_ts(tops + [e for e in mine if not e["thread_ts"]])
         for message in shown:
             replies = [{**r, "ephemeral": False} for r in message.pop("replies", [])]
-            threaded = [e for e in mine if e["thread_ts"] == message["ts"] and not message.get(
-                "ephemeral")]
+            threaded = [
+                e for e in mine if e["thread_ts"] == message["ts"] and not message.get("ephemeral")
+            ]
             message["replies"] = _by_ts(replies + threaded)
         return shown
 
@@ -262,14 +289,16 @@ class Channel:
 class SlackClientSide:
     """Send the bot exactly the signed requests Slack sends when a person acts."""
 
-    def __init__(self, channel: Channel, *, bot_url: str, signing_secret: str,
-                 team_id: str) -> None:
+    def __init__(
+        self, channel: Channel, *, bot_url: str, signing_secret: str, team_id: str
+    ) -> None:
         self.channel, self.signing_secret, self.team_id = channel, signing_secret, team_id
         base = bot_url.rstrip("/")
         self.events_url = base if base.endswith("/slack/events") else base + "/slack/events"
 
-    def click(self, user: str, *, ts: str, ephemeral: str, block: int, element: int,
-              action_id: str) -> Json:
+    def click(
+        self, user: str, *, ts: str, ephemeral: str, block: int, element: int, action_id: str
+    ) -> Json:
         """Click a button in a channel message or in one of `user`'s ephemerals."""
         found = self._clicked(user, ts=ts, ephemeral=ephemeral)
         if found is None:
@@ -278,8 +307,13 @@ class SlackClientSide:
         action = _action(blocks, block, element)
         if action is None or action.get("action_id") != action_id:
             return {"error": STALE_MESSAGE}
-        payload.update(type="block_actions", actions=[action], state={"values": {}},
-                       trigger_id=self.channel.trigger_id(user), **self._who(user))
+        payload.update(
+            type="block_actions",
+            actions=[action],
+            state={"values": {}},
+            trigger_id=self.channel.trigger_id(user),
+            **self._who(user),
+        )
         return self._interact(user, payload, f"The {_button_text(action)} button")
 
     def _clicked(self, user: str, *, ts: str, ephemeral: str) -> tuple[list[Json], Json] | None:
@@ -291,22 +325,37 @@ class SlackClientSide:
                 return None
             origin = Origin(user, channel["id"], ephemeral=found.id, thread_ts=found.thread_ts)
             # Slack sends no `message` for a click on an ephemeral message.
-            container = {"type": "message", "message_ts": found.ts, "channel_id": channel["id"],
-                         "is_ephemeral": True}
-            return found.blocks, {"container": container, "channel": channel,
-                                  "response_url": self.channel.response_url(origin)}
+            container = {
+                "type": "message",
+                "message_ts": found.ts,
+                "channel_id": channel["id"],
+                "is_ephemeral": True,
+            }
+            return found.blocks, {
+                "container": container,
+                "channel": channel,
+                "response_url": self.channel.response_url(origin),
+            }
         message = self.channel.message(ts)
         if message is None:
             return None
         # A parent lists its own ts as thread_ts; only a reply is "in" a thread.
         thread_ts = message.get("thread_ts", "") if message.get("thread_ts") != ts else ""
         origin = Origin(user, channel["id"], message_ts=ts, thread_ts=thread_ts)
-        container = {"type": "message", "message_ts": ts, "channel_id": channel["id"],
-                     "is_ephemeral": False, **({"thread_ts": thread_ts} if thread_ts else {})}
+        container = {
+            "type": "message",
+            "message_ts": ts,
+            "channel_id": channel["id"],
+            "is_ephemeral": False,
+            **({"thread_ts": thread_ts} if thread_ts else {}),
+        }
         listed = {k: v for k, v in message.items() if k not in ("replies", "metadata")}
         return message.get("blocks") or [], {
-            "container": container, "channel": channel, "message": listed,
-            "response_url": self.channel.response_url(origin)}
+            "container": container,
+            "channel": channel,
+            "message": listed,
+            "response_url": self.channel.response_url(origin),
+        }
 
     def submit(self, user: str, view_id: str, values: dict[str, dict[str, str]]) -> Json:
         """Submit a modal; answer the errors it shows, or that it closed."""
@@ -320,8 +369,13 @@ class SlackClientSide:
             modal.errors = missing
             return {"errors": missing}
         view = {**view, "state": {"values": _state_values(view, values)}}
-        payload = {"type": "view_submission", "view": view, "response_urls": [],
-                   "trigger_id": self.channel.trigger_id(user), **self._who(user)}
+        payload = {
+            "type": "view_submission",
+            "view": view,
+            "response_urls": [],
+            "trigger_id": self.channel.trigger_id(user),
+            **self._who(user),
+        }
         answer = self._interact(user, payload, "Submitting the form")
         return self._after_submit(user, modal, answer)
 
@@ -334,8 +388,9 @@ class SlackClientSide:
         if "error" in answer:
             return answer  # Slack keeps the modal open and says it could not be submitted
         if action == "update":
-            self.channel.as_bot("views.update", view_id=modal.view_id,
-                                 view=json.dumps(body.get("view") or {}))
+            self.channel.as_bot(
+                "views.update", view_id=modal.view_id, view=json.dumps(body.get("view") or {})
+            )
             modal.errors = {}
             return {"updated": True}
         if action == "clear":
@@ -350,8 +405,7 @@ class SlackClientSide:
         if modal is not None:
             self.channel.close(modal)
         if view is not None and view.get("notify_on_close"):
-            payload = {"type": "view_closed", "view": view, "is_cleared": False,
-                       **self._who(user)}
+            payload = {"type": "view_closed", "view": view, "is_cleared": False, **self._who(user)}
             self._interact(user, payload, "Closing the form")
         return {"closed": True}
 
@@ -363,10 +417,17 @@ class SlackClientSide:
             return {"error": NOT_A_COMMAND}
         origin = Origin(user, self.channel.channel)
         form = {
-            "token": LEGACY_TOKEN, "team_id": self.team_id, "team_domain": "sandbox",
-            "channel_id": self.channel.channel, "channel_name": CHANNEL_NAME,
-            "user_id": user, "user_name": self._name(user), "command": name,
-            "text": text.strip(), "api_app_id": APP_ID, "is_enterprise_install": "false",
+            "token": LEGACY_TOKEN,
+            "team_id": self.team_id,
+            "team_domain": "sandbox",
+            "channel_id": self.channel.channel,
+            "channel_name": CHANNEL_NAME,
+            "user_id": user,
+            "user_name": self._name(user),
+            "command": name,
+            "text": text.strip(),
+            "api_app_id": APP_ID,
+            "is_enterprise_install": "false",
             "response_url": self.channel.response_url(origin),
             "trigger_id": self.channel.trigger_id(user),
         }
@@ -387,10 +448,16 @@ class SlackClientSide:
     def _who(self, user: str) -> Json:
         return {
             "team": {"id": self.team_id, "domain": "sandbox"},
-            "user": {"id": user, "username": self._name(user), "name": self._name(user),
-                     "team_id": self.team_id},
-            "api_app_id": APP_ID, "token": LEGACY_TOKEN,
-            "enterprise": None, "is_enterprise_install": False,
+            "user": {
+                "id": user,
+                "username": self._name(user),
+                "name": self._name(user),
+                "team_id": self.team_id,
+            },
+            "api_app_id": APP_ID,
+            "token": LEGACY_TOKEN,
+            "enterprise": None,
+            "is_enterprise_install": False,
         }
 
     def _name(self, user: str) -> str:
@@ -403,8 +470,9 @@ class SlackClientSide:
     def _send(self, user: str, body: str, what: str) -> Json:
         """POST a form body to the bot, signed with Slack's v0 scheme; relay its answer."""
         try:
-            resp = requests.post(self.events_url, data=body.encode(), timeout=ACK_TIMEOUT,
-                                 headers=self._signed(body))
+            resp = requests.post(
+                self.events_url, data=body.encode(), timeout=ACK_TIMEOUT, headers=self._signed(body)
+            )
         except requests.Timeout:
             return self._failed(user, BOT_TIMEOUT.format(what=what))
         except requests.RequestException as exc:
@@ -417,9 +485,12 @@ class SlackClientSide:
         stamp = str(int(time.time()))
         base = f"v0:{stamp}:{body}".encode()
         mac = hmac.new(self.signing_secret.encode(), base, hashlib.sha256).hexdigest()
-        return {"Content-Type": "application/x-www-form-urlencoded",
-                "X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={mac}",
-                "User-Agent": SLACK_USER_AGENT}
+        return {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": f"v0={mac}",
+            "User-Agent": SLACK_USER_AGENT,
+        }
 
     def _failed(self, user: str, text: str) -> Json:
         self.channel.tell(user, text)
@@ -447,8 +518,11 @@ class ServedVersion:
     def _fetch(self) -> Json:
         try:
             resp = requests.get(f"{self.url}/version", timeout=0.5)
-            body = resp.json() if resp.headers.get("content-type", "").startswith(
-                "application/json") else {}
+            body = (
+                resp.json()
+                if resp.headers.get("content-type", "").startswith("application/json")
+                else {}
+            )
         except (requests.RequestException, ValueError) as exc:
             return {"url": self.url, "error": f"not answering ({type(exc).__name__})"}
         if resp.ok and body.get("version"):
@@ -458,9 +532,16 @@ class ServedVersion:
         return {"url": self.url, "error": body.get("error") or f"HTTP {resp.status_code}"}
 
 
-def create_sandbox(*, double: SlackDouble, bot_url: str, signing_secret: str, channel: str,
-                   predict_url: str = "", on_train: Callable[[], str] | None = None,
-                   team_id: str = "T0DEMO") -> Flask:
+def create_sandbox(
+    *,
+    double: SlackDouble,
+    bot_url: str,
+    signing_secret: str,
+    channel: str,
+    predict_url: str = "",
+    on_train: Callable[[], str] | None = None,
+    team_id: str = "T0DEMO",
+) -> Flask:
     """Build the sandbox: the Slack Web API under /api/ and /response/, and the channel page.
 
     The double must be created with the port the sandbox serves on: auth.test and the
@@ -469,8 +550,7 @@ def create_sandbox(*, double: SlackDouble, bot_url: str, signing_secret: str, ch
     if double.port is None:
         raise ValueError("create the SlackDouble with port=<the sandbox's port>")
     room = Channel(double, channel)
-    slack = SlackClientSide(room, bot_url=bot_url, signing_secret=signing_secret,
-                            team_id=team_id)
+    slack = SlackClientSide(room, bot_url=bot_url, signing_secret=signing_secret, team_id=team_id)
     served = ServedVersion(predict_url)
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     _page_routes(app, room, served, team_id, can_train=on_train is not None)
@@ -479,8 +559,9 @@ def create_sandbox(*, double: SlackDouble, bot_url: str, signing_secret: str, ch
     return app
 
 
-def _page_routes(app: Flask, room: Channel, served: ServedVersion, team_id: str, *,
-                 can_train: bool) -> None:
+def _page_routes(
+    app: Flask, room: Channel, served: ServedVersion, team_id: str, *, can_train: bool
+) -> None:
     @app.get("/")
     def index():
         return app.send_static_file("index.html")
@@ -489,27 +570,40 @@ def _page_routes(app: Flask, room: Channel, served: ServedVersion, team_id: str,
     def state():
         user = request.args.get("user", "")
         return jsonify(
-            header=HEADER.format(name=CHANNEL_NAME, channel=room.channel), channel=room.channel,
-            channel_name=CHANNEL_NAME, team_id=team_id, users=_users(room.double), user=user,
-            messages=room.timeline(user), modal=room.open_modal(user), served=served.get(),
-            can_train=can_train)
+            header=HEADER.format(name=CHANNEL_NAME, channel=room.channel),
+            channel=room.channel,
+            channel_name=CHANNEL_NAME,
+            team_id=team_id,
+            users=_users(room.double),
+            user=user,
+            messages=room.timeline(user),
+            modal=room.open_modal(user),
+            served=served.get(),
+            can_train=can_train,
+        )
 
 
-def _action_routes(app: Flask, slack: SlackClientSide,
-                   on_train: Callable[[], str] | None) -> None:
+def _action_routes(app: Flask, slack: SlackClientSide, on_train: Callable[[], str] | None) -> None:
     @app.post("/sandbox/click")
     def click():
         body = request.get_json(force=True)
-        return jsonify(slack.click(
-            str(body["user"]), ts=str(body.get("ts") or ""),
-            ephemeral=str(body.get("ephemeral") or ""), block=int(body["block"]),
-            element=int(body["element"]), action_id=str(body.get("action_id") or "")))
+        return jsonify(
+            slack.click(
+                str(body["user"]),
+                ts=str(body.get("ts") or ""),
+                ephemeral=str(body.get("ephemeral") or ""),
+                block=int(body["block"]),
+                element=int(body["element"]),
+                action_id=str(body.get("action_id") or ""),
+            )
+        )
 
     @app.post("/sandbox/submit")
     def submit():
         body = request.get_json(force=True)
-        return jsonify(slack.submit(str(body["user"]), str(body["view_id"]),
-                                    body.get("values") or {}))
+        return jsonify(
+            slack.submit(str(body["user"]), str(body["view_id"]), body.get("values") or {})
+        )
 
     @app.post("/sandbox/cancel")
     def cancel():
@@ -534,6 +628,7 @@ def _action_routes(app: Flask, slack: SlackClientSide,
 
 def _with_slack_api(flask_app: Callable[..., Any], double: SlackDouble) -> Callable[..., Any]:
     """Route the Slack Web API and response URLs to the double, the rest to the page."""
+
     def dispatch(environ: Json, start_response: Callable[..., Any]) -> Iterable[bytes]:
         if str(environ.get("PATH_INFO", "")).startswith(SLACK_PATHS):
             return double.wsgi_app(environ, start_response)
@@ -543,8 +638,10 @@ def _with_slack_api(flask_app: Callable[..., Any], double: SlackDouble) -> Calla
 
 
 def _users(double: SlackDouble) -> list[Json]:
-    people = [{"id": uid, "name": info.get("name", uid), "role": info.get("role", "")}
-              for uid, info in double.users.items()]
+    people = [
+        {"id": uid, "name": info.get("name", uid), "role": info.get("role", "")}
+        for uid, info in double.users.items()
+    ]
     return [*people, {"id": double.bot_user_id, "name": "registry-bot", "role": "bot"}]
 
 
@@ -563,8 +660,10 @@ def _action(blocks: list[Json], block: int, element: int) -> Json | None:
     if not isinstance(clicked, dict):
         return None
     # Slack makes up a block_id when the app gave none; keep it stable per block.
-    block_id = found.get("block_id") or hashlib.sha1(
-        json.dumps(found, sort_keys=True).encode()).hexdigest()[:5]
+    block_id = (
+        found.get("block_id")
+        or hashlib.sha1(json.dumps(found, sort_keys=True).encode()).hexdigest()[:5]
+    )
     return {**clicked, "block_id": block_id, "action_ts": f"{time.time():.6f}"}
 
 
@@ -592,8 +691,11 @@ def _state_values(view: Json, values: dict[str, dict[str, str]]) -> Json:
             continue
         typed = (values.get(block.get("block_id", "")) or {}).get(element["action_id"])
         state[block.get("block_id", "")] = {
-            element["action_id"]: {"type": element.get("type", "plain_text_input"),
-                                   "value": typed or None}}
+            element["action_id"]: {
+                "type": element.get("type", "plain_text_input"),
+                "value": typed or None,
+            }
+        }
     return state
 
 

@@ -24,8 +24,12 @@ RESPONSE_URL = "response_url"
 JSON_PARAMS = ("blocks", "attachments", "view", "metadata")
 CONTENT_FIELDS = ("text", "blocks", "attachments")
 VIEW_DEFAULTS: dict[str, Any] = {
-    "private_metadata": "", "callback_id": "", "external_id": "",
-    "state": {"values": {}}, "clear_on_close": False, "notify_on_close": False,
+    "private_metadata": "",
+    "callback_id": "",
+    "external_id": "",
+    "state": {"values": {}},
+    "clear_on_close": False,
+    "notify_on_close": False,
 }
 
 Params = dict[str, Any]
@@ -62,8 +66,12 @@ class _Reply:
         """Render as JSON (Web API) or plain text (response URLs)."""
         if isinstance(self.body, str):
             return Response(self.body, self.status, self.headers, mimetype="text/plain")
-        return Response(json.dumps(self.body), self.status, self.headers,
-                        content_type="application/json; charset=utf-8")
+        return Response(
+            json.dumps(self.body),
+            self.status,
+            self.headers,
+            content_type="application/json; charset=utf-8",
+        )
 
 
 class SlackError(Exception):
@@ -84,9 +92,16 @@ class _QuietHandler(WSGIRequestHandler):
 class SlackDouble:
     """Answer Slack Web API calls on 127.0.0.1 like Slack does, recording each one."""
 
-    def __init__(self, *, token: str = "xoxb-test", team_id: str = "T0TEST",
-                 bot_user_id: str = "UBOT", users: dict[str, dict[str, str]] | None = None,
-                 usergroups: dict[str, Iterable[str]] | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        token: str = "xoxb-test",
+        team_id: str = "T0TEST",
+        bot_user_id: str = "UBOT",
+        users: dict[str, dict[str, str]] | None = None,
+        usergroups: dict[str, Iterable[str]] | None = None,
+        port: int = 0,
+    ) -> None:
         self.token, self.team_id, self.bot_user_id = token, team_id, bot_user_id
         self.bot_id, self.app_id = "B" + bot_user_id.removeprefix("U"), "A0TEST"
         self.users = {uid: dict(info) for uid, info in (users or {}).items()}
@@ -106,13 +121,18 @@ class SlackDouble:
 
     def _api_methods(self) -> dict[str, Callable[[Params], dict[str, Any]]]:
         return {
-            "auth.test": self._auth_test, "chat.postMessage": self._post_message,
-            "chat.update": self._update, "chat.postEphemeral": self._post_ephemeral,
-            "views.open": self._views_open, "views.push": self._views_open,
-            "views.update": self._views_update, "users.info": self._users_info,
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
+            "views.open": self._views_open,
+            "views.push": self._views_open,
+            "views.update": self._views_update,
+            "users.info": self._users_info,
             "users.lookupByEmail": self._lookup_by_email,
             "usergroups.users.list": self._usergroup_users,
-            "conversations.history": self._history, "conversations.replies": self._replies,
+            "conversations.history": self._history,
+            "conversations.replies": self._replies,
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -122,11 +142,16 @@ class SlackDouble:
         if self._server is not None:
             raise RuntimeError("SlackDouble is already running")
         self._stopping.clear()
-        self._server = make_server("127.0.0.1", self.port or 0, self.wsgi_app,
-                                   threaded=True, request_handler=_QuietHandler)
+        self._server = make_server(
+            "127.0.0.1", self.port or 0, self.wsgi_app, threaded=True, request_handler=_QuietHandler
+        )
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._serve_forever, args=(self._server,),
-                                        name=f"slack-double-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve_forever,
+            args=(self._server,),
+            name=f"slack-double-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -170,8 +195,15 @@ class SlackDouble:
 
     # -- faults ------------------------------------------------------------------------------
 
-    def fail_next(self, method: str, *, status: int = 500, retry_after: int | None = None,
-                  count: int = 1, error: str | None = None) -> None:
+    def fail_next(
+        self,
+        method: str,
+        *,
+        status: int = 500,
+        retry_after: int | None = None,
+        count: int = 1,
+        error: str | None = None,
+    ) -> None:
         """Answer the next `count` calls of `method` with `status` and change nothing."""
         default = "ratelimited" if status == 429 else "internal_error"
         fault = _Fault(status, retry_after, error or default)
@@ -218,9 +250,15 @@ class SlackDouble:
             self._delays_after.clear()
             self._reset_state()
 
-    def wait_for(self, method: str, predicate: Callable[[Call], bool] = lambda call: True,
-                 timeout: float = 10.0, count: int = 1) -> list[Call]:
+    def wait_for(
+        self,
+        method: str,
+        predicate: Callable[[Call], bool] = lambda call: True,
+        timeout: float = 10.0,
+        count: int = 1,
+    ) -> list[Call]:
         """Block until `count` calls of `method` match `predicate`; return all matches."""
+
         def matching() -> list[Call]:
             return [c for c in self._calls if c.method == method and predicate(c)]
 
@@ -230,7 +268,8 @@ class SlackDouble:
             seen = sorted({c.method for c in self._calls}) or ["none"]
             raise AssertionError(
                 f"SlackDouble: wanted {count} matching {method} call(s) within {timeout}s, "
-                f"got {len(matching())}; methods seen: {', '.join(seen)}")
+                f"got {len(matching())}; methods seen: {', '.join(seen)}"
+            )
 
     def subscribe(self) -> queue.Queue[Call]:
         """Return a queue that receives every call recorded from now on."""
@@ -251,16 +290,20 @@ class SlackDouble:
         """Return the channel's top-level messages, oldest first, each with its `replies`."""
         with self._cond:
             return [
-                {**self._listed(channel, m, True),
-                 "replies": copy.deepcopy(self._thread_of(channel, m["ts"]))}
-                for m in self._messages.get(channel, []) if _is_top(m)
+                {
+                    **self._listed(channel, m, True),
+                    "replies": copy.deepcopy(self._thread_of(channel, m["ts"])),
+                }
+                for m in self._messages.get(channel, [])
+                if _is_top(m)
             ]
 
     def ephemerals(self, channel: str | None = None) -> list[dict[str, Any]]:
         """Return the ephemeral messages posted, optionally only in `channel`."""
         with self._cond:
             return copy.deepcopy(
-                [e for e in self._ephemerals if channel is None or e["channel"] == channel])
+                [e for e in self._ephemerals if channel is None or e["channel"] == channel]
+            )
 
     def views(self) -> list[dict[str, Any]]:
         """Return the views opened or pushed, as last updated, oldest first."""
@@ -300,8 +343,17 @@ class SlackDouble:
                 reply = self._fault_reply(method, faults.popleft())
             else:
                 reply = answer(method, params, request)
-            self._record(Call(method, params, dict(request.headers), at, reply.status,
-                              request.path, copy.deepcopy(reply.body)))
+            self._record(
+                Call(
+                    method,
+                    params,
+                    dict(request.headers),
+                    at,
+                    reply.status,
+                    request.path,
+                    copy.deepcopy(reply.body),
+                )
+            )
         self._stall(method, after=True)
         return reply
 
@@ -358,15 +410,29 @@ class SlackDouble:
     # -- Web API methods (called holding self._cond) ---------------------------------------
 
     def _auth_test(self, params: Params) -> dict[str, Any]:
-        return {"url": self.url, "team": "Registry Bot Sandbox", "user": "registry-bot",
-                "team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": self.bot_id,
-                "is_enterprise_install": False}
+        return {
+            "url": self.url,
+            "team": "Registry Bot Sandbox",
+            "user": "registry-bot",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
 
     def _post_message(self, params: Params) -> dict[str, Any]:
         channel = _require(params, "channel", "channel_not_found")
-        message = {"type": "message", "user": self.bot_user_id, "bot_id": self.bot_id,
-                   "app_id": self.app_id, "team": self.team_id, "text": "",
-                   **_content(params), **_metadata(params), "ts": self._next_ts()}
+        message = {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "team": self.team_id,
+            "text": "",
+            **_content(params),
+            **_metadata(params),
+            "ts": self._next_ts(),
+        }
         if params.get("thread_ts"):
             message["thread_ts"] = str(params["thread_ts"])
         self._messages.setdefault(channel, []).append(message)
@@ -377,14 +443,23 @@ class SlackDouble:
         message = self._find(channel, str(params.get("ts") or ""), "message_not_found")
         changes = {**_content(params), **_metadata(params)}  # validate before changing
         message.update(changes, edited={"user": self.bot_user_id, "ts": self._next_ts()})
-        return {"channel": channel, "ts": message["ts"], "text": message["text"],
-                "message": copy.deepcopy(message)}
+        return {
+            "channel": channel,
+            "ts": message["ts"],
+            "text": message["text"],
+            "message": copy.deepcopy(message),
+        }
 
     def _post_ephemeral(self, params: Params) -> dict[str, Any]:
         channel = _require(params, "channel", "channel_not_found")
         user = _require(params, "user", "user_not_found")
-        ephemeral = {"channel": channel, "user": user, "text": "", **_content(params),
-                     "ts": self._next_ts()}
+        ephemeral = {
+            "channel": channel,
+            "user": user,
+            "text": "",
+            **_content(params),
+            "ts": self._next_ts(),
+        }
         if params.get("thread_ts"):
             ephemeral["thread_ts"] = str(params["thread_ts"])
         self._ephemerals.append(ephemeral)
@@ -429,9 +504,12 @@ class SlackDouble:
         limit = int(params.get("limit") or 100)
         newest = [m for m in reversed(self._messages.get(channel, [])) if _is_top(m)]
         full = _flag(params.get("include_all_metadata"))
-        return {"messages": [self._listed(channel, m, full) for m in newest[:limit]],
-                "has_more": len(newest) > limit, "pin_count": 0,
-                "response_metadata": {"next_cursor": ""}}
+        return {
+            "messages": [self._listed(channel, m, full) for m in newest[:limit]],
+            "has_more": len(newest) > limit,
+            "pin_count": 0,
+            "response_metadata": {"next_cursor": ""},
+        }
 
     def _replies(self, params: Params) -> dict[str, Any]:
         channel = _require(params, "channel", "channel_not_found")
@@ -439,8 +517,11 @@ class SlackDouble:
         parent = self._find(channel, found.get("thread_ts", found["ts"]), "thread_not_found")
         thread = [parent, *self._thread_of(channel, parent["ts"])]
         full = _flag(params.get("include_all_metadata"))
-        return {"messages": [self._listed(channel, m, full) for m in thread],
-                "has_more": False, "response_metadata": {"next_cursor": ""}}
+        return {
+            "messages": [self._listed(channel, m, full) for m in thread],
+            "has_more": False,
+            "response_metadata": {"next_cursor": ""},
+        }
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -456,8 +537,11 @@ class SlackDouble:
         raise SlackError(error)
 
     def _thread_of(self, channel: str, parent_ts: str) -> list[dict[str, Any]]:
-        return [m for m in self._messages.get(channel, [])
-                if m.get("thread_ts") == parent_ts and m["ts"] != parent_ts]
+        return [
+            m
+            for m in self._messages.get(channel, [])
+            if m.get("thread_ts") == parent_ts and m["ts"] != parent_ts
+        ]
 
     def _listed(self, channel: str, message: dict[str, Any], full: bool) -> dict[str, Any]:
         """Copy a message as history lists it: thread summary, metadata only on request."""
@@ -466,23 +550,32 @@ class SlackDouble:
             listed.pop("metadata", None)
         replies = self._thread_of(channel, message["ts"]) if _is_top(message) else []
         if replies:
-            listed.update(thread_ts=message["ts"], reply_count=len(replies),
-                          reply_users=sorted({r["user"] for r in replies}),
-                          latest_reply=replies[-1]["ts"])
+            listed.update(
+                thread_ts=message["ts"],
+                reply_count=len(replies),
+                reply_users=sorted({r["user"] for r in replies}),
+                latest_reply=replies[-1]["ts"],
+            )
         return listed
 
     def _view_from(self, view: Any) -> dict[str, Any]:
         if not isinstance(view, dict) or view.get("type") not in ("modal", "home"):
             raise SlackError("invalid_arguments")
         self._serial += 1
-        return {**copy.deepcopy(VIEW_DEFAULTS), **copy.deepcopy(view), "team_id": self.team_id,
-                "app_id": self.app_id, "bot_id": self.bot_id,
-                "hash": f"{int(time.time())}.{self._serial:08x}"}
+        return {
+            **copy.deepcopy(VIEW_DEFAULTS),
+            **copy.deepcopy(view),
+            "team_id": self.team_id,
+            "app_id": self.app_id,
+            "bot_id": self.bot_id,
+            "hash": f"{int(time.time())}.{self._serial:08x}",
+        }
 
     def _find_view(self, view_id: Any, external_id: Any) -> dict[str, Any]:
         for view in self._views.values():
             if (view_id and view["id"] == view_id) or (
-                    external_id and view["external_id"] == external_id):
+                external_id and view["external_id"] == external_id
+            ):
                 return view
         raise SlackError("not_found")
 
@@ -495,8 +588,15 @@ class SlackDouble:
         else:
             raise SlackError("user_not_found")
         profile = {"real_name": name, "display_name": name, **({"email": email} if email else {})}
-        return {"id": user_id, "team_id": self.team_id, "name": name, "real_name": name,
-                "deleted": False, "is_bot": is_bot, "profile": profile}
+        return {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "real_name": name,
+            "deleted": False,
+            "is_bot": is_bot,
+            "profile": profile,
+        }
 
 
 def _params(request: Request) -> Params:

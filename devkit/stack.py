@@ -1,4 +1,5 @@
-"""Local processes for tests and the demo: free ports, Redis, an MLflow server."""
+"""Local processes for the tests, the bench and the demo: free ports, Redis, an MLflow server,
+the environment services run with, and readiness probes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 import requests
@@ -25,6 +27,7 @@ WEBHOOK_ENV = {
 
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Settings a caller's environment may carry that must not leak into a local stack's services.
 OWN_SETTINGS = (
     "SLACK_",
@@ -67,6 +70,16 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.3)
         return sock.connect_ex((host, port)) == 0
+
+
+def url_answers(url: str, timeout: float = 1.0, *, status: int | None = None) -> bool:
+    """Say whether `url` answers a GET within `timeout` seconds: with `status` when given,
+    else with any status below 500."""
+    try:
+        got = requests.get(url, timeout=timeout).status_code
+    except requests.RequestException:
+        return False
+    return got == status if status is not None else got < 500
 
 
 def redis_answers(url: str) -> bool:
@@ -113,6 +126,40 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen:
     )
     wait_until(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), 10, f"redis on {port}")
     return proc
+
+
+class RedisPortTaken(RuntimeError):
+    """Something other than Redis listens on the port a Redis was to be started on."""
+
+
+class RedisNotLocal(RuntimeError):
+    """No Redis answers at a URL on another machine, so none can be started there."""
+
+
+def find_or_start_redis(
+    workdir: Path, url: str | None = None, *, same_port: bool = False
+) -> tuple[str, subprocess.Popen | None]:
+    """Use the Redis at `url` (default: REDIS_URL, else 127.0.0.1:6379) when it answers, else
+    start a throwaway one with its files in `workdir`.
+
+    Return the server's base URL (no database) and the process started, if any, for the
+    caller to `stop`. A server is started on a free port, or with `same_port` on `url`'s own
+    port, which must then be on this machine (else RedisNotLocal) and free (else
+    RedisPortTaken).
+    """
+    url = url or os.environ.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
+    parts = urlsplit(url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    if redis_answers(url):
+        return base, None
+    if not same_port:
+        port = free_port()
+        return f"redis://127.0.0.1:{port}", start_redis(port, workdir)
+    if parts.hostname not in ("127.0.0.1", "localhost") or not parts.port:
+        raise RedisNotLocal(f"no Redis answers at {base}")
+    if port_in_use(parts.port):
+        raise RedisPortTaken(f"something other than Redis listens on {base}")
+    return base, start_redis(parts.port, workdir)
 
 
 def start_mlflow_server(

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from bot.sandbox.double import SlackDouble
-from registry import devstack
+from devkit import stack
+from devkit.slack_double import SlackDouble
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = stack.REPO
 MODEL = "churn"
 EXPERIMENT = "churn-demo"
 CHANNEL = "CDEMO"
@@ -51,7 +50,6 @@ PORTS = (  # service, variable, default
 # A database of its own, flushed at each start, on whichever Redis is used; the last of the
 # default 16, which the test suite's stacks reach last.
 REDIS_DB = 15
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 MARKER = ".registry-bot-demo"  # only a directory carrying this is ever wiped
 SERVICES: dict[str, list[str]] = {
     "worker": ["-m", "worker", "--concurrency", "2"],
@@ -129,7 +127,7 @@ class DemoConfig:
             ports[service] = int(value)
         _distinct(ports)
         root = Path(env.get("DEMO_DIR", "").strip() or ".demo").resolve()
-        return cls(root, ports, env.get("REDIS_URL", "").strip() or DEFAULT_REDIS)
+        return cls(root, ports, env.get("REDIS_URL", "").strip() or stack.DEFAULT_REDIS_URL)
 
     def url(self, service: str) -> str:
         """Return a service's base URL."""
@@ -159,7 +157,7 @@ def check_ports(config: DemoConfig) -> None:
     """Refuse to start when any of the demo's ports is taken."""
     for service, var, _ in PORTS:
         port = config.ports[service]
-        if devstack.port_in_use(port):
+        if stack.port_in_use(port):
             raise DemoError(PORT_BUSY.format(port=port, var=var))
 
 
@@ -169,7 +167,7 @@ def prepare_dir(root: Path) -> None:
         raise DemoError(NOT_OURS.format(path=root))
     shutil.rmtree(root, ignore_errors=True)
     (root / "logs").mkdir(parents=True)
-    (root / MARKER).write_text("made by `python -m bot.sandbox.demo`; wiped at every start\n")
+    (root / MARKER).write_text("made by `python -m devkit.demo`; wiped at every start\n")
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -188,7 +186,7 @@ class Processes:
 
     def stop(self) -> None:
         """Terminate everything, kill what does not exit in time, and any stray descendant."""
-        tree = devstack.descendants(os.getpid())  # before children are reparented
+        tree = stack.descendants(os.getpid())  # before children are reparented
         stores = {"mlflow", "redis"}
         _stop_all([p for name, p in self.started if name not in stores])
         _stop_all([p for name, p in self.started if name in stores])
@@ -210,20 +208,20 @@ def _stop_all(procs: list[subprocess.Popen]) -> None:
 
 def _kill_strays(pids: list[int]) -> None:
     """Kill descendants that outlived their parents (pool workers, server helpers)."""
-    alive = [pid for pid in pids if devstack.alive(pid)]
+    alive = [pid for pid in pids if stack.alive(pid)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + 2
         while alive and time.monotonic() < deadline:
-            alive = [pid for pid in alive if devstack.alive(pid)]
+            alive = [pid for pid in alive if stack.alive(pid)]
             time.sleep(0.05)
 
 
-def service_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
+def demo_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
     """Return the environment every service runs with: the demo's settings and no others."""
-    return devstack.service_env(
+    return stack.service_env(
         MLFLOW_TRACKING_URI=config.url("mlflow"),
         REDIS_URL=redis_url,
         SLACK_BOT_TOKEN=TOKEN,
@@ -274,7 +272,7 @@ def wait_ready(
         return check()
 
     try:
-        devstack.wait_until(ready, timeout, name, interval=0.2)
+        stack.wait_until(ready, timeout, name, interval=0.2)
     except TimeoutError as exc:
         raise DemoError(f"registry-bot demo: {exc}; see {_shown(config.log(name))}") from None
 
@@ -285,23 +283,27 @@ def readiness(config: DemoConfig, name: str) -> Callable[[], bool]:
         return lambda: b" ready." in _read(config.log("worker"))
     if name == "scheduler":
         return lambda: b"beat: Starting" in _read(config.log("scheduler"))
-    return lambda: _answers(f"{config.url(name)}/healthz")
+    return lambda: stack.url_answers(f"{config.url(name)}/healthz")
 
 
-def find_or_start_redis(config: DemoConfig, procs: Processes) -> str:
+def demo_redis(config: DemoConfig, procs: Processes) -> str:
     """Use the Redis at REDIS_URL (default 127.0.0.1:6379) or start one there; flush our db."""
     parts = urlsplit(config.redis_url)
     base = f"{parts.scheme}://{parts.netloc}"
+    try:
+        base, proc = stack.find_or_start_redis(
+            config.root / "redis", f"{base}/{REDIS_DB}", same_port=True
+        )
+    except stack.RedisPortTaken:
+        raise DemoError(REDIS_OTHER.format(url=base)) from None
+    except stack.RedisNotLocal:
+        raise DemoError(REDIS_NONE.format(url=base)) from None
     url = f"{base}/{REDIS_DB}"
-    if devstack.redis_answers(url):
+    if proc is None:
         print(REDIS_FOUND.format(url=url), flush=True)
-    elif parts.hostname in ("127.0.0.1", "localhost") and parts.port:
-        if devstack.port_in_use(parts.port):
-            raise DemoError(REDIS_OTHER.format(url=base))
-        proc = procs.add("redis", devstack.start_redis(parts.port, config.root / "redis"))
-        print(REDIS_STARTED.format(url=url, pid=proc.pid), flush=True)
     else:
-        raise DemoError(REDIS_NONE.format(url=base))
+        procs.add("redis", proc)
+        print(REDIS_STARTED.format(url=url, pid=proc.pid), flush=True)
     import redis
 
     redis.Redis.from_url(url).flushdb()
@@ -312,7 +314,7 @@ def start_mlflow(config: DemoConfig, procs: Processes) -> None:
     """Start `mlflow server` on SQLite with local artifacts in the demo directory."""
     # It blocks until /health answers; a signal meanwhile leaves the pid to Processes.stop's
     # sweep of every descendant.
-    proc = devstack.start_mlflow_server(
+    proc = stack.start_mlflow_server(
         config.ports["mlflow"],
         config.root / "mlflow",
         env=MLFLOW_ENV,
@@ -346,7 +348,7 @@ def start_prediction_api(config: DemoConfig, procs: Processes, env: Mapping[str,
     args = ["-m", "registry.serving", "--model", MODEL, "--port", str(port)]
     proc = start_service(config, procs, "predict", args, env)
     try:
-        wait_ready(config, "predict", proc, lambda: devstack.port_in_use(port), 60)
+        wait_ready(config, "predict", proc, lambda: stack.port_in_use(port), 60)
     except DemoError:
         print(SERVING_FAILED.format(log=_shown(config.log("predict"))), flush=True)
 
@@ -358,7 +360,7 @@ class _QuietHandler(WSGIRequestHandler):
     """Keep the page's polling out of the terminal."""
 
     def log(self, type: str, message: str, *args: Any) -> None:
-        logging.getLogger("bot.sandbox").debug(message, *args)
+        logging.getLogger("devkit.sandbox").debug(message, *args)
 
 
 @dataclass
@@ -378,7 +380,7 @@ class SandboxServer:
 
 def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxServer:
     """Serve the Slack Web API and the channel page on the sandbox port."""
-    from bot.sandbox.app import create_sandbox
+    from devkit.sandbox.app import create_sandbox
 
     port = config.ports["sandbox"]
     double = SlackDouble(token=TOKEN, team_id=TEAM, users=USERS, port=port)
@@ -522,7 +524,7 @@ def _quiet_mlflow() -> None:
 def start(config: DemoConfig, procs: Processes) -> SandboxServer:
     """Start every piece in dependency order; return the sandbox."""
     sandbox = start_sandbox(config, lambda: train_and_send(config))
-    env = service_env(config, find_or_start_redis(config, procs))
+    env = demo_env(config, demo_redis(config, procs))
     # The sandbox answers auth.test, which the bot calls at start, so it goes first.
     started = {
         name: start_service(config, procs, name, args, env) for name, args in SERVICES.items()
@@ -570,7 +572,7 @@ def run(config: DemoConfig) -> int:
 
 def send_another(config: DemoConfig) -> int:
     """Train and send one more run to a running demo (`make demo-event`)."""
-    if not _answers(f"{config.url('webhooks')}/healthz"):
+    if not stack.url_answers(f"{config.url('webhooks')}/healthz"):
         raise DemoError(NO_DEMO.format(url=config.url("webhooks")))
     print(train_and_send(config), flush=True)
     return 0
@@ -595,13 +597,6 @@ def _on_signals(handler: Any) -> None:
 
 def _raise_stop(signum: int, frame: object) -> None:
     raise Stop(signal.Signals(signum).name)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code < 500
-    except requests.RequestException:
-        return False
 
 
 def _read(path: Path) -> bytes:

@@ -1,0 +1,30 @@
+"""What every listener needs (settings, who may approve, the queue) and the texts they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from registry.queue import Producer, QueueUnavailable
+from registry.services import ApproverDirectory
+from registry.settings import Settings
+
+OTHER_WORKSPACE = "registry-bot serves a single workspace; this request came from another one."
+QUEUE_DOWN = "registry-bot could not queue that just now; nothing changed. Please try again."
+
+
+@dataclass
+class Deps:
+    """What listeners need, handed to them through the Bolt context."""
+
+    settings: Settings
+    directory: ApproverDirectory
+    producer: Producer
+
+    def enqueue(self, task: str, **kwargs: Any) -> bool:
+        """Queue a task with primitive keyword arguments; False if the queue is down."""
+        try:
+            self.producer.send(task, **kwargs)
+        except QueueUnavailable:
+            return False
+        return True

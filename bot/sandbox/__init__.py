@@ -1,1 +1,0 @@
-"""Local Slack stand-ins for the tests and the browser sandbox."""

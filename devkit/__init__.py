@@ -1,0 +1,1 @@
+"""The local stack for tests, bench and `make demo`; never shipped."""

@@ -1,0 +1,1 @@
+"""The browser sandbox: a local Slack channel page for `make demo`."""

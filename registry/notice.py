@@ -1,0 +1,124 @@
+"""The Staging notice: what it shows, posting it once, redrawing it, and its thread."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from registry.decisions import approvals_on
+from registry.messages import (
+    NoticeFacts,
+    Outcome,
+    decided_notice,
+    format_time,
+    mentions,
+    staging_notice,
+)
+from registry.policy import evaluate, verdict_line
+from registry.services import Services
+from registry.versions import ModelVersion
+
+# The Slack metadata event type that carries a notice's nonce.
+NOTICE_EVENT = "registry_bot_notice"
+
+
+def post_notice_once(svc: Services, mv: ModelVersion) -> str:
+    """Post the notice, unless a run that died before recording its ts already posted it.
+
+    The nonce is tagged before posting and travels in the message metadata, so a
+    rerun finds a notice Slack received but this service never heard back about.
+    """
+    nonce = mv.tag("notice_nonce")
+    if nonce:
+        found = svc.notifier.find_posted(NOTICE_EVENT, nonce)
+        if found:
+            return found
+    nonce = uuid.uuid4().hex
+    svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.notice_nonce": nonce})
+    text, blocks = staging_notice(notice_facts(svc, mv))
+    metadata = {
+        "event_type": NOTICE_EVENT,
+        "event_payload": {"model": mv.name, "version": mv.version, "nonce": nonce},
+    }
+    return svc.notifier.post(text, blocks, metadata=metadata)
+
+
+def refresh_notice(svc: Services, mv: ModelVersion, outcome: Outcome | None = None) -> None:
+    """Redraw the version's notice: counts while pending, no buttons once decided."""
+    channel, ts = mv.tag("notice_channel"), mv.tag("notice_ts")
+    if not (channel and ts):
+        return
+    facts = notice_facts(svc, mv)
+    text, blocks = decided_notice(facts, outcome) if outcome else staging_notice(facts)
+    svc.notifier.update(channel, ts, text, blocks)
+
+
+def thread(svc: Services, mv: ModelVersion, text: str) -> None:
+    """Reply in the notice's thread, if the version has a notice."""
+    channel, ts = mv.tag("notice_channel"), mv.tag("notice_ts")
+    if channel and ts:
+        svc.notifier.reply(channel, ts, text)
+
+
+def notice_channel(svc: Services, mv: ModelVersion) -> str:
+    """Return the channel of the version's notice, or the notice channel of the settings."""
+    return mv.tag("notice_channel") or svc.settings.slack_channel
+
+
+def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
+    """Gather what the notice shows: run, links, metrics beside Production's, approvals."""
+    gw, settings = svc.gateway, svc.settings
+    run = gw.run_summary(mv.run_id)
+    metrics = json.loads(mv.tag("metrics") or "{}") or (dict(run.metrics) if run else {})
+    prod = gw.production(mv.name)
+    if prod and prod.version == mv.version:
+        # Promoted already: compare with the version it replaced, as the approvers did.
+        prod = gw.get_version(mv.name, mv.tag("replaces")) if mv.tag("replaces") else None
+    ui = settings.ui_url
+    prod_metrics = metrics_of(svc, prod) if prod else {}
+    # The gates against the Production already read here, not looked up a second time.
+    gates = settings.policy.for_model(mv.name).gates
+    verdicts = evaluate(gates, metrics, prod_metrics if prod else None) if gates else []
+    return NoticeFacts(
+        model_name=mv.name,
+        version=mv.version,
+        run_id=mv.run_id,
+        run_url=f"{ui}/#/experiments/{run.experiment_id}/runs/{mv.run_id}" if ui and run else "",
+        version_url=f"{ui}/#/models/{mv.name}/versions/{mv.version}" if ui else "",
+        requested_by=mv.tag("requested_by") or (run.user if run else ""),
+        git_commit=run.git_commit if run else "",
+        description=mv.tag("description"),
+        metrics=metrics,
+        production_version=prod.version if prod else "",
+        production_metrics=prod_metrics,
+        approvals=tuple(approvals_on(mv)),
+        required_approvals=settings.required_approvals,
+        nobody_may_approve=settings.nobody_may_approve,
+        gate_lines=[verdict_line(v) for v in verdicts],
+        gates_passed=mv.tag("gates") != "failed",
+        status_line=canary_line(mv),
+    )
+
+
+def canary_line(mv: ModelVersion) -> str:
+    """Describe a canary window in progress, or '' when there is none."""
+    state, until = mv.tag("canary_state"), mv.tag("canary_until")
+    if state not in ("running", "passed") or not until:
+        return ""
+    who = mentions(mv.tag("canary_approved_by"))
+    needs = " and a passing canary report" if mv.tag("canary_require_report") == "true" else ""
+    if state == "passed":
+        needs = " (the canary report passed)"
+    return (
+        f":hourglass: Approved by {who}; canary in Staging until "
+        f"{format_time(float(until))}{needs}, then Production."
+    )
+
+
+def metrics_of(svc: Services, mv: ModelVersion) -> dict[str, float]:
+    """Return the version's metrics: those its event gave, else its run's."""
+    tagged = json.loads(mv.tag("metrics") or "{}")
+    if tagged:
+        return tagged
+    run = svc.gateway.run_summary(mv.run_id)
+    return dict(run.metrics) if run else {}

@@ -1,0 +1,89 @@
+"""The work queue: task names, the Celery settings every process shares, and the producer.
+
+The front doors (webhooks, bot) enqueue through `Producer` with keyword-only
+primitive arguments; only the worker imports the tasks themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Celery
+
+from registry.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TASK_STAGE_EVENT = "registry_bot.stage_training_event"
+TASK_STAGE_VERSION = "registry_bot.stage_version"
+TASK_APPROVE = "registry_bot.approve"
+TASK_REJECT = "registry_bot.reject"
+TASK_COMMAND = "registry_bot.command"
+TASK_ROLLBACK = "registry_bot.rollback"
+TASK_DELIVER_EVENT = "registry_bot.deliver_event"
+TASK_CANARY = "registry_bot.canary_verdict"
+TASK_SWEEP = "registry_bot.sweep"
+
+
+class QueueUnavailable(RuntimeError):
+    """The broker did not take the task; nothing was enqueued."""
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Return the Celery settings shared by the producers and the worker."""
+    return {
+        "task_default_queue": settings.queue,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        # Ack after the task ran, and redeliver if the worker process died mid-task:
+        # every task is idempotent, so running twice is safe and losing one is not.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Redis redelivers unacked messages after this; tasks are far shorter, and
+        # nothing uses long countdowns (the sweep re-finds late work instead).
+        "broker_transport_options": {
+            "visibility_timeout": 600,
+            "socket_connect_timeout": 2,
+            # A producer (webhooks, bot) must fail fast when Redis is down, so the
+            # sender gets its 503 and the clicker is told to try again at once.
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        "broker_connection_retry_on_startup": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def celery_app(settings: Settings, **options: Any) -> Celery:
+    """Build a Celery app on the settings' broker with the shared configuration."""
+    app = Celery("registry_bot", broker=settings.redis_url, **options)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+class Producer:
+    """Sends tasks by name: keyword-only primitive arguments and an `enqueued_at` header."""
+
+    def __init__(self, settings: Settings, *, celery: Any = None):
+        self.celery = celery or celery_app(settings)
+
+    def send(self, task: str, /, **kwargs: Any) -> None:
+        """Enqueue `task`; raise QueueUnavailable if the broker does not take it."""
+        try:
+            self.celery.send_task(
+                task, kwargs=kwargs, retry=False, headers={"enqueued_at": time.time()}
+            )
+        except Exception as exc:  # kombu raises several types for an unreachable broker
+            ctx = {
+                "task": task,
+                "model": kwargs.get("model_name"),
+                "event_id": kwargs.get("event_id"),
+            }
+            log.error("enqueue failed: %s", exc, extra=ctx)
+            raise QueueUnavailable(str(exc)) from exc

@@ -1,0 +1,89 @@
+"""What the domain code runs against: the registry, Slack, who may approve, settings, a clock.
+
+The Protocols here are what the lifecycle needs of Slack; `registry.slack` and
+`registry.approvers` implement them over the Web API, and the tests' in-memory fakes
+implement them too (mypy checks both).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from registry.changes import LifecycleEvent
+from registry.decisions import Clicker
+from registry.settings import Settings
+from registry.versions import RegistryGateway
+
+Blocks = Sequence[dict] | None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Whom to tell something only they see: a user in a channel, or Slack's response URL."""
+
+    channel: str
+    user: str
+    response_url: str = ""
+
+
+class Notifier(Protocol):
+    """Posts and updates the product's Slack messages."""
+
+    channel: str
+
+    def post(self, text: str, blocks: Sequence[dict], *, channel: str = "", **meta: Any) -> str:
+        """Post to the notice channel (or `channel`); return the message ts.
+
+        `metadata=` is Slack message metadata (a notice carries its nonce in it).
+        """
+        ...
+
+    def find_posted(self, event_type: str, nonce: str, *, limit: int = 200) -> str:
+        """Return the ts of a recent channel message carrying this metadata nonce, or ''."""
+        ...
+
+    def update(self, channel: str, ts: str, text: str, blocks: Sequence[dict]) -> None:
+        """Replace a posted message."""
+        ...
+
+    def reply(self, channel: str, thread_ts: str, text: str) -> None:
+        """Add a thread reply under a message."""
+        ...
+
+    def tell(
+        self, to: Recipient, text: str, *, blocks: Blocks = None, replace: bool = False
+    ) -> None:
+        """Say something only `to.user` sees; `replace` swaps the message a response URL is for."""
+        ...
+
+
+class ApproverDirectory(Protocol):
+    """Answers 'who is this clicker?' for the decision rules."""
+
+    def clicker(self, user: str, *, with_email: bool = False) -> Clicker:
+        """Describe `user`: approver or not, and their e-mail when asked."""
+        ...
+
+    def user_for_email(self, email: str) -> str:
+        """Return the Slack user ID for an e-mail address, or ''."""
+        ...
+
+
+def no_emit(event: LifecycleEvent) -> None:
+    """Publish nothing (tests and tools that need no lifecycle events)."""
+
+
+@dataclass
+class Services:
+    """What the domain code needs: the registry, Slack, the settings and a clock."""
+
+    gateway: RegistryGateway
+    notifier: Notifier
+    settings: Settings
+    directory: ApproverDirectory
+    clock: Callable[[], float] = time.time
+    # Called with each LifecycleEvent after its registry write succeeded.
+    emit: Callable[[LifecycleEvent], Any] = no_emit
