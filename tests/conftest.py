@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from devkit.slack_double import SlackDouble
 from devkit.stack import find_or_start_redis, free_port, start_mlflow_server, stop
-from tests.support import Stack, StackFactory
+from tests.support import SERVICES, SLACK_SIGNING_SECRET, TOKEN, Stack, StackFactory
 
-REPO = Path(__file__).resolve().parent.parent
-TOKEN = "xoxb-test-token"
-SIGNING_SECRET = "test-signing-secret"
 USERS = {
     "UAPPROVER1": {"name": "ada", "email": "ada@example.com"},
     "UAPPROVER2": {"name": "grace", "email": "grace@example.com"},
@@ -68,7 +62,7 @@ def stacks(redis_url, mlflow_server, slack, tmp_path_factory) -> Iterator[StackF
         workdir=tmp_path_factory.mktemp("stacks"),
         base_env={
             "SLACK_BOT_TOKEN": TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_SIGNING_SECRET": SLACK_SIGNING_SECRET,
             "SLACK_CHANNEL": "CNOTICES",
             "APPROVERS": "UAPPROVER1,UAPPROVER2," + ",".join(f"UCLICK{i:02d}" for i in range(20)),
         },
@@ -83,6 +77,12 @@ def stack(stacks) -> Stack:
     return stacks.get()
 
 
+@pytest.fixture(scope="module")
+def loop(stacks) -> Stack:
+    """The default stack with the bot running too."""
+    return stacks.get(services=SERVICES)
+
+
 @pytest.fixture
 def model_name() -> str:
     """Return a model name no other test uses."""
@@ -95,15 +95,6 @@ def redis_client(redis_url) -> redis.Redis:
     return redis.Redis.from_url(f"{redis_url}/1")
 
 
-def run_python(
-    *args: str, env: dict | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess:
-    """Run `python <args>` in the repo with a clean settings environment."""
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def pytest_terminal_summary(terminalreporter) -> None:
     """Report how fast the bot answered every signed Slack request of the run."""
     from tests.support import SLACK_ANSWER_TIMES
@@ -114,3 +105,9 @@ def pytest_terminal_summary(terminalreporter) -> None:
             f"Slack requests answered: {len(times)}, median {times[len(times) // 2] * 1000:.0f} ms,"
             f" slowest {times[-1] * 1000:.0f} ms (limit 3000 ms)"
         )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the `test_zz_*` checks last of the session, so they see every log it wrote."""
+    last = [item for item in items if item.name.startswith("test_zz_")]
+    items[:] = [item for item in items if item not in last] + last

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from registry.decisions import Clicker
+from registry.events import CREATED_BY_TAG
 from registry.gateway import source_key
 from registry.services import ApproverDirectory, Blocks, Notifier, Recipient
 from registry.versions import ModelVersion, RegistryGateway, RunSummary, VersionNotFound
@@ -50,7 +51,11 @@ class FakeGateway:
     ) -> ModelVersion:
         versions = self.models.setdefault(name, {})
         version = str(len(versions) + 1)
-        all_tags = {**tags, "registry_bot.source_key": source_key(run_id, artifact_path, model_uri)}
+        all_tags = {
+            **tags,
+            "registry_bot.source_key": source_key(run_id, artifact_path, model_uri),
+            CREATED_BY_TAG: "registry-bot",  # as MlflowGateway.register marks its versions
+        }
         versions[version] = ModelVersion(name, version, "None", run_id=run_id, tags=all_tags)
         return versions[version]
 

@@ -18,10 +18,14 @@ from typing import Any
 import requests
 
 from devkit.stack import free_port, service_env, stop, url_answers, wait_until
+from registry.reports import ROLLBACK_CONFIRM
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINING_SECRET = "whsec_" + "dGVzdC10cmFpbmluZy1zZWNyZXQtMzItYnl0ZXMhIQ=="
 MLFLOW_SECRET = "mlflow-webhook-secret"
+TOKEN = "xoxb-test-token"
+SLACK_SIGNING_SECRET = "test-signing-secret"
+SERVICES = ("worker", "webhooks", "bot")  # the full loop: events in, clicks and commands in
 
 
 def signed_headers(
@@ -104,14 +108,15 @@ class Stack:
             "webhooks": ["-m", "webhooks"],
             "bot": ["-m", "bot"],
         }[service]
-        log = open(self.workdir / f"{service}.log", "ab")  # noqa: SIM115
-        self.procs[service] = subprocess.Popen(
-            [sys.executable, *args],
-            env=self.env,
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # The child writes to its own copy of the descriptor: ours is closed at once.
+        with open(self.workdir / f"{service}.log", "ab") as log:
+            self.procs[service] = subprocess.Popen(
+                [sys.executable, *args],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         ready = {
             "worker": lambda: b" ready." in self.log_bytes("worker"),
             "webhooks": lambda: url_answers(f"{self.webhooks_url}/healthz"),
@@ -201,7 +206,6 @@ class StackFactory:
             stack.stop()
 
 
-SLACK_SIGNING_SECRET = "test-signing-secret"
 SLACK_ANSWER_TIMES: list[float] = []  # every signed request's answer time, for the report
 
 
@@ -454,3 +458,157 @@ def local_services(mlflow_uri: str, slack, *, clock=None, policy: str = "", **ov
     svc = build_services(settings)
     svc.clock = clock or time.time
     return svc
+
+
+def mlflow_signed_headers(
+    body: bytes, secret: str = MLFLOW_SECRET, *, delivery_id: str = "d-forged"
+) -> dict[str, str]:
+    """Return the headers MLflow's own webhook sends, signed over `body` with `secret`."""
+    ts = str(int(time.time()))
+    mac = hmac.new(secret.encode(), f"{delivery_id}.{ts}.{body.decode()}".encode(), hashlib.sha256)
+    return {
+        "content-type": "application/json",
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": "v1," + base64.b64encode(mac.digest()).decode(),
+    }
+
+
+def run_python(
+    *args: str, env: dict | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    """Run `python <args>` in the repo with a clean settings environment."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def primitive(value: Any) -> bool:
+    """Say whether `value` is what a task may take: JSON's own types, all the way down."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and primitive(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(primitive(v) for v in value)
+    return isinstance(value, str | int | float | bool | None)
+
+
+# -- waiting for and reading what the running services did ----------------------------
+
+
+def wait_for(check, what: str, timeout: float = 15.0):
+    """Poll `check` until it returns something truthy and return that; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def notices_for(slack, model_name: str) -> list:
+    """Return the chat.postMessage calls that are Staging notices for `model_name`."""
+    return [
+        c
+        for c in slack.calls("chat.postMessage")
+        if c.status == 200
+        and c.params.get("text", "").startswith(f"{model_name} v")
+        and not c.params.get("thread_ts")
+    ]
+
+
+def wait_notice(slack, model_name: str, timeout: float = 20.0):
+    """Wait for the first Staging notice for `model_name` and return its call."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = notices_for(slack, model_name)
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no notice for {model_name} within {timeout}s")
+
+
+def buttons(call) -> dict[str, dict]:
+    """Map button text to button for a recorded message."""
+    return {
+        el["text"]["text"]: el
+        for block in call.params.get("blocks", [])
+        if block.get("type") == "actions"
+        for el in block["elements"]
+        if el.get("type") == "button"
+    }
+
+
+def updates_of(slack, ts: str) -> list:
+    """Return the chat.update calls that redrew the message at `ts`."""
+    return [c for c in slack.calls("chat.update") if c.params.get("ts") == ts]
+
+
+def stage_of(mlflow_server: str, model_name: str, version: str) -> str:
+    """Return the version's MLflow stage."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(mlflow_server).get_model_version(model_name, version).current_stage
+
+
+def production_versions(mlflow_server: str, model_name: str) -> list[str]:
+    """Return the model's versions now in Production, sorted."""
+    from mlflow import MlflowClient
+
+    versions = MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'")
+    return sorted(v.version for v in versions if v.current_stage == "Production")
+
+
+def stage(stack, slack, mlflow_server, model_name, *, constant=1.0, requested_by="UREQUESTER"):
+    """Train, send the event, wait for the notice; return (version, notice ts)."""
+    from mlflow import MlflowClient
+
+    before = len(notices_for(slack, model_name))
+    run_id = log_model(mlflow_server, constant=constant)
+    body = {"model_name": model_name, "run_id": run_id, "requested_by": requested_by}
+    assert stack.post_training(body).status_code == 202
+    deadline = time.monotonic() + 20
+    while len(notices_for(slack, model_name)) <= before:
+        assert time.monotonic() < deadline, "no notice"
+        time.sleep(0.1)
+    versions = MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'")
+    newest = max(versions, key=lambda v: int(v.version))
+    wait_for(
+        lambda: (
+            MlflowClient(mlflow_server)
+            .get_model_version(model_name, newest.version)
+            .tags.get("registry_bot.notice_ts")
+        ),
+        "notice tag",
+    )
+    tags = MlflowClient(mlflow_server).get_model_version(model_name, newest.version).tags
+    return newest.version, tags["registry_bot.notice_ts"]
+
+
+def answered(slack, response_url: str, count: int = 1, timeout: float = 15.0) -> list[dict]:
+    """Wait for `count` posts to a response URL; return their bodies."""
+    from urllib.parse import quote
+
+    path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
+    calls = wait_for(
+        lambda: (lambda c: c if len(c) >= count else None)(
+            [c for c in slack.calls("response_url") if c.path == path]
+        ),
+        path,
+        timeout,
+    )
+    return [c.params for c in calls]
+
+
+def confirm(loop, slack, plan_reply: dict, user: str, action=ROLLBACK_CONFIRM):
+    """Click a rollback plan's Confirm (or `action`) button as `user`; return its response URL."""
+    button = next(
+        el
+        for b in plan_reply["blocks"]
+        if b["type"] == "actions"
+        for el in b["elements"]
+        if el["action_id"] == action
+    )
+    resp, url = click(loop.bot_url, slack, user=user, action_id=action, value=button["value"])
+    assert resp.status_code == 200
+    return url

@@ -13,41 +13,21 @@ import redis
 from mlflow import MlflowClient
 
 from registry.messages import APPROVE_ACTION, REJECT_ACTION, button_value
-from tests.support import click, log_model, submit_view
-from tests.test_pipeline import notices_for
+from tests.support import (
+    SERVICES,
+    click,
+    interaction,
+    notices_for,
+    production_versions,
+    slash,
+    stage,
+    stage_of,
+    submit_view,
+    updates_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
-SERVICES = ("worker", "webhooks", "bot")
-
-
-@pytest.fixture(scope="module")
-def loop(stacks):
-    """The default stack with the bot running too."""
-    return stacks.get(services=SERVICES)
-
-
-def stage(stack, slack, mlflow_server, model_name, *, constant=1.0, requested_by="UREQUESTER"):
-    """Train, send the event, wait for the notice; return (version, notice ts)."""
-    before = len(notices_for(slack, model_name))
-    run_id = log_model(mlflow_server, constant=constant)
-    body = {"model_name": model_name, "run_id": run_id, "requested_by": requested_by}
-    assert stack.post_training(body).status_code == 202
-    deadline = time.monotonic() + 20
-    while len(notices_for(slack, model_name)) <= before:
-        assert time.monotonic() < deadline, "no notice"
-        time.sleep(0.1)
-    versions = MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'")
-    newest = max(versions, key=lambda v: int(v.version))
-    _wait(
-        lambda: (
-            MlflowClient(mlflow_server)
-            .get_model_version(model_name, newest.version)
-            .tags.get("registry_bot.notice_ts")
-        ),
-        "notice tag",
-    )
-    tags = MlflowClient(mlflow_server).get_model_version(model_name, newest.version).tags
-    return newest.version, tags["registry_bot.notice_ts"]
 
 
 def approve(stack, slack, model_name, version, user, ts=""):
@@ -66,7 +46,7 @@ def approve(stack, slack, model_name, version, user, ts=""):
 def said_to(slack, response_url: str, timeout: float = 15.0) -> str:
     """Wait for what the bot or worker said through a click's response URL."""
     path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
-    found = _wait(
+    found = wait_for(
         lambda: [c for c in slack.calls("response_url") if c.path == path], path, timeout=timeout
     )
     reply = found[-1].params
@@ -74,37 +54,14 @@ def said_to(slack, response_url: str, timeout: float = 15.0) -> str:
     return reply["text"]
 
 
-def stage_of(mlflow_server, model_name, version) -> str:
-    return MlflowClient(mlflow_server).get_model_version(model_name, version).current_stage
-
-
-def production_versions(mlflow_server, model_name) -> list[str]:
-    versions = MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'")
-    return sorted(v.version for v in versions if v.current_stage == "Production")
-
-
-def updates_of(slack, ts: str) -> list:
-    return [c for c in slack.calls("chat.update") if c.params.get("ts") == ts]
-
-
-def _wait(check, what, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_approve_promotes_and_archives_the_old_production(loop, slack, mlflow_server, model_name):
     v1, ts1 = stage(loop, slack, mlflow_server, model_name, constant=1.0)
     approve(loop, slack, model_name, v1, "UAPPROVER1", ts1)
-    _wait(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "v1 in Production")
+    wait_for(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "v1 in Production")
 
     v2, ts2 = stage(loop, slack, mlflow_server, model_name, constant=2.0)
     approve(loop, slack, model_name, v2, "UAPPROVER2", ts2)
-    _wait(lambda: updates_of(slack, ts2), "notice update")
+    wait_for(lambda: updates_of(slack, ts2), "notice update")
     assert stage_of(mlflow_server, model_name, v2) == "Production"
     assert stage_of(mlflow_server, model_name, v1) == "Archived"
     assert production_versions(mlflow_server, model_name) == [v2]
@@ -163,7 +120,7 @@ def test_approver_group_members_may_approve(stacks, slack, mlflow_server, model_
     url = approve(stack, slack, model_name, version, "UOUTSIDER", ts)
     assert "not one" in said_to(slack, url)
     approve(stack, slack, model_name, version, "UGROUPIE", ts)
-    _wait(lambda: stage_of(mlflow_server, model_name, version) == "Production", "promotion")
+    wait_for(lambda: stage_of(mlflow_server, model_name, version) == "Production", "promotion")
 
 
 def test_two_required_approvals_survive_a_redis_flush(stacks, slack, mlflow_server, model_name):
@@ -171,7 +128,7 @@ def test_two_required_approvals_survive_a_redis_flush(stacks, slack, mlflow_serv
     version, ts = stage(stack, slack, mlflow_server, model_name)
     first = approve(stack, slack, model_name, version, "UAPPROVER1", ts)
     assert "1 of 2" in said_to(slack, first)
-    update = _wait(lambda: updates_of(slack, ts), "count update")[-1]
+    update = wait_for(lambda: updates_of(slack, ts), "count update")[-1]
     assert "1 of 2 approvals" in json.dumps(update.params["blocks"])
     assert stage_of(mlflow_server, model_name, version) == "Staging"
 
@@ -181,7 +138,7 @@ def test_two_required_approvals_survive_a_redis_flush(stacks, slack, mlflow_serv
     assert stage_of(mlflow_server, model_name, version) == "Staging"
 
     approve(stack, slack, model_name, version, "UAPPROVER2", ts)
-    _wait(lambda: stage_of(mlflow_server, model_name, version) == "Production", "promotion")
+    wait_for(lambda: stage_of(mlflow_server, model_name, version) == "Production", "promotion")
     tags = MlflowClient(mlflow_server).get_model_version(model_name, version).tags
     assert tags["registry_bot.approvals"] == "UAPPROVER1,UAPPROVER2"
 
@@ -192,7 +149,7 @@ def test_twenty_concurrent_approvals_make_one_transition(loop, slack, mlflow_ser
     with ThreadPoolExecutor(20) as pool:
         urls = list(pool.map(lambda u: approve(loop, slack, model_name, version, u, ts), users))
     paths = {"/response/" + quote(u.rsplit("/", 1)[-1], safe="") for u in urls}
-    told = _wait(
+    told = wait_for(
         lambda: (lambda c: c if len(c) >= 19 else None)(
             [c for c in slack.calls("response_url") if c.path in paths]
         ),
@@ -226,7 +183,7 @@ def test_reject_asks_for_a_reason_and_archives(loop, slack, mlflow_server, model
         message_ts=ts,
     )
     assert resp.status_code == 200
-    opened = _wait(lambda: slack.calls("views.open")[opened_before:], "views.open")
+    opened = wait_for(lambda: slack.calls("views.open")[opened_before:], "views.open")
     view = opened[-1].params["view"]
 
     empty = submit_view(loop.bot_url, view, user="UAPPROVER1", reason="   ")
@@ -237,11 +194,11 @@ def test_reject_asks_for_a_reason_and_archives(loop, slack, mlflow_server, model
 
     ok = submit_view(loop.bot_url, view, user="UAPPROVER1", reason="worse on the EU slice")
     assert ok.status_code == 200 and not ok.content.strip()
-    _wait(lambda: stage_of(mlflow_server, model_name, version) == "Archived", "archive")
+    wait_for(lambda: stage_of(mlflow_server, model_name, version) == "Archived", "archive")
     tags = MlflowClient(mlflow_server).get_model_version(model_name, version).tags
     assert tags["registry_bot.reason"] == "worse on the EU slice"
     assert tags["registry_bot.decided_by"] == "UAPPROVER1"
-    update = _wait(lambda: updates_of(slack, ts), "notice update")[-1]
+    update = wait_for(lambda: updates_of(slack, ts), "notice update")[-1]
     assert "worse on the EU slice" in json.dumps(update.params["blocks"])
     assert "*Rejected* by <@UAPPROVER1>" in json.dumps(update.params["blocks"])
 
@@ -282,8 +239,6 @@ def test_a_forged_slack_request_is_401(loop, slack):
         value=button_value("any", "1"),
     )
     assert resp.status_code == 200
-    from tests.support import interaction
-
     forged = interaction(loop.bot_url, {"type": "block_actions"}, secret="not-the-secret")
     assert forged.status_code == 401
     stale = interaction(loop.bot_url, {"type": "block_actions"}, at=time.time() - 600)
@@ -291,8 +246,6 @@ def test_a_forged_slack_request_is_401(loop, slack):
 
 
 def test_requests_from_another_workspace_are_refused(loop, slack, mlflow_server, model_name):
-    from tests.support import slash
-
     version, ts = stage(loop, slack, mlflow_server, model_name)
     resp, url = click(
         loop.bot_url,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from urllib.parse import quote
 
 import mlflow
 import pytest
@@ -17,13 +16,23 @@ from registry.gateway import ModelVersion
 from registry.messages import APPROVE_ACTION, button_value
 from registry.reports import (
     ROLLBACK_CANCEL,
-    ROLLBACK_CONFIRM,
     RollbackRefused,
     history_entries,
     plan_rollback,
 )
-from tests.support import click, mention_event, slash
-from tests.test_approvals import SERVICES, _wait, production_versions, stage, stage_of
+from tests.support import (
+    answered,
+    click,
+    confirm,
+    log_model,
+    mention_event,
+    notices_for,
+    production_versions,
+    slash,
+    stage,
+    stage_of,
+    wait_for,
+)
 
 # -- the grammar -----------------------------------------------------------------------
 
@@ -149,24 +158,6 @@ def test_history_is_newest_first_with_causes_before_effects():
 # -- end to end through the running bot -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def loop(stacks):
-    return stacks.get(services=SERVICES)
-
-
-def answered(slack, response_url: str, count: int = 1, timeout: float = 15.0) -> list[dict]:
-    """Wait for `count` posts to a response URL; return their bodies."""
-    path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
-    calls = _wait(
-        lambda: (lambda c: c if len(c) >= count else None)(
-            [c for c in slack.calls("response_url") if c.path == path]
-        ),
-        path,
-        timeout,
-    )
-    return [c.params for c in calls]
-
-
 def ephemerals_to(slack, user: str, since: int) -> list[dict]:
     return [c.params for c in slack.calls("chat.postEphemeral")[since:] if c.params["user"] == user]
 
@@ -183,23 +174,12 @@ def promote_in_turn(loop, slack, mlflow_server, model_name, n: int) -> list[str]
             value=button_value(model_name, version),
             message_ts=ts,
         )
-        _wait(lambda v=version: stage_of(mlflow_server, model_name, v) == "Production", "promotion")
+        wait_for(
+            lambda v=version: stage_of(mlflow_server, model_name, v) == "Production", "promotion"
+        )
         versions.append(version)
         time.sleep(0.01)
     return versions
-
-
-def confirm(loop, slack, plan_reply: dict, user: str, action=ROLLBACK_CONFIRM):
-    button = next(
-        el
-        for b in plan_reply["blocks"]
-        if b["type"] == "actions"
-        for el in b["elements"]
-        if el["action_id"] == action
-    )
-    resp, url = click(loop.bot_url, slack, user=user, action_id=action, value=button["value"])
-    assert resp.status_code == 200
-    return url
 
 
 @pytest.mark.slow
@@ -214,7 +194,7 @@ def test_rollback_to_the_previous_production(loop, slack, mlflow_server, model_n
     ] == ["Confirm", "Cancel"]
 
     done_url = confirm(loop, slack, plan, "UAPPROVER2")
-    _wait(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "rollback")
+    wait_for(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "rollback")
     assert stage_of(mlflow_server, model_name, v3) == "Archived"
     assert production_versions(mlflow_server, model_name) == [v2]
     replies = answered(slack, done_url, count=2)
@@ -248,7 +228,7 @@ def test_rollback_to_a_given_version_records_the_reason(loop, slack, mlflow_serv
     assert f"to v{v1}" in plan["text"] and "bad drift in EU" in plan["text"]
     confirm(loop, slack, plan, "UAPPROVER1")
     client = MlflowClient(mlflow_server)
-    entry = _wait(
+    entry = wait_for(
         lambda: (lambda e: e if e["type"] == "rolled_back" else None)(
             json.loads(client.get_model_version(model_name, v1).tags["registry_bot.log"])[-1]
         ),
@@ -296,7 +276,7 @@ def test_status_history_help_through_slash_and_mention(loop, slack, mlflow_serve
     ):
         before = len(slack.calls("chat.postEphemeral"))
         assert mention_event(loop.bot_url, text, user="UOUTSIDER").status_code == 200
-        found = _wait(lambda b=before: ephemerals_to(slack, "UOUTSIDER", b), "ephemeral")
+        found = wait_for(lambda b=before: ephemerals_to(slack, "UOUTSIDER", b), "ephemeral")
         assert says in found[0]["text"]
 
 
@@ -326,9 +306,6 @@ def test_malformed_commands_get_usage_or_not_found(
 @pytest.mark.slow
 def test_promote_stages_an_existing_version(loop, slack, mlflow_server, model_name):
     import mlflow as ml
-
-    from tests.support import log_model
-    from tests.test_pipeline import notices_for
 
     run_id = log_model(mlflow_server, constant=4.0)
     ml.set_tracking_uri(mlflow_server)

@@ -13,9 +13,20 @@ from mlflow import MlflowClient
 
 from devkit.stack import children
 from registry.messages import APPROVE_ACTION, button_value
-from tests.support import FaultyProxy, click, log_model, signed_headers
-from tests.test_approvals import SERVICES, _wait, production_versions, stage, stage_of, updates_of
-from tests.test_pipeline import notices_for, wait_notice
+from tests.support import (
+    SERVICES,
+    FaultyProxy,
+    click,
+    log_model,
+    notices_for,
+    production_versions,
+    signed_headers,
+    stage,
+    stage_of,
+    updates_of,
+    wait_for,
+    wait_notice,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +62,7 @@ def test_worker_killed_mid_registration_leaves_one_version_and_one_notice(
     finally:
         slack.set_delay("chat.postMessage", 0, after=True)
     client = MlflowClient(mlflow_server)
-    _wait(
+    wait_for(
         lambda: client.get_model_version(model_name, "1").tags.get("registry_bot.notice_ts"),
         "the rerun to adopt the notice",
         timeout=60,
@@ -74,7 +85,7 @@ def test_worker_killed_mid_promotion_leaves_one_production(
         value=button_value(model_name, v1),
         message_ts=ts1,
     )
-    _wait(
+    wait_for(
         lambda: (
             MlflowClient(mlflow_server)
             .get_model_version(model_name, v1)
@@ -93,12 +104,12 @@ def test_worker_killed_mid_promotion_leaves_one_production(
             value=button_value(model_name, v2),
             message_ts=ts2,
         )
-        _wait(lambda: updates_of(slack, ts2), "the notice update to start")
+        wait_for(lambda: updates_of(slack, ts2), "the notice update to start")
         assert kill_pool(faults) >= 1
     finally:
         slack.set_delay("chat.update", 0, after=True)
     client = MlflowClient(mlflow_server)
-    _wait(
+    wait_for(
         lambda: client.get_model_version(model_name, v2).tags.get("registry_bot.announced"),
         "the rerun to finish the promotion",
         timeout=60,
@@ -125,7 +136,7 @@ def test_an_event_delivered_fifty_times_at_once(stack, slack, mlflow_server, mod
     assert statuses.count("queued") == 26 and statuses.count("duplicate") == 24
     wait_notice(slack, model_name)
     client = MlflowClient(mlflow_server)
-    _wait(
+    wait_for(
         lambda: client.get_model_version(model_name, "1").tags.get("registry_bot.notice_ts"),
         "notice tag",
     )
@@ -163,7 +174,7 @@ def test_two_versions_approved_at_the_same_moment(stack, stacks, slack, mlflow_s
         )
     client = MlflowClient(mlflow_server)
     for v in (v1, v2):
-        _wait(
+        wait_for(
             lambda v=v: client.get_model_version(model_name, v).tags.get("registry_bot.announced"),
             f"v{v} decided",
         )
@@ -227,7 +238,7 @@ def test_mlflow_down_then_back(stacks, slack, mlflow_server, model_name):
         resp = stack.post_training({"model_name": model_name, "run_id": run_id})
         assert resp.status_code == 202  # the front door does not need MLflow
         event_id = resp.json()["event_id"]
-        _wait(
+        wait_for(
             lambda: event_id in stack.log("worker") and "transient failure" in stack.log("worker"),
             "a visible retry naming the event",
             timeout=30,

@@ -9,9 +9,7 @@ import pytest
 import requests
 
 from devkit.stack import free_port
-from tests.support import log_model
-from tests.test_approvals import SERVICES, _wait, stage
-from tests.test_pipeline import wait_notice
+from tests.support import SERVICES, log_model, slash, stage, wait_for, wait_notice
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +33,7 @@ def test_worker_metrics_count_tasks_and_queue_wait(observed, slack, mlflow_serve
     port = observed.env["WORKER_METRICS_PORT"]
     stage(observed, slack, mlflow_server, model_name)
     task = "registry_bot.stage_training_event"
-    text = _wait(
+    text = wait_for(
         lambda: (
             lambda t: t if sample(t, "registry_bot_task_seconds_count", task=task) >= 1 else None
         )(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text),
@@ -46,8 +44,6 @@ def test_worker_metrics_count_tasks_and_queue_wait(observed, slack, mlflow_serve
 
 def test_bot_and_webhooks_metrics(observed, slack, mlflow_server, model_name):
     stage(observed, slack, mlflow_server, model_name)
-    from tests.support import slash
-
     slash(observed.bot_url, slack, "help", user="UOUTSIDER")
     bot = requests.get(f"{observed.bot_url}/metrics", timeout=5).text
     assert sample(bot, "registry_bot_slack_answer_seconds_count", status="200") >= 1
@@ -65,7 +61,7 @@ def test_log_lines_about_an_event_name_it(stack, slack, mlflow_server, model_nam
     run_id = log_model(mlflow_server, constant=1.0)
     event_id = stack.post_training({"model_name": model_name, "run_id": run_id}).json()["event_id"]
     wait_notice(slack, model_name)
-    _wait(lambda: "notice posted" in stack.log("worker").split(model_name, 1)[-1], "log line")
+    wait_for(lambda: "notice posted" in stack.log("worker").split(model_name, 1)[-1], "log line")
     lines = [
         json.loads(line)
         for line in stack.log("worker").splitlines()

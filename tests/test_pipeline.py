@@ -9,30 +9,9 @@ import pytest
 from mlflow import MlflowClient
 
 from registry.messages import APPROVE_ACTION, REJECT_ACTION
-from tests.support import log_model
+from tests.support import buttons, log_model, notices_for, wait_notice
 
 pytestmark = pytest.mark.slow
-
-
-def notices_for(slack, model_name: str) -> list:
-    """Return the chat.postMessage calls that are Staging notices for `model_name`."""
-    return [
-        c
-        for c in slack.calls("chat.postMessage")
-        if c.status == 200
-        and c.params.get("text", "").startswith(f"{model_name} v")
-        and not c.params.get("thread_ts")
-    ]
-
-
-def wait_notice(slack, model_name: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = notices_for(slack, model_name)
-        if found:
-            return found[0]
-        time.sleep(0.1)
-    raise AssertionError(f"no notice for {model_name} within {timeout}s")
 
 
 def wait_tag(client, model_name: str, version: str, tag: str, timeout: float = 10.0) -> dict:
@@ -44,17 +23,6 @@ def wait_tag(client, model_name: str, version: str, tag: str, timeout: float = 1
             return tags
         time.sleep(0.1)
     raise AssertionError(f"{model_name} v{version} never got {tag}")
-
-
-def buttons(call) -> dict[str, dict]:
-    """Map button text to button for a recorded message."""
-    return {
-        el["text"]["text"]: el
-        for block in call.params.get("blocks", [])
-        if block.get("type") == "actions"
-        for el in block["elements"]
-        if el.get("type") == "button"
-    }
 
 
 def test_training_event_reaches_staging_with_one_notice(stack, slack, mlflow_server, model_name):

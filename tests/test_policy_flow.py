@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from contextlib import nullcontext
 
@@ -10,13 +12,26 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
+from devkit.stack import stop
 from registry import lifecycle
 from registry.events import TrainingEvent
 from registry.messages import APPROVE_ACTION, button_value
 from registry.sweep import sweep
-from tests.support import Clock, click, local_services, log_model, signed_headers
-from tests.test_approvals import SERVICES, _wait, production_versions, stage_of, updates_of
-from tests.test_pipeline import buttons, notices_for
+from tests.support import (
+    SERVICES,
+    Clock,
+    buttons,
+    click,
+    local_services,
+    log_model,
+    notices_for,
+    production_versions,
+    signed_headers,
+    stage_of,
+    updates_of,
+    wait_for,
+    wait_notice,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +67,7 @@ def send(stack, mlflow_server, model_name, accuracy: float, constant: float = 1.
 
 
 def nth_notice(slack, model_name, n: int):
-    return _wait(
+    return wait_for(
         lambda: (lambda found: found[n - 1] if len(found) >= n else None)(
             notices_for(slack, model_name)
         ),
@@ -62,7 +77,7 @@ def nth_notice(slack, model_name, n: int):
 
 
 def approve_and_wait(stack, slack, mlflow_server, model_name, version):
-    ts = _wait(
+    ts = wait_for(
         lambda: (
             MlflowClient(mlflow_server)
             .get_model_version(model_name, version)
@@ -88,7 +103,7 @@ def test_gates_keep_a_worse_candidate_out_and_let_a_better_one_in(
     send(stack, mlflow_server, model_name, 0.90)
     nth_notice(slack, model_name, 1)
     approve_and_wait(stack, slack, mlflow_server, model_name, "1")
-    _wait(lambda: stage_of(mlflow_server, model_name, "1") == "Production", "v1 Production")
+    wait_for(lambda: stage_of(mlflow_server, model_name, "1") == "Production", "v1 Production")
 
     send(stack, mlflow_server, model_name, 0.85)  # 0.05 worse, tolerance 0.01
     worse = nth_notice(slack, model_name, 2)
@@ -123,7 +138,7 @@ def test_canary_holds_approval_until_a_passing_report(
     nth_notice(slack, model_name, 1)
     ts1 = approve_and_wait(stack, slack, mlflow_server, model_name, "1")
     client = MlflowClient(mlflow_server)
-    _wait(
+    wait_for(
         lambda: (
             client.get_model_version(model_name, "1").tags.get("registry_bot.canary_state")
             == "running"
@@ -131,7 +146,7 @@ def test_canary_holds_approval_until_a_passing_report(
         "canary started",
     )
     assert stage_of(mlflow_server, model_name, "1") == "Staging"
-    update = _wait(lambda: updates_of(slack, ts1), "notice update")[-1]
+    update = wait_for(lambda: updates_of(slack, ts1), "notice update")[-1]
     assert "canary in Staging until" in json.dumps(update.params["blocks"])
     time.sleep(1.1)  # past the 1 s window: the report alone decides now
     resp = post_canary(
@@ -144,7 +159,9 @@ def test_canary_holds_approval_until_a_passing_report(
         },
     )
     assert resp.status_code == 202
-    _wait(lambda: stage_of(mlflow_server, model_name, "1") == "Archived", "failed canary archived")
+    wait_for(
+        lambda: stage_of(mlflow_server, model_name, "1") == "Archived", "failed canary archived"
+    )
     assert (
         "canary failed: p99 latency doubled"
         in client.get_model_version(model_name, "1").tags["registry_bot.reason"]
@@ -153,7 +170,7 @@ def test_canary_holds_approval_until_a_passing_report(
     send(stack, mlflow_server, model_name, 0.9, constant=2.0)
     nth_notice(slack, model_name, 2)
     approve_and_wait(stack, slack, mlflow_server, model_name, "2")
-    _wait(
+    wait_for(
         lambda: (
             client.get_model_version(model_name, "2").tags.get("registry_bot.canary_state")
             == "running"
@@ -173,7 +190,7 @@ def test_canary_holds_approval_until_a_passing_report(
         ).status_code
         == 202
     )
-    _wait(lambda: stage_of(mlflow_server, model_name, "2") == "Production", "promoted")
+    wait_for(lambda: stage_of(mlflow_server, model_name, "2") == "Production", "promoted")
     assert production_versions(mlflow_server, model_name) == ["2"]
 
 
@@ -250,35 +267,61 @@ def test_reconciliation_posts_one_notice_for_a_version_staged_behind_our_back(
 
 
 def test_the_scheduler_runs_the_sweep(stacks, slack, mlflow_server, model_name):
-    """`python -m worker beat` drives the sweep task on the worker."""
+    """`python -m worker beat` drives the sweep task on the worker, and the sweep does its work."""
+    import mlflow
+
+    # A version staged behind the bot's back: no event names it, only a sweep notices it.
+    run_id = log_model(mlflow_server, constant=1.0)
+    mlflow.set_tracking_uri(mlflow_server)
+    version = mlflow.register_model(f"runs:/{run_id}/model", model_name).version
+    with pytest.warns(FutureWarning):
+        MlflowClient(mlflow_server).transition_model_version_stage(model_name, version, "Staging")
     stack = stacks.get(services=("worker",), SWEEP_INTERVAL="1", BEAT="1")
-    import subprocess
-    import sys
+    time.sleep(1.5)
+    assert notices_for(slack, model_name) == []  # the worker alone does nothing for it
 
-    from devkit.stack import stop
-
-    log = open(stack.workdir / "beat.log", "ab")  # noqa: SIM115
-    beat = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "beat",
-            "--schedule",
-            str(stack.workdir / "beat-schedule"),
-        ],
-        env=stack.env,
-        cwd=stack.workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait(
-            lambda: (
-                "registry_bot.sweep" in stack.log("worker") and "succeeded" in stack.log("worker")
-            ),
-            "a sweep run by the worker",
-            timeout=60,
+    # The child writes to its own copy of the descriptor: ours is closed at once.
+    with open(stack.workdir / "beat.log", "ab") as log:
+        beat = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "worker",
+                "beat",
+                "--schedule",
+                str(stack.workdir / "beat-schedule"),
+            ],
+            env=stack.env,
+            cwd=stack.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
+    try:
+        notice = wait_notice(slack, model_name, timeout=90)  # one sweep covers every model
+        client = MlflowClient(mlflow_server)
+        tags = wait_for(
+            lambda: (lambda t: t if "registry_bot.notice_ts" in t else None)(
+                client.get_model_version(model_name, version).tags
+            ),
+            "the notice tag the sweep writes",
+        )
+        assert notice.params["channel"] == tags["registry_bot.notice_channel"] == "CNOTICES"
+        assert tags["registry_bot.notice_ts"] in [m["ts"] for m in slack.messages("CNOTICES")]
+        posted = wait_for(
+            lambda: [
+                e
+                for e in map(json.loads, _json_lines(stack.log("worker")))
+                if e.get("model") == model_name and e.get("msg") == "notice posted"
+            ],
+            "the worker's log line for the sweep's notice",
+        )
+        assert [(e["event_id"], e["version"]) for e in posted] == [("sweep", version)]
+        assert "registry_bot.sweep" in stack.log("worker") and "succeeded" in stack.log("worker")
+        time.sleep(2.5)  # later sweeps find the notice and post no second one
+        assert len(notices_for(slack, model_name)) == 1
     finally:
         stop(beat)
+
+
+def _json_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("{")]

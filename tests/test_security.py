@@ -13,8 +13,20 @@ from slack_sdk.signature import SignatureVerifier
 from standardwebhooks.webhooks import Webhook
 
 from registry.events import SignatureError, verify_standard_webhook
-from tests.conftest import SIGNING_SECRET, TOKEN
-from tests.support import MLFLOW_SECRET, TRAINING_SECRET, interaction, signed_headers
+from registry.messages import APPROVE_ACTION, button_value
+from tests.support import (
+    MLFLOW_SECRET,
+    SERVICES,
+    SLACK_SIGNING_SECRET,
+    TOKEN,
+    TRAINING_SECRET,
+    answered,
+    click,
+    interaction,
+    signed_headers,
+    slash,
+    stage,
+)
 
 # The Standard Webhooks reference vector (its libraries' own tests use it).
 SW_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -107,17 +119,44 @@ def test_bodies_and_headers_at_and_over_the_limits(stacks):
 
 SECRETS = [
     TOKEN,
-    SIGNING_SECRET,
+    SLACK_SIGNING_SECRET,
     TRAINING_SECRET,
     TRAINING_SECRET.removeprefix("whsec_"),
     MLFLOW_SECRET,
 ]
 
 
-def test_zz_no_log_carries_a_secret_or_token(stacks):
-    """Runs last in this module: every service log written so far in the session."""
-    logs = [p for stack in stacks.stacks.values() for p in Path(stack.workdir).glob("*.log")]
-    assert logs, "no service logs to check"
+@pytest.mark.slow
+def test_zz_no_log_carries_a_secret_or_token(stacks, slack, mlflow_server, model_name):
+    """Every service log the session wrote: conftest runs this test last of all.
+
+    It drives the full loop once first (reusing the running stack in a full run), so that
+    run alone it still reads logs of every service, written through every door.
+    """
+    loop = stacks.get(services=SERVICES)
+    forged = b'{"model_name": "forged", "run_id": "r0"}'
+    assert (
+        loop.post_training(forged, headers=signed_headers(forged, secret=SW_SECRET)).status_code
+        == 401
+    )
+    version, ts = stage(loop, slack, mlflow_server, model_name)
+    resp, url = click(
+        loop.bot_url,
+        slack,
+        user="UOUTSIDER",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
+    assert resp.status_code == 200
+    assert "not one" in answered(slack, url)[0]["text"]
+    _, url = slash(loop.bot_url, slack, f"status {model_name}", user="UOUTSIDER")
+    assert f"Staging: v{version}" in answered(slack, url)[0]["text"]
+
+    # Every stack the session made, started through `get` or `make`, beat and API logs too.
+    logs = sorted(Path(stacks.workdir).rglob("*.log"))
+    written = {(p.parent.name, p.stem) for p in logs}
+    assert {(Path(loop.workdir).name, s) for s in SERVICES} <= written, written
     for path in logs:
         text = path.read_text(errors="replace")
         for secret in SECRETS:

@@ -12,9 +12,7 @@ import requests
 
 from devkit.stack import free_port, stop, url_answers, wait_until
 from registry.messages import APPROVE_ACTION, button_value
-from tests.support import click, slash
-from tests.test_approvals import SERVICES, _wait, stage, stage_of
-from tests.test_commands import answered, confirm
+from tests.support import SERVICES, answered, click, confirm, slash, stage, stage_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -24,19 +22,22 @@ def served(stacks, model_name):
     """Start the prediction API for `model_name` on the default stack's Redis."""
     stack = stacks.get(services=SERVICES)
     port = free_port()
-    log = open(stack.workdir / f"serving-{model_name}.log", "ab")  # noqa: SIM115
     env = {**stack.env, "REFRESH_SECONDS": "30"}  # the poll is far too slow to pass this test
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "registry.serving", "--model", model_name, "--port", str(port)],
-        env=env,
-        cwd=stack.workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    # The child writes to its own copy of the descriptor: ours is closed at once.
+    with open(stack.workdir / f"serving-{model_name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "registry.serving", "--model", model_name, "--port", str(port)],
+            env=env,
+            cwd=stack.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: url_answers(f"{url}/version", status=200), 60, "prediction API")
-    yield stack, url
-    stop(proc)
+    try:
+        wait_until(lambda: url_answers(f"{url}/version", status=200), 60, "prediction API")
+        yield stack, url
+    finally:
+        stop(proc)
 
 
 def serving(url: str) -> str | None:
@@ -45,7 +46,7 @@ def serving(url: str) -> str | None:
 
 def seconds_until(url: str, version: str, timeout: float = 10.0) -> float:
     started = time.monotonic()
-    _wait(lambda: serving(url) == version, f"serving v{version}", timeout=timeout)
+    wait_for(lambda: serving(url) == version, f"serving v{version}", timeout=timeout)
     return time.monotonic() - started
 
 
@@ -60,7 +61,7 @@ def test_approve_and_rollback_switch_the_served_model(served, slack, mlflow_serv
         value=button_value(model_name, v1),
         message_ts=ts1,
     )
-    _wait(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "v1 Production")
+    wait_for(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "v1 Production")
     seconds_until(url, v1)  # the first load also imports the model's flavour: not timed
 
     v2, ts2 = stage(stack, slack, mlflow_server, model_name, constant=2.0)
@@ -72,14 +73,14 @@ def test_approve_and_rollback_switch_the_served_model(served, slack, mlflow_serv
         value=button_value(model_name, v2),
         message_ts=ts2,
     )
-    _wait(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "v2 Production")
+    wait_for(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "v2 Production")
     assert seconds_until(url, v2) < 2.0
     answer = requests.post(f"{url}/predict", json={"inputs": [[0.0], [1.0]]}, timeout=5).json()
     assert answer == {"version": v2, "predictions": [2.0, 2.0]}
 
     _, reply = slash(stack.bot_url, slack, f"rollback {model_name}", user="UAPPROVER2")
     confirm(stack, slack, answered(slack, reply)[0], "UAPPROVER2")
-    _wait(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "rollback")
+    wait_for(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "rollback")
     assert seconds_until(url, v1) < 2.0
     answer = requests.post(f"{url}/predict", json={"inputs": [[0.0], [5.0]]}, timeout=5).json()
     v1_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{v1}")

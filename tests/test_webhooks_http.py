@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import time
 
@@ -13,8 +11,15 @@ import redis
 import requests
 from mlflow import MlflowClient
 
-from tests.support import MLFLOW_SECRET, TRAINING_SECRET, log_model, signed_headers
-from tests.test_pipeline import notices_for, wait_notice
+from tests.support import (
+    MLFLOW_SECRET,
+    TRAINING_SECRET,
+    log_model,
+    mlflow_signed_headers,
+    notices_for,
+    signed_headers,
+    wait_notice,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -115,17 +120,6 @@ def test_redis_down_answers_503_fast_then_recovers(stacks, redis_url, tmp_path):
         stop(server)
 
 
-def _mlflow_signed(body: bytes, secret: str) -> dict[str, str]:
-    ts = str(int(time.time()))
-    mac = hmac.new(secret.encode(), f"d-forged.{ts}.{body.decode()}".encode(), hashlib.sha256)
-    return {
-        "content-type": "application/json",
-        "X-MLflow-Delivery-Id": "d-forged",
-        "X-MLflow-Timestamp": ts,
-        "X-MLflow-Signature": "v1," + base64.b64encode(mac.digest()).decode(),
-    }
-
-
 def test_forged_mlflow_delivery_is_refused(stack):
     body = json.dumps(
         {"entity": "model_version", "action": "created", "data": {"name": "forged", "version": "1"}}
@@ -134,7 +128,7 @@ def test_forged_mlflow_delivery_is_refused(stack):
     resp = requests.post(
         f"{stack.webhooks_url}/hooks/mlflow",
         data=body,
-        headers=_mlflow_signed(body, "not-the-secret"),
+        headers=mlflow_signed_headers(body, "not-the-secret"),
         timeout=5,
     )
     assert resp.status_code == 401
@@ -142,7 +136,7 @@ def test_forged_mlflow_delivery_is_refused(stack):
     ok = requests.post(
         f"{stack.webhooks_url}/hooks/mlflow",
         data=body,
-        headers=_mlflow_signed(body, MLFLOW_SECRET),
+        headers=mlflow_signed_headers(body, MLFLOW_SECRET),
         timeout=5,
     )
     assert ok.status_code == 202  # the same body, correctly signed, is taken

@@ -1,0 +1,383 @@
+"""The Bolt listeners called directly: Slack's payloads in, fakes and recorders around them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from slack_bolt import BoltContext
+
+from bot.deps import QUEUE_DOWN, Deps
+from bot.listeners import commands, decisions
+from registry.commands import HISTORY_DEFAULT, help_text
+from registry.decisions import NO_APPROVERS, NOT_APPROVER
+from registry.messages import (
+    APPROVE_ACTION,
+    REASON_BLOCK,
+    REASON_INPUT,
+    REJECT_ACTION,
+    button_value,
+    reject_modal,
+)
+from registry.queue import TASK_APPROVE, TASK_COMMAND, TASK_REJECT, TASK_ROLLBACK, QueueUnavailable
+from registry.reports import ROLLBACK_CONFIRM, RollbackPlan, plan_blocks
+from registry.settings import Settings
+from tests.fakes import FakeDirectory
+from tests.support import primitive
+
+APPROVER, OUTSIDER = "UAPPROVER1", "UOUTSIDER"
+RESPONSE_URL = "https://hooks.slack.test/actions/T0TEST/1/abc"
+
+
+class RecordingProducer:
+    """Stands for `registry.queue.Producer`: records each task, or fails as a down broker."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.down = False
+
+    def send(self, task: str, /, **kwargs: Any) -> None:
+        if self.down:
+            raise QueueUnavailable("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        self.sent.append((task, kwargs))
+
+
+class Recorder:
+    """A callable that records the keyword arguments of every call (ack, respond)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, **kwargs: Any) -> None:
+        self.calls.append(kwargs)
+
+
+class RecordingClient:
+    """The few WebClient methods the listeners call."""
+
+    def __init__(self) -> None:
+        self.opened: list[dict[str, Any]] = []
+        self.ephemerals: list[dict[str, Any]] = []
+
+    def views_open(self, *, trigger_id: str, view: dict) -> dict:
+        self.opened.append({"trigger_id": trigger_id, "view": view})
+        return {"ok": True}
+
+    def chat_postEphemeral(self, *, channel: str, user: str, text: str) -> dict:
+        self.ephemerals.append({"channel": channel, "user": user, "text": text})
+        return {"ok": True}
+
+
+@dataclass
+class Slack:
+    """Everything a listener is called with, recording what it did."""
+
+    producer: RecordingProducer = field(default_factory=RecordingProducer)
+    ack: Recorder = field(default_factory=Recorder)
+    respond: Recorder = field(default_factory=Recorder)
+    client: RecordingClient = field(default_factory=RecordingClient)
+    approvers: tuple[str, ...] = (APPROVER,)
+
+    @property
+    def context(self) -> BoltContext:
+        settings = Settings(mlflow_tracking_uri="http://mlflow.invalid", slack_channel="CNOTICES")
+        deps = Deps(settings, FakeDirectory(self.approvers), self.producer)
+        return BoltContext({"deps": deps, "client": self.client})
+
+    def sent_once(self, task: str) -> dict[str, Any]:
+        """Return the kwargs of the one task queued, checking it is `task` with primitives."""
+        assert [t for t, _ in self.producer.sent] == [task]
+        kwargs = self.producer.sent[0][1]
+        assert all(isinstance(v, str | int | bool) for v in kwargs.values()), kwargs
+        assert primitive(kwargs) and json.loads(json.dumps(kwargs)) == kwargs
+        return kwargs
+
+
+@pytest.fixture
+def slack() -> Slack:
+    return Slack()
+
+
+def click(user: str, action_id: str, value: str) -> dict:
+    """A block_actions body as Slack sends it (the fields the listeners read)."""
+    return {
+        "type": "block_actions",
+        "user": {"id": user},
+        "trigger_id": "1700000000.42.abc",
+        "channel": {"id": "CNOTICES"},
+        "message": {"ts": "1700000000.000100", "text": ""},
+        "response_url": RESPONSE_URL,
+        "actions": [{"action_id": action_id, "value": value, "action_ts": "1700000001.000200"}],
+    }
+
+
+def submitted(reason: str | None, *, view_id: str = "V0REJECT") -> dict:
+    """The reject modal as the bot opened it, submitted with `reason` typed in."""
+    modal = reject_modal("churn", "3", channel="CNOTICES", message_ts="1700000000.000100")
+    values = {REASON_BLOCK: {REASON_INPUT: {"type": "plain_text_input", "value": reason}}}
+    return {**modal, "id": view_id, "state": {"values": values}}
+
+
+def ephemeral(text: str) -> dict:
+    return {"text": text, "response_type": "ephemeral", "replace_original": False}
+
+
+# -- Approve and Reject ----------------------------------------------------------------
+
+
+def test_approve_by_an_approver_queues_the_approval(slack):
+    body = click(APPROVER, APPROVE_ACTION, button_value("churn", "3"))
+    decisions.on_approve(ack=slack.ack, body=body, context=slack.context, respond=slack.respond)
+    assert slack.ack.calls == [{}]
+    assert slack.sent_once(TASK_APPROVE) == {
+        "event_id": f"click-1700000001.000200-{APPROVER}",
+        "model_name": "churn",
+        "version": "3",
+        "user": APPROVER,
+        "response_url": RESPONSE_URL,
+    }
+    assert slack.respond.calls == []
+
+
+@pytest.mark.parametrize(
+    ("approvers", "says"),
+    [((APPROVER,), NOT_APPROVER), ((), NO_APPROVERS)],
+    ids=["non-approver", "no approvers configured"],
+)
+@pytest.mark.parametrize(
+    ("action_id", "verb", "listener"),
+    [(APPROVE_ACTION, "approve", "on_approve"), (REJECT_ACTION, "reject", "on_reject")],
+)
+def test_a_refused_click_is_told_why_and_queues_nothing(approvers, says, action_id, verb, listener):
+    slack = Slack(approvers=approvers)
+    body = click(OUTSIDER, action_id, button_value("churn", "3"))
+    kwargs: dict[str, Any] = {"ack": slack.ack, "body": body, "context": slack.context}
+    kwargs["respond"] = slack.respond
+    if listener == "on_reject":
+        kwargs["client"] = slack.client
+    getattr(decisions, listener)(**kwargs)
+    assert slack.ack.calls == [{}]
+    assert slack.respond.calls == [ephemeral(says.format(verb=verb))]
+    assert slack.producer.sent == [] and slack.client.opened == []
+
+
+def test_reject_opens_the_reason_modal_with_the_trigger_id(slack):
+    body = click(APPROVER, REJECT_ACTION, button_value("churn", "3"))
+    decisions.on_reject(
+        ack=slack.ack, body=body, context=slack.context, client=slack.client, respond=slack.respond
+    )
+    assert slack.ack.calls == [{}]
+    assert slack.client.opened == [
+        {
+            "trigger_id": "1700000000.42.abc",
+            "view": reject_modal("churn", "3", channel="CNOTICES", message_ts="1700000000.000100"),
+        }
+    ]
+    assert slack.producer.sent == [] and slack.respond.calls == []
+
+
+@pytest.mark.parametrize("reason", ["", "   \n", None], ids=["empty", "blank", "never typed"])
+def test_an_empty_reason_is_refused_inside_the_modal(slack, reason):
+    view = submitted(reason)
+    body = {"type": "view_submission", "user": {"id": APPROVER}, "view": view}
+    decisions.on_reject_submitted(ack=slack.ack, body=body, view=view, context=slack.context)
+    assert slack.ack.calls == [
+        {"response_action": "errors", "errors": {REASON_BLOCK: decisions.EMPTY_REASON}}
+    ]
+    assert slack.producer.sent == [] and slack.client.ephemerals == []
+
+
+def test_a_reason_closes_the_modal_and_queues_the_rejection(slack):
+    view = submitted("  worse on the EU slice ")
+    body = {"type": "view_submission", "user": {"id": APPROVER}, "view": view}
+    decisions.on_reject_submitted(ack=slack.ack, body=body, view=view, context=slack.context)
+    assert slack.ack.calls == [{}]
+    assert slack.sent_once(TASK_REJECT) == {
+        "event_id": "view-V0REJECT",
+        "model_name": "churn",
+        "version": "3",
+        "user": APPROVER,
+        "reason": "worse on the EU slice",
+    }
+
+
+def test_queue_down_the_clicker_is_told_to_try_again(slack):
+    slack.producer.down = True
+    body = click(APPROVER, APPROVE_ACTION, button_value("churn", "3"))
+    decisions.on_approve(ack=slack.ack, body=body, context=slack.context, respond=slack.respond)
+    assert slack.ack.calls == [{}]
+    assert slack.respond.calls == [ephemeral(QUEUE_DOWN)]
+
+    ack = Recorder()
+    view = submitted("worse on the EU slice")
+    body = {"type": "view_submission", "user": {"id": APPROVER}, "view": view}
+    decisions.on_reject_submitted(ack=ack, body=body, view=view, context=slack.context)
+    assert ack.calls == [{}]  # the modal closes; the message says nothing changed
+    assert slack.client.ephemerals == [
+        {"channel": "CNOTICES", "user": APPROVER, "text": QUEUE_DOWN}
+    ]
+    assert slack.producer.sent == []
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def slash_command(text: str, user: str = OUTSIDER) -> dict:
+    """A slash command payload as Slack sends it (the fields the listener reads)."""
+    return {
+        "command": "/registry",
+        "text": text,
+        "user_id": user,
+        "channel_id": "CNOTICES",
+        "response_url": RESPONSE_URL,
+        "trigger_id": "1700000000.43.abc",
+    }
+
+
+def run_command(slack: Slack, text: str, user: str = OUTSIDER) -> None:
+    commands.on_slash_command(
+        ack=slack.ack,
+        command=slash_command(text, user),
+        context=slack.context,
+        respond=slack.respond,
+    )
+    assert slack.ack.calls == [{}]
+
+
+def test_help_is_answered_by_the_bot_without_the_queue(slack):
+    run_command(slack, "help")
+    assert slack.respond.calls == [{"text": help_text("/registry"), "response_type": "ephemeral"}]
+    assert slack.producer.sent == []
+
+
+def test_a_malformed_command_gets_its_usage_line_and_queues_nothing(slack):
+    run_command(slack, "status")
+    [reply] = slack.respond.calls
+    assert "which model?" in reply["text"] and reply["response_type"] == "ephemeral"
+    assert slack.producer.sent == []
+
+
+def test_status_is_queued_as_a_command(slack):
+    run_command(slack, "status churn")
+    assert slack.sent_once(TASK_COMMAND) == {
+        "event_id": f"cmd-status-{OUTSIDER}",
+        "verb": "status",
+        "model_name": "churn",
+        "version": "",
+        "count": HISTORY_DEFAULT,
+        "reason": "",
+        "user": OUTSIDER,
+        "channel": "CNOTICES",
+        "response_url": RESPONSE_URL,
+    }
+    assert slack.respond.calls == []
+
+
+@pytest.mark.parametrize("text", ["rollback churn", "promote churn 2"])
+def test_approver_commands_by_a_non_approver_are_refused(slack, text):
+    run_command(slack, text, user=OUTSIDER)
+    verb = text.split()[0]
+    assert slack.respond.calls == [
+        {"text": NOT_APPROVER.format(verb=verb), "response_type": "ephemeral"}
+    ]
+    assert slack.producer.sent == []
+
+
+def test_rollback_by_an_approver_is_queued_for_its_plan(slack):
+    run_command(slack, "rollback churn 2 bad drift", user=APPROVER)
+    kwargs = slack.sent_once(TASK_COMMAND)
+    assert (kwargs["verb"], kwargs["model_name"], kwargs["version"], kwargs["reason"]) == (
+        "rollback",
+        "churn",
+        "2",
+        "bad drift",
+    )
+
+
+def test_queue_down_a_command_is_told_to_try_again(slack):
+    slack.producer.down = True
+    run_command(slack, "status churn")
+    assert slack.respond.calls == [{"text": QUEUE_DOWN, "response_type": "ephemeral"}]
+
+
+def test_a_mention_is_answered_to_the_person_who_asked(slack):
+    event = {"type": "app_mention", "user": OUTSIDER, "channel": "CNOTICES", "text": "<@UBOT> help"}
+    commands.on_mention(event=event, context=slack.context, client=slack.client)
+    assert slack.client.ephemerals == [
+        {"channel": "CNOTICES", "user": OUTSIDER, "text": help_text("/registry")}
+    ]
+    event = {**event, "text": "<@UBOT> history churn 3"}
+    commands.on_mention(event=event, context=slack.context, client=slack.client)
+    kwargs = slack.sent_once(TASK_COMMAND)
+    assert (kwargs["verb"], kwargs["count"], kwargs["response_url"]) == ("history", 3, "")
+
+
+# -- the rollback plan's buttons -------------------------------------------------------
+
+
+def plan_button(action_id: str) -> str:
+    """The value of a rollback plan's Confirm or Cancel button."""
+    _, blocks = plan_blocks(RollbackPlan("churn", current="3", target="2", reason="bad drift"))
+    return next(
+        el["value"]
+        for b in blocks
+        if b["type"] == "actions"
+        for el in b["elements"]
+        if el["action_id"] == action_id
+    )
+
+
+def test_rollback_confirm_by_an_approver_queues_it_and_removes_the_buttons(slack):
+    body = click(APPROVER, ROLLBACK_CONFIRM, plan_button(ROLLBACK_CONFIRM))
+    commands.on_rollback_confirm(
+        ack=slack.ack, body=body, context=slack.context, respond=slack.respond
+    )
+    assert slack.ack.calls == [{}]
+    assert slack.sent_once(TASK_ROLLBACK) == {
+        "event_id": "rollback-churn-2",
+        "model_name": "churn",
+        "current": "3",
+        "target": "2",
+        "reason": "bad drift",
+        "user": APPROVER,
+        "channel": "CNOTICES",
+        "response_url": RESPONSE_URL,
+    }
+    assert slack.respond.calls == [
+        {
+            "text": commands.ROLLING_BACK.format(model="churn", target="2"),
+            "response_type": "ephemeral",
+            "replace_original": True,
+        }
+    ]
+
+
+def test_rollback_confirm_by_a_non_approver_is_refused(slack):
+    body = click(OUTSIDER, ROLLBACK_CONFIRM, plan_button(ROLLBACK_CONFIRM))
+    commands.on_rollback_confirm(
+        ack=slack.ack, body=body, context=slack.context, respond=slack.respond
+    )
+    assert slack.ack.calls == [{}]
+    assert slack.respond.calls == [ephemeral(NOT_APPROVER.format(verb="roll back"))]
+    assert slack.producer.sent == []
+
+
+def test_rollback_confirm_with_the_queue_down_keeps_the_plan(slack):
+    slack.producer.down = True
+    body = click(APPROVER, ROLLBACK_CONFIRM, plan_button(ROLLBACK_CONFIRM))
+    commands.on_rollback_confirm(
+        ack=slack.ack, body=body, context=slack.context, respond=slack.respond
+    )
+    assert slack.ack.calls == [{}]
+    assert slack.respond.calls == [ephemeral(QUEUE_DOWN)]
+
+
+def test_rollback_cancel_changes_nothing(slack):
+    commands.on_rollback_cancel(ack=slack.ack, respond=slack.respond)
+    assert slack.ack.calls == [{}]
+    assert slack.respond.calls == [
+        {"text": commands.CANCELLED, "response_type": "ephemeral", "replace_original": True}
+    ]
+    assert slack.producer.sent == []
