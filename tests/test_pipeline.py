@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import mlflow
@@ -108,6 +109,15 @@ def test_aliases_mode_moves_no_stage(stacks, slack, mlflow_server, model_name):
     assert list(loaded.predict([[0.0]])) == [5.0]
 
 
+def unacked_on(client, queue: str) -> int:
+    """Count the messages of `queue` a worker holds unacknowledged.
+
+    kombu keeps every queue's unacked messages in one hash, shared by every test
+    session on the Redis; each value is [message, exchange, routing_key].
+    """
+    return sum(1 for raw in client.hvals("unacked") if json.loads(raw)[2] == queue)
+
+
 def _wait_worker_idle(stack, settle: float = 1.5, timeout: float = 20) -> None:
     """Wait until the stack's queue is empty and nothing new happened for `settle` seconds."""
     import redis
@@ -117,7 +127,7 @@ def _wait_worker_idle(stack, settle: float = 1.5, timeout: float = 20) -> None:
     quiet_since = time.monotonic()
     last = None
     while time.monotonic() < deadline:
-        state = (client.llen(stack.queue), len(client.hkeys("unacked")))
+        state = (client.llen(stack.queue), unacked_on(client, stack.queue))
         if state != (0, 0) or state != last:
             quiet_since = time.monotonic()
         last = state

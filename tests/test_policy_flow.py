@@ -316,7 +316,6 @@ def test_the_scheduler_runs_the_sweep(stacks, slack, mlflow_server, model_name):
             "the worker's log line for the sweep's notice",
         )
         assert [(e["event_id"], e["version"]) for e in posted] == [("sweep", version)]
-        assert "registry_bot.sweep" in stack.log("worker") and "succeeded" in stack.log("worker")
         time.sleep(2.5)  # later sweeps find the notice and post no second one
         assert len(notices_for(slack, model_name)) == 1
     finally:
