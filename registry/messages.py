@@ -45,6 +45,7 @@ class NoticeFacts:
     gate_lines: Sequence[str] = ()
     gates_passed: bool = True
     status_line: str = ""  # e.g. a canary window in progress
+    slot_lines: Sequence[str] = ()  # one line per approvals slot, when the model has slots
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def staging_notice(facts: NoticeFacts) -> tuple[str, list[dict]]:
     if not facts.gates_passed:
         blocks.append({"type": "section", "text": _mrkdwn(GATES_FAILED)})
         return _headline(facts, "failed its promotion gates"), blocks
-    blocks.append(_context(approval_count(facts)))
+    blocks.append(_approvals_block(facts))
     if facts.status_line:
         blocks.append({"type": "section", "text": _mrkdwn(facts.status_line)})
         return _headline(facts, "is in Staging"), blocks
@@ -103,6 +104,13 @@ def decided_notice(facts: NoticeFacts, outcome: Outcome) -> tuple[str, list[dict
         line += f"\n>{_escape(outcome.reason)}"
     blocks = [*_facts_blocks(facts, outcome.verb), {"type": "section", "text": _mrkdwn(line)}]
     return _headline(facts, f"{outcome.verb.lower()}"), blocks
+
+
+def _approvals_block(facts: NoticeFacts) -> dict:
+    if not facts.slot_lines:
+        return _context(approval_count(facts))
+    lines = "\n".join(facts.slot_lines)
+    return {"type": "section", "text": _mrkdwn(f"*Approvals* ({approval_count(facts)})\n{lines}")}
 
 
 def approval_count(facts: NoticeFacts) -> str:
