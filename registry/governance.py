@@ -18,9 +18,8 @@ from cronsim import CronSim, CronSimError
 
 from registry.messages import mention, mentions
 from registry.policy import Approvers, Freeze, Slot
-from registry.record import history_of
 from registry.settings import Settings
-from registry.versions import ModelVersion
+from registry.versions import TAG, ModelVersion
 
 SLOT_FILLS_TAG = "slot_fills"  # {user: [slot keys they could fill]} at the time of their click
 # Record entries through which registry-bot made (or accepted) a version Production.
@@ -378,6 +377,16 @@ def alerted_keys(versions: Sequence[ModelVersion]) -> set[str]:
         if isinstance(found, list):
             keys.update(k for k in found if isinstance(k, str))
     return keys
+
+
+def history_of(mv: ModelVersion) -> list[dict]:
+    """Return the version's recorded changes (as registry.record keeps them), oldest first."""
+    # Read here rather than imported: registry.record needs the Services this module feeds.
+    try:
+        entries = json.loads(mv.tags.get(TAG + "log", "[]"))
+    except ValueError:
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
 def _at(entry: Mapping) -> float:

@@ -15,6 +15,7 @@ from registry.governance import required_of
 from registry.locks import LockBusy
 from registry.messages import format_time
 from registry.promotion import archive_decided, promote
+from registry.protection import check_production
 from registry.record import record
 from registry.services import Services
 from registry.versions import ModelVersion
@@ -49,6 +50,10 @@ def sweep(
                     action = sweep_version(svc, mv)
                     if action:
                         report.add(action, mv)
+                # After the versions: a decision finished above is no out-of-band change.
+                action, version = check_production(svc, name)
+                if action:
+                    report.done.setdefault(action, []).append((name, version))
         except LockBusy:
             log.info("sweep skipped a busy model", extra={"model": name})  # next sweep
     if report.done:
