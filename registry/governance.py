@@ -143,11 +143,16 @@ def _seat(
     holder: dict[int, str],
     seen: set[int],
 ) -> bool:
-    for index, (key, _) in enumerate(seats):
-        if key not in eligible.get(user, set()) or index in seen:
+    mine = [i for i, (key, _) in enumerate(seats) if key in eligible.get(user, set())]
+    free = next((i for i in mine if i not in holder), None)
+    if free is not None:  # a free seat first, so nobody is moved without need
+        holder[free] = user
+        return True
+    for index in mine:
+        if index in seen:
             continue
         seen.add(index)
-        if index not in holder or _seat(holder[index], seats, eligible, holder, seen):
+        if _seat(holder[index], seats, eligible, holder, seen):
             holder[index] = user
             return True
     return False
