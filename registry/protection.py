@@ -38,6 +38,7 @@ ALERT_EVENT = "registry_bot_out_of_band"
 KEYS_KEPT = 20  # alerted changes remembered per version
 NO_APPROVAL = "moved outside registry-bot; no approval was recorded"
 AUTO_REASON = "protect_production: revert"
+CLICKED = "Revert on the out-of-band alert"
 STALE = (
     "{model}'s Production changed since this alert (now {now}); nothing was done. "
     "A new alert follows if it is out of band."
@@ -89,7 +90,7 @@ def revert(svc: Services, name: str, *, key: str, user: str, response_url: str =
     if not drift.sanctioned:
         svc.notifier.tell(to, NOTHING_TO_RESTORE.format(model=name))
         return "refused"
-    _begin_revert(svc, name, drift, actor=user, reason=f"reverted by {user}")
+    _begin_revert(svc, name, drift, actor=user, reason=CLICKED)
     _finish_revert(svc, name, _intent(svc.gateway.versions(name)) or {})
     return "reverted"
 

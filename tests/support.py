@@ -454,3 +454,80 @@ def local_services(mlflow_uri: str, slack, *, clock=None, policy: str = "", **ov
     svc = build_services(settings)
     svc.clock = clock or time.time
     return svc
+
+
+def wait_for(check, what: str, timeout: float = 20.0, interval: float = 0.1):
+    """Poll `check` until it returns something true; return it, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def answers_to(slack, response_url: str, count: int = 1, timeout: float = 20.0) -> list[dict]:
+    """Wait for `count` posts to a click's or command's response URL; return their bodies."""
+    from urllib.parse import quote
+
+    path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
+    found = wait_for(
+        lambda: (lambda c: c if len(c) >= count else None)(
+            [c for c in slack.calls("response_url") if c.path == path]
+        ),
+        f"{count} answer(s) at {path}",
+        timeout=timeout,
+    )
+    return [c.params for c in found]
+
+
+def version_tags(mlflow_uri: str, model: str, version: str) -> dict[str, str]:
+    """Return a version's tags as MLflow has them now."""
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(mlflow_uri).get_model_version(model, version).tags)
+
+
+def stage_and_wait(
+    stack: Stack, mlflow_uri: str, model: str, *, constant: float, requested_by: str = "UREQUESTER"
+) -> tuple[str, str, str]:
+    """Train, send the event and wait for the notice; return (version, channel, notice ts)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    before = {v.version for v in client.search_model_versions(f"name = '{model}'")}
+    run_id = log_model(mlflow_uri, constant=constant)
+    body = {"model_name": model, "run_id": run_id, "requested_by": requested_by}
+    assert stack.post_training(body).status_code == 202
+    new = wait_for(
+        lambda: [
+            v.version
+            for v in client.search_model_versions(f"name = '{model}'")
+            if v.version not in before
+        ],
+        f"a new version of {model}",
+    )[0]
+    tags = wait_for(
+        lambda: (lambda t: t if t.get("registry_bot.notice_ts") else None)(
+            version_tags(mlflow_uri, model, new)
+        ),
+        f"{model} v{new}'s notice",
+    )
+    return new, tags["registry_bot.notice_channel"], tags["registry_bot.notice_ts"]
+
+
+def message_in(slack, channel: str, ts: str) -> dict:
+    """Return the channel's message at `ts` as the double holds it now (with its replies)."""
+    return next(m for m in slack.messages(channel) if m["ts"] == ts)
+
+
+def button_texts(blocks: list[dict]) -> list[str]:
+    """Return the texts of a message's buttons, in order."""
+    return [
+        el["text"]["text"]
+        for block in blocks or []
+        if block.get("type") == "actions"
+        for el in block["elements"]
+        if el.get("type") == "button"
+    ]
