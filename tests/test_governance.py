@@ -379,3 +379,20 @@ def test_a_revert_that_died_after_its_intent_is_finished_by_the_sweep():
     assert world.stage_of("plain", v2) == "Production"  # died here
     assert world.sweep("plain") == {"reverted": 1}
     assert world.stage_of("plain", v1) == "Production" and world.sweep("plain") == {}
+
+
+def test_the_readmes_two_team_example_parses_as_it_says():
+    import re
+
+    from tests.support import REPO
+
+    readme = (REPO / "README.md").read_text()
+    (example,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "recommender" in b]
+    policy = parse_policy(example, "README.md")
+    assert policy.for_model("fraud-detector").approvals == (
+        Slot(1, group="S0FRAUDML"),
+        Slot(1, group="S0RISK"),
+    )
+    assert policy.protection("fraud-detector") == "revert"
+    assert policy.for_model("recommender").freeze == ()
+    assert policy.for_model("anything").channel == "C0MLPLATFORM"
