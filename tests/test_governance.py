@@ -196,6 +196,8 @@ models:
       - {schedule: "0 16 * * FRI", duration: 64h, timezone: Europe/Berlin, reason: weekend freeze}
   guarded:
     protect_production: revert
+  unwatched:
+    protect_production: off
 """
 GROUPS = {"SML": ["UML1", "UML2", "UBOTH"], "SRISK": ["URISK", "UBOTH"]}
 
@@ -396,3 +398,79 @@ def test_the_readmes_two_team_example_parses_as_it_says():
     assert policy.protection("fraud-detector") == "revert"
     assert policy.for_model("recommender").freeze == ()
     assert policy.for_model("anything").channel == "C0MLPLATFORM"
+
+
+# --- MLflow's alias deliveries on /hooks/mlflow ---
+
+
+class RecordingCelery:
+    """Takes tasks as the broker would, and remembers them."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    def send_task(self, name: str, *, kwargs: dict, **options) -> None:
+        self.sent.append((name, kwargs))
+
+
+def mlflow_signed(body: bytes, secret: str) -> dict[str, str]:
+    import base64
+    import hashlib
+    import hmac
+    import time
+    import uuid
+
+    delivery, ts = uuid.uuid4().hex, str(int(time.time()))
+    mac = hmac.new(secret.encode(), f"{delivery}.{ts}.".encode() + body, hashlib.sha256)
+    return {
+        "content-type": "application/json",
+        "X-MLflow-Delivery-Id": delivery,
+        "X-MLflow-Timestamp": ts,
+        "X-MLflow-Signature": "v1," + base64.b64encode(mac.digest()).decode(),
+    }
+
+
+@pytest.fixture
+def alias_hook(redis_url):
+    from tests.support import MLFLOW_SECRET, TRAINING_SECRET
+    from webhooks.app import create_app
+
+    celery = RecordingCelery()
+    settings = Settings(
+        mlflow_tracking_uri="http://x",
+        redis_url=f"{redis_url}/15",
+        training_webhook_secrets=(TRAINING_SECRET,),
+        mlflow_webhook_secret=MLFLOW_SECRET,
+        policy=parse_policy(POLICY, "policy.yaml"),
+    )
+    client = create_app(settings, celery=celery).test_client()
+
+    def post(action: str, data: dict):
+        body = json.dumps({"entity": "model_version_alias", "action": action, "data": data})
+        raw = body.encode()
+        return client.post("/hooks/mlflow", data=raw, headers=mlflow_signed(raw, MLFLOW_SECRET))
+
+    return post, celery
+
+
+def test_a_production_alias_event_queues_a_check_of_a_protected_model(alias_hook):
+    post, celery = alias_hook
+    moved = post("created", {"name": "fraud", "alias": "production", "version": "4"})
+    assert moved.status_code == 202 and moved.json["status"] == "queued"
+    gone = post("deleted", {"name": "churn", "alias": "production"})
+    assert gone.status_code == 202
+    assert [(name, kw["model_name"]) for name, kw in celery.sent] == [
+        ("registry_bot.check_production", "fraud"),
+        ("registry_bot.check_production", "churn"),
+    ]
+
+
+def test_other_aliases_and_unprotected_models_are_ignored_and_bad_ones_refused(alias_hook):
+    post, celery = alias_hook
+    assert post("created", {"name": "fraud", "alias": "staging", "version": "4"}).status_code == 200
+    off = post("created", {"name": "unwatched", "alias": "production", "version": "4"})
+    assert off.status_code == 200 and off.json["status"] == "ignored"
+    bad = post("created", {"name": "fraud", "version": "4"})
+    assert bad.status_code == 400 and "data.alias: required" in bad.json["details"]
+    assert post("created", {"name": "fraud", "alias": "production"}).status_code == 400
+    assert celery.sent == []
