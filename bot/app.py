@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt import App, BoltContext, BoltResponse
 
 from bot.deps import OTHER_WORKSPACE, Deps
-from bot.listeners import commands, decisions
+from bot.listeners import commands, decisions, governance
 from registry.approvers import SlackDirectory
 from registry.queue import Producer
 from registry.settings import Settings
@@ -36,6 +36,7 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
 
     app.middleware(only_our_workspace)
     decisions.register(app)
+    governance.register(app)
     commands.register(app, settings.slack_command)
     app.error(on_error)
     return app

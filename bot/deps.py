@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from registry.decisions import LOOKUP_FAILED, may_decide
 from registry.queue import Producer, QueueUnavailable
-from registry.services import ApproverDirectory
+from registry.services import ApproverDirectory, DirectoryUnavailable
 from registry.settings import Settings
 
 OTHER_WORKSPACE = "registry-bot serves a single workspace; this request came from another one."
@@ -20,6 +21,13 @@ class Deps:
     settings: Settings
     directory: ApproverDirectory
     producer: Producer
+
+    def refusal(self, user: str, verb: str, model: str) -> str:
+        """Return why `user` may not `verb` on `model` ('' when they may); fail closed."""
+        try:
+            return may_decide(self.directory.clicker(user, model=model), verb)
+        except DirectoryUnavailable:
+            return LOOKUP_FAILED.format(verb=verb)
 
     def enqueue(self, task: str, **kwargs: Any) -> bool:
         """Queue a task with primitive keyword arguments; False if the queue is down."""

@@ -1,15 +1,20 @@
-"""Who may approve: the APPROVERS list and the members of APPROVER_GROUP, cached briefly."""
+"""Who may approve: the model's approvers (or APPROVERS and APPROVER_GROUP), groups cached
+briefly, failing closed when Slack does not answer."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from registry.decisions import Clicker
+from registry.decisions import Clicker, model_clicker
+from registry.services import DirectoryUnavailable
 from registry.settings import Settings
+
+log = logging.getLogger(__name__)
 
 CACHE_SECONDS = 60.0
 
@@ -24,21 +29,24 @@ class SlackDirectory:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, object]] = {}
 
-    def clicker(self, user: str, *, with_email: bool = False) -> Clicker:
-        """Describe `user` for the decision rules."""
-        return Clicker(
-            user=user,
+    def clicker(self, user: str, *, with_email: bool = False, model: str = "") -> Clicker:
+        """Describe `user` for the decision rules, as `model`'s policy sees them."""
+        return model_clicker(
+            self.settings,
+            model,
+            user,
+            in_group=self.in_group,
             email=self.email(user) if with_email else "",
-            is_approver=self.is_approver(user),
-            nobody_may_approve=self.settings.nobody_may_approve,
         )
 
     def is_approver(self, user: str) -> bool:
         """Say whether `user` is listed in APPROVERS or belongs to APPROVER_GROUP."""
-        if user in self.settings.approvers:
-            return True
-        group = self.settings.approver_group
-        return bool(group) and user in self._cached(f"group:{group}", lambda: self._members(group))
+        return self.clicker(user).is_approver
+
+    def in_group(self, user: str, group: str) -> bool:
+        """Say whether `user` belongs to the user group; raise DirectoryUnavailable if Slack
+        does not say (a failure is never cached)."""
+        return user in self._cached(f"group:{group}", lambda: self._members(group))
 
     def email(self, user: str) -> str:
         """Return the user's e-mail address, or '' if Slack does not say."""
@@ -52,7 +60,11 @@ class SlackDirectory:
             return ""
 
     def _members(self, group: str) -> frozenset[str]:
-        return frozenset(self.client.usergroups_users_list(usergroup=group)["users"])
+        try:
+            return frozenset(self.client.usergroups_users_list(usergroup=group)["users"])
+        except (SlackApiError, OSError) as exc:  # OSError: unreachable, timed out
+            log.warning("user group lookup failed: %s", exc, extra={"group": group})
+            raise DirectoryUnavailable(f"user group {group} lookup failed") from exc
 
     def _email(self, user: str) -> str:
         try:

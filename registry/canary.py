@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Mapping
 
+from registry.freeze import hold_if_frozen
 from registry.messages import format_time
 from registry.notice import refresh_notice, thread
 from registry.policy import Canary
@@ -96,6 +97,9 @@ def canary_verdict(
 
 def finish_canary(svc: Services, mv: ModelVersion) -> str:
     """Promote a version whose canary window is over (and passed, when a report is needed)."""
+    approvers, done = mv.tag("canary_approved_by"), {"canary_state": "done"}
+    if hold_if_frozen(svc, mv, approvers, actor="canary", extra=done):
+        return "frozen"  # the sweep promotes it when the freeze ends
     current = svc.gateway.production(mv.name)
     replaces = current.version if current and current.version != mv.version else ""
     decided = {

@@ -20,6 +20,9 @@ EVENT_TYPES = {
     "expired": "expired",
     "canary_passed": "canary_verdict",
     "canary_failed": "canary_verdict",
+    "out_of_band": "out_of_band",
+    "reverted": "reverted",
+    "accepted": "accepted",
 }
 
 

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from registry.governance import (
+    all_filled,
+    approvers_of,
+    eligible_slots,
+    fill_slots,
+    is_model_approver,
+    missing_text,
+    nobody_may_approve,
+    seated,
+    slot_fills_on,
+    slots_of,
+)
 from registry.messages import format_time, mentions
+from registry.policy import Slot
+from registry.settings import Settings
 from registry.versions import ModelVersion
 
 NOT_APPROVER = "Only approvers may {verb} model versions; you are not one."
@@ -14,6 +29,21 @@ CANARY_RUNNING = (
     "{name} v{version} is already approved and in its canary window until {until}; nothing changed."
 )
 ALREADY_APPROVED_BY_YOU = "You already approved {name} v{version} ({count})."
+IN_NO_SLOT = (
+    "{name} v{version} needs approvals from {missing}; you are in none of those, so your "
+    "click fills no slot. Nothing changed."
+)
+SLOT_FULL = (
+    "Your slot on {name} v{version} is already full; still missing: {missing}. Nothing changed."
+)
+FROZEN_WAITING = (
+    "{name} v{version} is already approved and waits for the change freeze to end "
+    "({until}); nothing changed."
+)
+LOOKUP_FAILED = (
+    "registry-bot could not check with Slack who may {verb} (a user group lookup failed); "
+    "nothing changed. Please try again."
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +54,7 @@ class Clicker:
     email: str = ""
     is_approver: bool = False
     nobody_may_approve: bool = False
+    slots: tuple[str, ...] = ()  # keys of the model's approval slots this user may fill
 
 
 @dataclass(frozen=True)
@@ -34,14 +65,40 @@ class Verdict:
     message: str = ""
 
 
-def judge_approval(mv: ModelVersion, clicker: Clicker, *, required: int) -> Verdict:
-    """Decide what an Approve click on `mv` does."""
+def model_clicker(
+    settings: Settings,
+    model: str,
+    user: str,
+    *,
+    in_group: Callable[[str, str], bool],
+    email: str = "",
+) -> Clicker:
+    """Describe `user` as the model's policy sees them (`in_group` raising fails closed).
+
+    Without a model entry (or with model ''), the defaults: APPROVERS and APPROVER_GROUP.
+    """
+    slots = eligible_slots(user, slots_of(settings, model), in_group)
+    return Clicker(
+        user=user,
+        email=email,
+        is_approver=is_model_approver(user, approvers_of(settings, model), slots, in_group),
+        nobody_may_approve=nobody_may_approve(settings, model),
+        slots=slots,
+    )
+
+
+def judge_approval(
+    mv: ModelVersion, clicker: Clicker, *, required: int, slots: Sequence[Slot] = ()
+) -> Verdict:
+    """Decide what an Approve click on `mv` does (with `slots`, by the model's slots)."""
     refusal = _refusal(clicker, "approve") or _settled(mv)
     if refusal:
         return refusal
     if is_requester(mv, clicker):
         return Verdict("refused", OWN_VERSION.format(name=mv.name, version=mv.version))
     approvals = approvals_on(mv)
+    if slots:
+        return _judge_slots(mv, clicker, slots, approvals)
     if clicker.user in approvals:
         count = f"{len(approvals)} of {required} approvals"
         return Verdict(
@@ -50,6 +107,25 @@ def judge_approval(mv: ModelVersion, clicker: Clicker, *, required: int) -> Verd
     if len(approvals) + 1 >= required:
         return Verdict("promote")
     return Verdict("count")
+
+
+def _judge_slots(
+    mv: ModelVersion, clicker: Clicker, slots: Sequence[Slot], approvals: list[str]
+) -> Verdict:
+    """Seat the clicker in an open slot if any can be had; promote when all are full."""
+    eligible = slot_fills_on(mv)
+    before = fill_slots(slots, eligible, approvals)
+    if clicker.user in approvals:
+        count = f"{seated(before)} of {sum(s.count for s in slots)} approvals"
+        return Verdict(
+            "done", ALREADY_APPROVED_BY_YOU.format(name=mv.name, version=mv.version, count=count)
+        )
+    after = fill_slots(slots, {**eligible, clicker.user: clicker.slots}, [*approvals, clicker.user])
+    if seated(after) == seated(before):
+        template = SLOT_FULL if clicker.slots else IN_NO_SLOT
+        missing = missing_text(slots, before)
+        return Verdict("done", template.format(name=mv.name, version=mv.version, missing=missing))
+    return Verdict("promote" if all_filled(slots, after) else "count")
 
 
 def judge_rejection(mv: ModelVersion, clicker: Clicker) -> Verdict:
@@ -107,6 +183,9 @@ def _settled(mv: ModelVersion) -> Verdict | None:
     if mv.tag("canary_state") in ("running", "passed"):
         until = format_time(float(mv.tag("canary_until") or 0))
         return Verdict("done", CANARY_RUNNING.format(name=mv.name, version=mv.version, until=until))
+    if mv.tag("freeze_state") == "waiting":
+        until = mv.tag("freeze_until_text") or format_time(float(mv.tag("freeze_until") or 0))
+        return Verdict("done", FROZEN_WAITING.format(name=mv.name, version=mv.version, until=until))
     if mv.tag("gates") == "failed":
         return Verdict(
             "done",

@@ -24,6 +24,7 @@ _MODEL_URI = re.compile(r"^[a-z][a-z0-9+.-]*:/\S{1,1000}$")
 USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")  # a Slack user ID
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,9}$")
+_ALIAS_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 
 
 class SignatureError(ValueError):
@@ -64,6 +65,16 @@ class VersionCreated:
     run_id: str
     source: str
     created_by_us: bool
+
+
+@dataclass(frozen=True)
+class AliasChanged:
+    """MLflow's `model_version_alias.created` / `.deleted` payload: an alias moved or went."""
+
+    model_name: str
+    alias: str
+    version: str  # "" when the alias was deleted
+    action: str  # "created" or "deleted"
 
 
 @dataclass(frozen=True)
@@ -205,6 +216,28 @@ def parse_mlflow_event(body: bytes) -> VersionCreated | None:
         source=str(payload.get("source") or ""),
         created_by_us=CREATED_BY_TAG in tags,
     )
+
+
+def parse_mlflow_alias_event(body: bytes) -> AliasChanged | None:
+    """Return the alias change from an MLflow webhook body, or None for other events."""
+    data = _json_object(body)
+    action = data.get("action")
+    if data.get("entity") != "model_version_alias" or action not in ("created", "deleted"):
+        return None
+    payload = data.get("data")
+    if not isinstance(payload, dict):
+        raise InvalidEvent("invalid MLflow event", ["data: must be an object"])
+    problems: list[str] = []
+    name = _required(payload, "name", _MODEL_NAME, problems)
+    alias = _required(payload, "alias", _ALIAS_NAME, problems)
+    version = ""
+    if action == "created":
+        version = _required(
+            {**payload, "version": str(payload.get("version") or "")}, "version", _VERSION, problems
+        )
+    if problems:
+        raise InvalidEvent("invalid MLflow event", [f"data.{p}" for p in problems])
+    return AliasChanged(model_name=name, alias=alias, version=version, action=str(action))
 
 
 def _text(body: bytes) -> str:

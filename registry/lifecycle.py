@@ -7,13 +7,27 @@ import logging
 from dataclasses import dataclass
 
 from registry.canary import start_canary
-from registry.decisions import approvals_on, judge_approval, judge_rejection
+from registry.decisions import (
+    LOOKUP_FAILED,
+    Clicker,
+    approvals_on,
+    judge_approval,
+    judge_rejection,
+)
 from registry.events import TrainingEvent
-from registry.notice import metrics_of, notice_channel, post_notice_once, refresh_notice
+from registry.freeze import approval_text, hold_if_frozen, slot_fills_tags
+from registry.governance import required_of, slots_of
+from registry.notice import (
+    metrics_of,
+    model_channel,
+    notice_channel,
+    post_notice_once,
+    refresh_notice,
+)
 from registry.policy import GateVerdict, evaluate, verdict_line
 from registry.promotion import archive_decided, promote
 from registry.record import prefixed, record, stamp
-from registry.services import Recipient, Services
+from registry.services import DirectoryUnavailable, Recipient, Services
 from registry.versions import ModelVersion, VersionNotFound
 
 log = logging.getLogger(__name__)
@@ -69,7 +83,7 @@ def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> S
         name,
         version,
         prefixed(
-            {"notice_channel": svc.notifier.channel, "notice_ts": ts, "noticed_at": stamp(svc)}
+            {"notice_channel": model_channel(svc, name), "notice_ts": ts, "noticed_at": stamp(svc)}
         ),
     )
     log.info("notice posted", extra={**_ctx(event_id, mv), "notice_ts": ts})
@@ -94,15 +108,27 @@ def approve(svc: Services, name: str, version: str, *, user: str, response_url: 
         return "missing"
     if mv.tag("decision") == "approved" and not mv.tag("announced"):
         return promote(svc, mv)  # a crash left it half done: finish it
-    clicker = svc.directory.clicker(user, with_email="@" in mv.tag("requested_by"))
-    verdict = judge_approval(mv, clicker, required=svc.settings.required_approvals)
+    clicker = _clicker(svc, mv, user, "approve", response_url, with_email=True)
+    if clicker is None:
+        return "refused"
+    slots = slots_of(svc.settings, name)
+    verdict = judge_approval(mv, clicker, required=required_of(svc.settings, name), slots=slots)
     if verdict.action in ("refused", "done"):
         svc.notifier.tell(Recipient(notice_channel(svc, mv), user, response_url), verdict.message)
         return verdict.action
     approvals = ",".join([*approvals_on(mv), user])
+    if slots:  # who could fill which slot, as Slack said at this click
+        svc.gateway.set_tags(name, version, slot_fills_tags(mv, clicker))
+        mv = svc.gateway.get_version(name, version)
     canary = svc.settings.policy.for_model(name).canary
     if verdict.action == "promote" and canary:
         return start_canary(svc, mv, canary, approvals)
+    if verdict.action == "promote" and hold_if_frozen(svc, mv, approvals, actor=user):
+        svc.notifier.tell(
+            Recipient(notice_channel(svc, mv), user, response_url),
+            approval_text(svc, svc.gateway.get_version(name, version)),
+        )
+        return "frozen"
     if verdict.action == "promote":
         current = svc.gateway.production(name)
         replaces = current.version if current and current.version != version else ""
@@ -118,10 +144,8 @@ def approve(svc: Services, name: str, version: str, *, user: str, response_url: 
     record(svc, mv, "approval", actor=user, extra={"approvals": approvals})
     mv = svc.gateway.get_version(name, version)
     refresh_notice(svc, mv)
-    count = f"{len(approvals_on(mv))} of {svc.settings.required_approvals}"
     svc.notifier.tell(
-        Recipient(notice_channel(svc, mv), user, response_url),
-        f"Your approval of {name} v{version} is counted: {count} approvals.",
+        Recipient(notice_channel(svc, mv), user, response_url), approval_text(svc, mv)
     )
     return "counted"
 
@@ -134,7 +158,10 @@ def reject(
     if mv is None:
         return "missing"
     if not (mv.tag("decision") == "rejected" and not mv.tag("announced")):
-        verdict = judge_rejection(mv, svc.directory.clicker(user))
+        clicker = _clicker(svc, mv, user, "reject", response_url)
+        if clicker is None:
+            return "refused"
+        verdict = judge_rejection(mv, clicker)
         if verdict.action != "reject":
             svc.notifier.tell(
                 Recipient(notice_channel(svc, mv), user, response_url), verdict.message
@@ -174,6 +201,25 @@ def _current(
             Recipient(svc.settings.slack_channel, user, response_url),
             f"{name} v{version} no longer exists in the registry; nothing changed.",
         )
+        return None
+
+
+def _clicker(
+    svc: Services,
+    mv: ModelVersion,
+    user: str,
+    verb: str,
+    response_url: str,
+    *,
+    with_email: bool = False,
+) -> Clicker | None:
+    """Ask who the clicker is for this model; on a failed lookup tell them to try again."""
+    try:
+        email = with_email and "@" in mv.tag("requested_by")
+        return svc.directory.clicker(user, with_email=email, model=mv.name)
+    except DirectoryUnavailable:
+        to = Recipient(notice_channel(svc, mv), user, response_url)
+        svc.notifier.tell(to, LOOKUP_FAILED.format(verb=verb))
         return None
 
 

@@ -45,6 +45,7 @@ class NoticeFacts:
     gate_lines: Sequence[str] = ()
     gates_passed: bool = True
     status_line: str = ""  # e.g. a canary window in progress
+    slot_lines: Sequence[str] = ()  # one line per approvals slot, when the model has slots
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def staging_notice(facts: NoticeFacts) -> tuple[str, list[dict]]:
     if not facts.gates_passed:
         blocks.append({"type": "section", "text": _mrkdwn(GATES_FAILED)})
         return _headline(facts, "failed its promotion gates"), blocks
-    blocks.append(_context(approval_count(facts)))
+    blocks.append(_approvals_block(facts))
     if facts.status_line:
         blocks.append({"type": "section", "text": _mrkdwn(facts.status_line)})
         return _headline(facts, "is in Staging"), blocks
@@ -103,6 +104,13 @@ def decided_notice(facts: NoticeFacts, outcome: Outcome) -> tuple[str, list[dict
         line += f"\n>{_escape(outcome.reason)}"
     blocks = [*_facts_blocks(facts, outcome.verb), {"type": "section", "text": _mrkdwn(line)}]
     return _headline(facts, f"{outcome.verb.lower()}"), blocks
+
+
+def _approvals_block(facts: NoticeFacts) -> dict:
+    if not facts.slot_lines:
+        return _context(approval_count(facts))
+    lines = "\n".join(facts.slot_lines)
+    return {"type": "section", "text": _mrkdwn(f"*Approvals* ({approval_count(facts)})\n{lines}")}
 
 
 def approval_count(facts: NoticeFacts) -> str:
@@ -213,6 +221,107 @@ def reject_modal(model_name: str, version: str, *, channel: str, message_ts: str
                 "type": "input",
                 "block_id": REASON_BLOCK,
                 "label": {"type": "plain_text", "text": f"Why reject {model_name} v{version}?"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": REASON_INPUT,
+                    "multiline": True,
+                    "max_length": 2000,
+                },
+            }
+        ],
+    }
+
+
+REVERT_ACTION = "revert_production"
+ACCEPT_ACTION = "accept_production"
+REVERT_TEXT = "Revert"
+ACCEPT_TEXT = "Accept"
+ACCEPT_MODAL = "accept_reason"
+ALERT_BLOCK = "out_of_band"
+
+
+@dataclass(frozen=True)
+class OutOfBandFacts:
+    """What an out-of-band alert says: the model, what serves now, what it replaced."""
+
+    model_name: str
+    key: str
+    current: Sequence[str]
+    sanctioned: str
+    can_revert: bool = True
+
+
+def out_of_band_alert(facts: OutOfBandFacts) -> tuple[str, list[dict]]:
+    """Build the alert about a Production change made outside registry-bot."""
+    text = f"Out-of-band change: {_production_change(facts)}; no approval was recorded."
+    blocks: list[dict] = [{"type": "section", "text": _mrkdwn(f":rotating_light: {text}")}]
+    action = (
+        "Revert restores the version registry-bot last made Production"
+        if (facts.can_revert and facts.sanctioned)
+        else "There is no approved version to restore"
+    )
+    blocks.append(_context(f"{action}; Accept records this change as approved by you."))
+    buttons = [_alert_button(ACCEPT_TEXT, ACCEPT_ACTION, facts, "primary")]
+    if facts.can_revert and facts.sanctioned:
+        buttons.insert(0, _alert_button(REVERT_TEXT, REVERT_ACTION, facts, "danger"))
+    blocks.append({"type": "actions", "block_id": ALERT_BLOCK, "elements": buttons})
+    return text, blocks
+
+
+def resolved_alert(facts: OutOfBandFacts, line: str) -> tuple[str, list[dict]]:
+    """Build the alert once handled: no buttons, what was done."""
+    text = f"Out-of-band change: {_production_change(facts)}."
+    return text, [
+        {"type": "section", "text": _mrkdwn(f":rotating_light: {text}")},
+        {"type": "section", "text": _mrkdwn(line)},
+    ]
+
+
+def _production_change(facts: OutOfBandFacts) -> str:
+    now = ", ".join(f"v{v}" for v in facts.current)
+    was = f"v{facts.sanctioned}" if facts.sanctioned else "no version approved through registry-bot"
+    if not facts.current:
+        return f"{facts.model_name} has no Production version any more (it was {was})"
+    return f"{facts.model_name} {now} became Production in place of {was}"
+
+
+def _alert_button(text: str, action_id: str, facts: OutOfBandFacts, style: str) -> dict:
+    value = json.dumps({"model": facts.model_name, "key": facts.key}, separators=(",", ":"))
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text},
+        "action_id": action_id,
+        "style": style,
+        "value": value,
+    }
+
+
+def parse_alert_value(value: str) -> tuple[str, str]:
+    """Return (model, change key) from an alert button; raise ValueError if it is not ours."""
+    data = json.loads(value)
+    if not isinstance(data, dict) or not data.get("model") or not data.get("key"):
+        raise ValueError("not a registry-bot alert value")
+    return str(data["model"]), str(data["key"])
+
+
+def accept_modal(model_name: str, key: str, *, channel: str, message_ts: str) -> dict:
+    """Build the modal that asks why an out-of-band change is accepted."""
+    meta = {"model": model_name, "key": key, "channel": channel, "ts": message_ts}
+    return {
+        "type": "modal",
+        "callback_id": ACCEPT_MODAL,
+        "private_metadata": json.dumps(meta, separators=(",", ":")),
+        "title": {"type": "plain_text", "text": "Accept change"},
+        "submit": {"type": "plain_text", "text": "Accept"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": REASON_BLOCK,
+                "label": {
+                    "type": "plain_text",
+                    "text": f"Why accept the change to {model_name}'s Production?",
+                },
                 "element": {
                     "type": "plain_text_input",
                     "action_id": REASON_INPUT,

@@ -6,6 +6,15 @@ import json
 import uuid
 
 from registry.decisions import approvals_on
+from registry.governance import (
+    channel_of,
+    fill_slots,
+    nobody_may_approve,
+    required_of,
+    slot_fills_on,
+    slot_lines,
+    slots_of,
+)
 from registry.messages import (
     NoticeFacts,
     Outcome,
@@ -28,9 +37,9 @@ def post_notice_once(svc: Services, mv: ModelVersion) -> str:
     The nonce is tagged before posting and travels in the message metadata, so a
     rerun finds a notice Slack received but this service never heard back about.
     """
-    nonce = mv.tag("notice_nonce")
+    nonce, channel = mv.tag("notice_nonce"), model_channel(svc, mv.name)
     if nonce:
-        found = svc.notifier.find_posted(NOTICE_EVENT, nonce)
+        found = svc.notifier.find_posted(NOTICE_EVENT, nonce, channel=channel)
         if found:
             return found
     nonce = uuid.uuid4().hex
@@ -40,7 +49,7 @@ def post_notice_once(svc: Services, mv: ModelVersion) -> str:
         "event_type": NOTICE_EVENT,
         "event_payload": {"model": mv.name, "version": mv.version, "nonce": nonce},
     }
-    return svc.notifier.post(text, blocks, metadata=metadata)
+    return svc.notifier.post(text, blocks, channel=channel, metadata=metadata)
 
 
 def refresh_notice(svc: Services, mv: ModelVersion, outcome: Outcome | None = None) -> None:
@@ -61,8 +70,13 @@ def thread(svc: Services, mv: ModelVersion, text: str) -> None:
 
 
 def notice_channel(svc: Services, mv: ModelVersion) -> str:
-    """Return the channel of the version's notice, or the notice channel of the settings."""
-    return mv.tag("notice_channel") or svc.settings.slack_channel
+    """Return the channel of the version's notice, or its model's channel."""
+    return mv.tag("notice_channel") or model_channel(svc, mv.name)
+
+
+def model_channel(svc: Services, model: str) -> str:
+    """Return where the model's notices, plans, alerts and announcements go."""
+    return channel_of(svc.settings, model, svc.notifier.channel)
 
 
 def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
@@ -92,11 +106,30 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
         production_version=prod.version if prod else "",
         production_metrics=prod_metrics,
         approvals=tuple(approvals_on(mv)),
-        required_approvals=settings.required_approvals,
-        nobody_may_approve=settings.nobody_may_approve,
+        required_approvals=required_of(settings, mv.name),
+        nobody_may_approve=nobody_may_approve(settings, mv.name),
         gate_lines=[verdict_line(v) for v in verdicts],
         gates_passed=mv.tag("gates") != "failed",
-        status_line=canary_line(mv),
+        status_line=canary_line(mv) or frozen_line(mv),
+        slot_lines=_slot_lines(svc, mv),
+    )
+
+
+def _slot_lines(svc: Services, mv: ModelVersion) -> list[str]:
+    slots = slots_of(svc.settings, mv.name)
+    if not slots:
+        return []
+    return slot_lines(slots, fill_slots(slots, slot_fills_on(mv), approvals_on(mv)))
+
+
+def frozen_line(mv: ModelVersion) -> str:
+    """Describe an approved version waiting for a change freeze to end, or ''."""
+    if mv.tag("freeze_state") != "waiting":
+        return ""
+    reason = mv.tag("freeze_reason")
+    return (
+        f":snowflake: Approved by {mentions(mv.tag('freeze_approved_by'))}; frozen until "
+        f"{mv.tag('freeze_until_text')}{f' ({reason})' if reason else ''}, then Production."
     )
 
 

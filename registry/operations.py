@@ -8,7 +8,14 @@ from dataclasses import replace
 
 from registry import lifecycle
 from registry.commands import Command
+from registry.governance import (
+    active_freeze,
+    approvers_line,
+    freeze_line,
+    required_of,
+)
 from registry.messages import mention
+from registry.notice import model_channel
 from registry.record import record, stamp
 from registry.reports import (
     RollbackPlan,
@@ -34,13 +41,12 @@ def answer_command(
 
     versions = svc.gateway.versions(cmd.model)
     if cmd.verb == "status":
-        tell(
-            status_text(
-                cmd.model, _with_run_metrics(svc, versions), svc.settings.required_approvals
-            )
-        )
+        required = required_of(svc.settings, cmd.model)
+        text = status_text(cmd.model, _with_run_metrics(svc, versions), required)
+        tell(_with_governance(svc, cmd.model, text, versions, status=True))
     elif cmd.verb == "history":
-        tell(history_text(cmd.model, versions, cmd.count))
+        text = history_text(cmd.model, versions, cmd.count)
+        tell(_with_governance(svc, cmd.model, text, versions))
     elif cmd.verb == "promote":
         tell(_promote(svc, cmd, versions))
     elif cmd.verb == "rollback":
@@ -91,15 +97,39 @@ def rollback(
     )
     text = (
         f"{mention(user)} rolled {plan.model} back from v{plan.current} to v{plan.target}"
-        f" (v{plan.current} archived). Reason: {why}"
+        f" (v{plan.current} archived). Reason: {why}{_during_freeze(svc, plan.model)}"
     )
-    svc.notifier.post(text, [], channel=channel)
+    svc.notifier.post(text, [], channel=model_channel(svc, plan.model))
     svc.notifier.tell(
         Recipient(channel, user, response_url),
         f"Done: {plan.model} v{plan.target} is Production again.",
         replace=True,
     )
     return "rolled_back"
+
+
+def _with_governance(
+    svc: Services, model: str, text: str, versions: list[ModelVersion], *, status: bool = False
+) -> str:
+    """Add where the model is discussed, who approves it and, for status, its freeze."""
+    if not versions:
+        return text
+    lines = [text, f"Channel: <#{model_channel(svc, model)}>", approvers_line(svc.settings, model)]
+    freezes = svc.settings.policy.for_model(model).freeze
+    frozen = freeze_line(freezes, float(svc.clock())) if status else ""
+    return "\n".join([*lines, frozen] if frozen else lines)
+
+
+def _during_freeze(svc: Services, model: str) -> str:
+    """Say that a rollback ran during a change freeze, which never holds it back."""
+    window = active_freeze(svc.settings.policy.for_model(model).freeze, float(svc.clock()))
+    if window is None:
+        return ""
+    why = f" ({window.reason})" if window.reason else ""
+    return (
+        f"\nThis rollback ran during a change freeze until {window.until_text()}{why}: "
+        "rollback is never frozen."
+    )
 
 
 def _with_run_metrics(svc: Services, versions: list[ModelVersion]) -> list[ModelVersion]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NoReturn
 
 import yaml
+from cronsim import CronSim, CronSimError
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -19,9 +20,24 @@ Direction = Literal["higher", "lower"]
 EPSILON = 1e-12
 
 TOP_KEYS = ("defaults", "models")
-MODEL_KEYS = ("gates", "approval_expires_after", "remind_every", "canary")
+MODEL_KEYS = (
+    "gates",
+    "approval_expires_after",
+    "remind_every",
+    "canary",
+    "channel",
+    "approvers",
+    "approvals",
+    "protect_production",
+    "freeze",
+)
 GATE_KEYS = ("metric", "min", "max", "no_worse_than_production", "direction")
 CANARY_KEYS = ("duration", "require_report")
+APPROVERS_KEYS = ("users", "groups")
+SLOT_KEYS = ("group", "users", "count")
+FREEZE_KEYS = ("schedule", "duration", "timezone", "reason")
+PROTECT_ACTIONS = ("alert", "revert", "off")
+MAX_SLOT_COUNT = 20
 DIRECTIONS: tuple[Direction, ...] = ("higher", "lower")
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -30,6 +46,11 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$")
 _NUMBER = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$")
 _LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
 _NULL_TAG = "tag:yaml.org,2002:null"
+_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_GROUP = re.compile(r"^S[A-Z0-9]{2,}$")
+# An IANA key: letters, digits and -_+ in slash-separated parts, no `..` (zoneinfo reads files).
+_ZONE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*$")
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 EMPTY_FILE = "policy file is empty"
@@ -48,6 +69,14 @@ NO_MERGE = "merge keys (<<) are not supported; a model's unset keys already come
 MISSING_METRIC = "{metric}: missing from the run"
 NOT_FINITE_METRIC = "{metric}: {value!r} is not a finite number"
 NO_PRODUCTION = "no Production to compare"
+BAD_CHANNEL = "channel must be a Slack channel ID like C0123ABCD, got {value}"
+BAD_USER = "{key} must list Slack user IDs like U0123ABCD, got {value}"
+BAD_GROUP = "{key} must be a Slack user group ID like S0123ABCD, got {value}"
+SLOT_NEEDS_MEMBERS = "an approvals slot needs a group or users (who may fill it)"
+BAD_PROTECT = "protect_production must be one of alert, revert, off, got {value}"
+BAD_CRON = "freeze schedule {value} is not a cron expression ({problem})"
+BAD_ZONE = "freeze timezone {value} is not an IANA time zone (like Europe/Berlin)"
+FREEZE_NEEDS = "a freeze needs a schedule (cron) and a duration"
 PASS_MARK = "✅"
 FAIL_MARK = "❌"
 
@@ -99,6 +128,38 @@ class Canary:
 
 
 @dataclass(frozen=True)
+class Approvers:
+    """Who may approve, reject, promote and roll back a model: users and user groups."""
+
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One approvals slot: `count` distinct approvers from its group or its users."""
+
+    count: int = 1
+    group: str = ""
+    users: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Return what names this slot in the durable record."""
+        return f"{self.group}|{','.join(self.users)}"
+
+
+@dataclass(frozen=True)
+class Freeze:
+    """A change freeze: windows starting on a cron schedule, lasting `duration` seconds."""
+
+    schedule: str
+    duration: float
+    timezone: str = "UTC"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class ModelPolicy:
     """The policy that applies to one registered model."""
 
@@ -106,6 +167,11 @@ class ModelPolicy:
     approval_expires_after: float | None = None
     remind_every: float | None = None
     canary: Canary | None = None
+    channel: str = ""  # "" is SLACK_CHANNEL
+    approvers: Approvers | None = None  # None is APPROVERS / APPROVER_GROUP
+    approvals: tuple[Slot, ...] = ()  # () is REQUIRED_APPROVALS of the approvers
+    protect_production: str | None = None  # None is the default (alert with a policy file)
+    freeze: tuple[Freeze, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +180,8 @@ class Policy:
 
     defaults: ModelPolicy = field(default_factory=ModelPolicy)
     models: dict[str, ModelPolicy] = field(default_factory=dict)
+    # A policy read from a file protects Production by default (SPEC 11); none does not.
+    from_file: bool = field(default=False, compare=False)
 
     @classmethod
     def empty(cls) -> Policy:
@@ -123,6 +191,11 @@ class Policy:
     def for_model(self, name: str) -> ModelPolicy:
         """Return the policy for the model `name`."""
         return self.models.get(name, self.defaults)
+
+    def protection(self, name: str) -> str:
+        """Return the model's protect_production action: alert, revert or off."""
+        chosen = self.for_model(name).protect_production
+        return chosen or ("alert" if self.from_file else "off")
 
 
 @dataclass(frozen=True)
@@ -199,7 +272,7 @@ def _policy(root: Node | None) -> Policy:
     if "defaults" in top:
         defaults = _model_policy(top["defaults"], defaults, "defaults")
     models = _models(top["models"], defaults) if "models" in top else {}
-    return Policy(defaults=defaults, models=models)
+    return Policy(defaults=defaults, models=models, from_file=True)
 
 
 def _models(node: Node, defaults: ModelPolicy) -> dict[str, ModelPolicy]:
@@ -222,6 +295,7 @@ def _model_policy(node: Node, base: ModelPolicy, where: str) -> ModelPolicy:
             changes[key] = _optional_duration(fields[key], key)
     if "canary" in fields:
         changes["canary"] = _canary(fields["canary"])
+    changes.update(_governance(fields))
     # A model's entry replaces each key it sets; the rest come from the defaults.
     return replace(base, **changes)
 
@@ -283,6 +357,140 @@ def _canary(node: Node) -> Canary | None:
     report = fields.get("require_report")
     require_report = report is not None and _flag(report, "canary.require_report")
     return Canary(duration=duration, require_report=require_report)
+
+
+def _governance(fields: dict[str, Node]) -> dict[str, Any]:
+    """Parse the routing and governance keys that are set; null restores each default."""
+    parsers = {
+        "channel": lambda n: "" if _is_null(n) else _channel(n),
+        "approvers": lambda n: None if _is_null(n) else _approvers(n),
+        "approvals": lambda n: () if _is_null(n) else _slots(n),
+        "protect_production": lambda n: "off" if _is_null(n) else _protect(n),
+        "freeze": lambda n: () if _is_null(n) else _freezes(n),
+    }
+    return {key: parse(fields[key]) for key, parse in parsers.items() if key in fields}
+
+
+def _channel(node: Node) -> str:
+    value = _scalar(node, "channel", "a channel ID")
+    if not isinstance(value, str) or not _CHANNEL.match(value):
+        _fail(node, BAD_CHANNEL.format(value=_describe(node)))
+    return value
+
+
+def _approvers(node: Node) -> Approvers:
+    fields = _mapping(node, "approvers", APPROVERS_KEYS)
+    users = _ids(fields["users"], "approvers.users", _USER) if "users" in fields else ()
+    groups = _ids(fields["groups"], "approvers.groups", _GROUP) if "groups" in fields else ()
+    return Approvers(users=users, groups=groups)
+
+
+def _ids(node: Node, key: str, pattern: re.Pattern) -> tuple[str, ...]:
+    template = BAD_GROUP if pattern is _GROUP else BAD_USER
+    if not isinstance(node, SequenceNode):
+        _fail(node, f"{key} must be a list, got {_describe(node)}")
+    found: list[str] = []
+    for item in node.value:
+        value = _scalar(item, key, "an ID")
+        if not isinstance(value, str) or not pattern.match(value):
+            _fail(item, template.format(key=key, value=_describe(item)))
+        found.append(value)
+    return tuple(dict.fromkeys(found))
+
+
+def _slots(node: Node) -> tuple[Slot, ...]:
+    if not isinstance(node, SequenceNode):
+        _fail(
+            node,
+            f"approvals must be a list of slots (use null for the default), got {_describe(node)}",
+        )
+    return tuple(_slot(item) for item in node.value)
+
+
+def _slot(node: Node) -> Slot:
+    fields = _mapping(node, "an approvals slot", SLOT_KEYS)
+    group = ""
+    if "group" in fields:
+        group = _scalar(fields["group"], "group", "a user group ID")
+        if not isinstance(group, str) or not _GROUP.match(group):
+            _fail(fields["group"], BAD_GROUP.format(key="group", value=_describe(fields["group"])))
+    users = _ids(fields["users"], "users", _USER) if "users" in fields else ()
+    if not group and not users:
+        _fail(node, SLOT_NEEDS_MEMBERS)
+    count = _count(fields["count"]) if "count" in fields else 1
+    if users and not group and count > len(users):
+        _fail(fields["count"], f"count {count} is more than the {len(users)} users listed")
+    return Slot(count=count, group=group, users=users)
+
+
+def _count(node: Node) -> int:
+    value = _scalar(node, "count", "a whole number")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SLOT_COUNT:
+        _fail(
+            node, f"count must be a whole number from 1 to {MAX_SLOT_COUNT}, got {_describe(node)}"
+        )
+    return value
+
+
+def _protect(node: Node) -> str:
+    _scalar(node, "protect_production", "alert, revert or off")
+    # The raw text: YAML 1.1 would read a bare `off` as false.
+    value = str(node.value).strip()
+    if value not in PROTECT_ACTIONS:
+        _fail(node, BAD_PROTECT.format(value=_describe(node)))
+    return value
+
+
+def _freezes(node: Node) -> tuple[Freeze, ...]:
+    if not isinstance(node, SequenceNode):
+        _fail(node, f"freeze must be a list of windows, got {_describe(node)}")
+    return tuple(_freeze(item) for item in node.value)
+
+
+def _freeze(node: Node) -> Freeze:
+    fields = _mapping(node, "a freeze", FREEZE_KEYS)
+    if "schedule" not in fields or "duration" not in fields:
+        _fail(node, FREEZE_NEEDS)
+    zone = _zone(fields["timezone"]) if "timezone" in fields else "UTC"
+    schedule = _cron(fields["schedule"], zone)
+    duration = _duration(fields["duration"], "freeze.duration")
+    reason = _text(fields["reason"], "freeze.reason") if "reason" in fields else ""
+    return Freeze(schedule=schedule, duration=duration, timezone=zone, reason=reason)
+
+
+def _zone(node: Node) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    value = _scalar(node, "timezone", "an IANA time zone")
+    if not isinstance(value, str) or not _ZONE.match(value):
+        _fail(node, BAD_ZONE.format(value=_describe(node)))
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        _fail(node, BAD_ZONE.format(value=_describe(node)))
+    return value
+
+
+def _cron(node: Node, zone: str) -> str:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    value = _scalar(node, "schedule", "a cron expression")
+    if not isinstance(value, str):
+        _fail(node, BAD_CRON.format(value=_describe(node), problem="not text"))
+    try:
+        # Constructing it parses it; the first start proves the schedule ever fires.
+        next(CronSim(value, datetime.now(ZoneInfo(zone))))
+    except (CronSimError, StopIteration, ValueError, OverflowError) as error:
+        _fail(node, BAD_CRON.format(value=_describe(node), problem=error or "never starts"))
+    return " ".join(value.split())
+
+
+def _text(node: Node, key: str) -> str:
+    value = _scalar(node, key, "text")
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        _fail(node, f"{key} must be text, got {_describe(node)}")
+    return str(node.value).strip()[:200]
 
 
 def _mapping(node: Node, where: str, allowed: Sequence[str] | None) -> dict[str, Node]:

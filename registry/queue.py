@@ -25,6 +25,9 @@ TASK_ROLLBACK = "registry_bot.rollback"
 TASK_DELIVER_EVENT = "registry_bot.deliver_event"
 TASK_CANARY = "registry_bot.canary_verdict"
 TASK_SWEEP = "registry_bot.sweep"
+TASK_PROTECT = "registry_bot.check_production"
+TASK_REVERT = "registry_bot.revert"
+TASK_ACCEPT = "registry_bot.accept"
 
 
 class QueueUnavailable(RuntimeError):

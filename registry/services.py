@@ -41,8 +41,11 @@ class Notifier(Protocol):
         """
         ...
 
-    def find_posted(self, event_type: str, nonce: str, *, limit: int = 200) -> str:
-        """Return the ts of a recent channel message carrying this metadata nonce, or ''."""
+    def find_posted(
+        self, event_type: str, nonce: str, *, limit: int = 200, channel: str = ""
+    ) -> str:
+        """Return the ts of a recent message in the notice channel (or `channel`) carrying this
+        metadata nonce, or ''."""
         ...
 
     def update(self, channel: str, ts: str, text: str, blocks: Sequence[dict]) -> None:
@@ -60,11 +63,24 @@ class Notifier(Protocol):
         ...
 
 
-class ApproverDirectory(Protocol):
-    """Answers 'who is this clicker?' for the decision rules."""
+class DirectoryUnavailable(RuntimeError):
+    """Slack could not say who someone is (a failed lookup): refuse, and ask to try again."""
 
-    def clicker(self, user: str, *, with_email: bool = False) -> Clicker:
-        """Describe `user`: approver or not, and their e-mail when asked."""
+
+class ApproverDirectory(Protocol):
+    """Answers 'who is this clicker?' for the decision rules.
+
+    A failed group lookup raises DirectoryUnavailable: nothing is ever allowed because
+    Slack did not answer.
+    """
+
+    def clicker(self, user: str, *, with_email: bool = False, model: str = "") -> Clicker:
+        """Describe `user`: approver (of `model`, when given) or not, the model's approval
+        slots they may fill, and their e-mail when asked."""
+        ...
+
+    def in_group(self, user: str, group: str) -> bool:
+        """Say whether `user` belongs to the Slack user group `group`."""
         ...
 
     def user_for_email(self, email: str) -> str:

@@ -59,10 +59,13 @@ class SlackNotifier:
         )
         return str(resp["ts"])
 
-    def find_posted(self, event_type: str, nonce: str, *, limit: int = 200) -> str:
-        """Return the ts of a recent channel message carrying this metadata nonce, or ''."""
+    def find_posted(
+        self, event_type: str, nonce: str, *, limit: int = 200, channel: str = ""
+    ) -> str:
+        """Return the ts of a recent message in the notice channel (or `channel`) carrying
+        this metadata nonce, or ''."""
         resp = self.client.conversations_history(
-            channel=self.channel, limit=limit, include_all_metadata=True
+            channel=channel or self.channel, limit=limit, include_all_metadata=True
         )
         messages: list[dict] = resp.get("messages", [])
         for message in messages:

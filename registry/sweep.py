@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from registry import lifecycle
 from registry.canary import finish_canary
 from registry.decisions import approvals_on
+from registry.freeze import freeze_due
+from registry.governance import required_of
 from registry.locks import LockBusy
 from registry.messages import format_time
 from registry.promotion import archive_decided, promote
+from registry.protection import check_production
 from registry.record import record
 from registry.services import Services
 from registry.versions import ModelVersion
@@ -47,6 +50,10 @@ def sweep(
                     action = sweep_version(svc, mv)
                     if action:
                         report.add(action, mv)
+                # After the versions: a decision finished above is no out-of-band change.
+                action, version = check_production(svc, name)
+                if action:
+                    report.done.setdefault(action, []).append((name, version))
         except LockBusy:
             log.info("sweep skipped a busy model", extra={"model": name})  # next sweep
     if report.done:
@@ -63,6 +70,8 @@ def sweep_version(svc: Services, mv: ModelVersion) -> str:
     if not mv.tag("notice_ts"):
         lifecycle.stage_version(svc, mv.name, mv.version, event_id="sweep")
         return "noticed"  # reconciled: a lost event, a crashed worker, a lost MLflow delivery
+    if mv.tag("freeze_state") == "waiting":
+        return freeze_due(svc, mv)  # promoted once the freeze is over
     if mv.tag("canary_state") in ("running", "passed"):
         return _canary_due(svc, mv)
     if mv.tag("gates") == "failed" or mv.tag("decision"):
@@ -111,7 +120,7 @@ def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
         return "expired"
     last = float(mv.tag("reminded_at") or since)
     if policy.remind_every and now >= last + policy.remind_every:
-        count = f"{len(approvals_on(mv))} of {svc.settings.required_approvals} approvals"
+        count = f"{len(approvals_on(mv))} of {required_of(svc.settings, mv.name)} approvals"
         expires = ""
         if policy.approval_expires_after:
             expires = f"; expires {format_time(since + policy.approval_expires_after)}"

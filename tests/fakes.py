@@ -9,10 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from registry.decisions import Clicker
+from registry.decisions import Clicker, model_clicker
 from registry.events import CREATED_BY_TAG
 from registry.gateway import source_key
-from registry.services import ApproverDirectory, Blocks, Notifier, Recipient
+from registry.services import ApproverDirectory, Blocks, DirectoryUnavailable, Notifier, Recipient
+from registry.settings import Settings
 from registry.versions import ModelVersion, RegistryGateway, RunSummary, VersionNotFound
 
 
@@ -101,16 +102,30 @@ class RecordingNotifier:
     def __init__(self, channel: str = "CNOTICES"):
         self.channel = channel
         self.posts: list[tuple[str, str]] = []
+        self.posted_to: list[str] = []  # the channel of each post, in order
+        self.blocks: list[list[dict]] = []  # the blocks of each post, in order
         self.updates: list[tuple[str, str]] = []
         self.replies: list[tuple[str, str]] = []
         self.told: list[tuple[str, str]] = []
 
     def post(self, text: str, blocks: Sequence[dict], *, channel: str = "", **meta: Any) -> str:
         self.posts.append((text, str(meta.get("metadata"))))
+        self.posted_to.append(channel or self.channel)
+        self.blocks.append(list(blocks))
         return f"{len(self.posts)}.000"
 
-    def find_posted(self, event_type: str, nonce: str, *, limit: int = 200) -> str:
-        return next((f"{i + 1}.000" for i, (_, meta) in enumerate(self.posts) if nonce in meta), "")
+    def find_posted(
+        self, event_type: str, nonce: str, *, limit: int = 200, channel: str = ""
+    ) -> str:
+        where = channel or self.channel
+        return next(
+            (
+                f"{i + 1}.000"
+                for i, (_, meta) in enumerate(self.posts)
+                if nonce in meta and self.posted_to[i] == where
+            ),
+            "",
+        )
 
     def update(self, channel: str, ts: str, text: str, blocks: Sequence[dict]) -> None:
         self.updates.append((ts, text))
@@ -125,18 +140,39 @@ class RecordingNotifier:
 
 
 class FakeDirectory:
-    """Approvers by a fixed list; e-mails by a dict."""
+    """Approvers by a fixed list, or by `settings` and its policy over `groups`; e-mails by
+    a dict. With `down` set, every group lookup fails."""
 
-    def __init__(self, approvers: Sequence[str], emails: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        approvers: Sequence[str],
+        emails: Mapping[str, str] | None = None,
+        *,
+        groups: Mapping[str, Sequence[str]] | None = None,
+        settings: Settings | None = None,
+    ):
         self.approvers, self.emails = set(approvers), dict(emails or {})
+        self.groups = {group: set(members) for group, members in (groups or {}).items()}
+        self.settings = settings
+        self.down = False
+        self.lookups = 0
 
-    def clicker(self, user: str, *, with_email: bool = False) -> Clicker:
+    def clicker(self, user: str, *, with_email: bool = False, model: str = "") -> Clicker:
+        if self.settings is not None:
+            email = self.emails.get(user, "")
+            return model_clicker(self.settings, model, user, in_group=self.in_group, email=email)
         return Clicker(
             user,
             self.emails.get(user, ""),
             is_approver=user in self.approvers,
             nobody_may_approve=not self.approvers,
         )
+
+    def in_group(self, user: str, group: str) -> bool:
+        self.lookups += 1
+        if self.down:
+            raise DirectoryUnavailable(f"user group {group} lookup failed")
+        return user in self.groups.get(group, set())
 
     def user_for_email(self, email: str) -> str:
         return next((u for u, e in self.emails.items() if e == email), "")

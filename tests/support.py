@@ -495,15 +495,15 @@ def primitive(value: Any) -> bool:
 # -- waiting for and reading what the running services did ----------------------------
 
 
-def wait_for(check, what: str, timeout: float = 15.0):
+def wait_for(check, what: str, timeout: float = 20.0, interval: float = 0.1):
     """Poll `check` until it returns something truthy and return that; fail naming `what`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def notices_for(slack, model_name: str) -> list:
@@ -612,3 +612,54 @@ def confirm(loop, slack, plan_reply: dict, user: str, action=ROLLBACK_CONFIRM):
     resp, url = click(loop.bot_url, slack, user=user, action_id=action, value=button["value"])
     assert resp.status_code == 200
     return url
+
+
+def version_tags(mlflow_uri: str, model: str, version: str) -> dict[str, str]:
+    """Return a version's tags as MLflow has them now."""
+    from mlflow import MlflowClient
+
+    return dict(MlflowClient(mlflow_uri).get_model_version(model, version).tags)
+
+
+def stage_and_wait(
+    stack: Stack, mlflow_uri: str, model: str, *, constant: float, requested_by: str = "UREQUESTER"
+) -> tuple[str, str, str]:
+    """Train, send the event and wait for the notice; return (version, channel, notice ts)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    before = {v.version for v in client.search_model_versions(f"name = '{model}'")}
+    run_id = log_model(mlflow_uri, constant=constant)
+    body = {"model_name": model, "run_id": run_id, "requested_by": requested_by}
+    assert stack.post_training(body).status_code == 202
+    new = wait_for(
+        lambda: [
+            v.version
+            for v in client.search_model_versions(f"name = '{model}'")
+            if v.version not in before
+        ],
+        f"a new version of {model}",
+    )[0]
+    tags = wait_for(
+        lambda: (lambda t: t if t.get("registry_bot.notice_ts") else None)(
+            version_tags(mlflow_uri, model, new)
+        ),
+        f"{model} v{new}'s notice",
+    )
+    return new, tags["registry_bot.notice_channel"], tags["registry_bot.notice_ts"]
+
+
+def message_in(slack, channel: str, ts: str) -> dict:
+    """Return the channel's message at `ts` as the double holds it now (with its replies)."""
+    return next(m for m in slack.messages(channel) if m["ts"] == ts)
+
+
+def button_texts(blocks: list[dict]) -> list[str]:
+    """Return the texts of a message's buttons, in order."""
+    return [
+        el["text"]["text"]
+        for block in blocks or []
+        if block.get("type") == "actions"
+        for el in block["elements"]
+        if el.get("type") == "button"
+    ]

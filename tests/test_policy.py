@@ -15,12 +15,15 @@ from registry.policy import (
     GATE_KEYS,
     MODEL_KEYS,
     TOP_KEYS,
+    Approvers,
     Canary,
+    Freeze,
     Gate,
     GateVerdict,
     ModelPolicy,
     Policy,
     PolicyError,
+    Slot,
     all_passed,
     evaluate,
     load_policy,
@@ -573,3 +576,110 @@ _DOCUMENTS = st.recursive(
 @given(_DOCUMENTS, st.booleans())
 def test_policy_shaped_documents_parse_or_raise_policy_error(document, flow):
     check_parses_or_refuses(yaml.safe_dump(document, default_flow_style=flow))
+
+
+# --- routing and governance keys (SPEC 7, 11) ---
+
+GOVERNANCE = """\
+defaults:
+  channel: C0MODELS
+  approvers:
+    users: [U012AB3CD]
+    groups: [S0MLLEADS]
+  approvals:
+    - {group: S0MLLEADS, count: 1}
+    - {group: S0RISK, count: 1}
+  protect_production: alert
+  freeze:
+    - schedule: "0 16 * * FRI"
+      duration: 64h
+      timezone: Europe/Berlin
+      reason: weekend freeze
+models:
+  fraud:
+    channel: C0FRAUD
+    approvers: {groups: [S0FRAUD]}
+"""
+
+
+def test_the_spec_governance_example_parses_and_models_inherit_what_they_do_not_set():
+    policy = parse(GOVERNANCE)
+    fraud = policy.for_model("fraud")
+    assert (fraud.channel, fraud.approvers) == ("C0FRAUD", Approvers(groups=("S0FRAUD",)))
+    assert fraud.approvals == (Slot(1, group="S0MLLEADS"), Slot(1, group="S0RISK"))
+    assert fraud.freeze == (
+        Freeze("0 16 * * FRI", 64 * 3600.0, timezone="Europe/Berlin", reason="weekend freeze"),
+    )
+    other = policy.for_model("churn")
+    assert other.channel == "C0MODELS"
+    assert other.approvers == Approvers(users=("U012AB3CD",), groups=("S0MLLEADS",))
+
+
+def test_protect_production_defaults_to_alert_with_a_file_and_off_without():
+    assert Policy.empty().protection("churn") == "off"
+    assert parse("defaults: {}\n").protection("churn") == "alert"
+    policy = parse("""
+        defaults:
+          protect_production: revert
+        models:
+          a: {protect_production: off}
+          b: {protect_production: null}
+    """)
+    assert [policy.protection(m) for m in ("x", "a", "b")] == ["revert", "off", "off"]
+
+
+def test_null_restores_each_routing_default():
+    policy = parse(
+        GOVERNANCE + "  churn: {channel: null, approvers: null, approvals: null, freeze: null}\n"
+    )
+    churn = policy.for_model("churn")
+    assert (churn.channel, churn.approvers, churn.approvals, churn.freeze) == ("", None, (), ())
+
+
+def test_a_slot_of_users_and_a_default_count():
+    policy = parse(
+        "defaults:\n  approvals:\n    - {users: [UA1, UB2]}\n    - {group: SRISK, count: 2}\n"
+    )
+    assert policy.defaults.approvals == (Slot(1, users=("UA1", "UB2")), Slot(2, group="SRISK"))
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "phrase"),
+    [
+        ("protect_production: shout\n", 2, "protect_production must be one of alert, revert, off"),
+        ("protect_production: [alert]\n", 2, "protect_production must be alert, revert or off"),
+        ("approvals:\n    - {count: 1}\n", 3, "an approvals slot needs a group or users"),
+        ("approvals:\n    - {group: SML, size: 1}\n", 3, "unknown key 'size' in an approvals slot"),
+        ("approvals:\n    - {group: SML, count: 0}\n", 3, "count must be a whole number from 1"),
+        ("approvals:\n    - {users: [UA1], count: 2}\n", 3, "count 2 is more than the 1 users"),
+        ("approvals:\n    - {group: ml-leads}\n", 3, "group must be a Slack user group ID"),
+        ("approvals: {group: SML}\n", 2, "approvals must be a list of slots"),
+        ("channel: general\n", 2, "channel must be a Slack channel ID"),
+        ("approvers: {users: [ada]}\n", 2, "approvers.users must list Slack user IDs"),
+        ("approvers: {groups: SML}\n", 2, "approvers.groups must be a list"),
+        ("approvers: {teams: [SML]}\n", 2, "unknown key 'teams' in approvers"),
+        (
+            "freeze:\n    - {schedule: '0 25 * * *', duration: 1h}\n",
+            3,
+            "freeze schedule '0 25 * * *' is not a cron expression (Bad hour)",
+        ),
+        ("freeze:\n    - {schedule: 'at noon', duration: 1h}\n", 3, "is not a cron expression"),
+        ("freeze:\n    - {schedule: '0 0 31 2 *', duration: 1h}\n", 3, "is not a cron expression"),
+        (
+            "freeze:\n    - schedule: '0 16 * * FRI'\n      duration: 64h\n"
+            "      timezone: Europe/Atlantis\n",
+            5,
+            "freeze timezone 'Europe/Atlantis' is not an IANA time zone",
+        ),
+        (
+            "freeze:\n    - {schedule: '0 16 * * FRI', duration: 1h, timezone: ../../etc/passwd}\n",
+            3,
+            "is not an IANA time zone",
+        ),
+        ("freeze:\n    - {schedule: '0 16 * * FRI'}\n", 3, "a freeze needs a schedule (cron) and"),
+        ("freeze:\n    - {schedule: '0 16 * * FRI', duration: soon}\n", 3, "freeze.duration"),
+        ("freeze: weekends\n", 2, "freeze must be a list of windows"),
+    ],
+)
+def test_malformed_governance_keys_name_the_line(body, line, phrase):
+    assert_error(f"defaults:\n  {body}", line, phrase)

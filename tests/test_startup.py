@@ -99,3 +99,34 @@ def test_a_busy_port_is_one_line(module, variable, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
+
+
+MALFORMED_GOVERNANCE = [
+    ("    protect_production: loudly\n", 3, "protect_production must be one of alert, revert, off"),
+    ("    approvals:\n      - {count: 2}\n", 4, "an approvals slot needs a group or users"),
+    (
+        "    freeze:\n      - {schedule: '0 16 * * FRIDAYS', duration: 64h}\n",
+        4,
+        "is not a cron expression",
+    ),
+    (
+        "    freeze:\n      - {schedule: '0 16 * * FRI', duration: 64h,\n"
+        "         timezone: Europe/Atlantis}\n",
+        5,
+        "freeze timezone 'Europe/Atlantis' is not an IANA time zone",
+    ),
+]
+
+
+@pytest.mark.parametrize("module", ["webhooks", "worker", "bot"])
+@pytest.mark.parametrize(("body", "line", "says"), MALFORMED_GOVERNANCE)
+def test_a_malformed_governance_key_stops_every_service_naming_the_line(
+    module, body, line, says, tmp_path
+):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"models:\n  fraud:\n{body}")
+    result = start(module, {**GOOD, "POLICY_FILE": str(policy)}, tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"{policy}:{line}:" in lines[0] and says in lines[0], lines[0]

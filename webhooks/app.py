@@ -14,9 +14,11 @@ from werkzeug.exceptions import HTTPException
 
 from registry.events import (
     MAX_BODY_BYTES,
+    AliasChanged,
     InvalidEvent,
     SignatureError,
     parse_canary_event,
+    parse_mlflow_alias_event,
     parse_mlflow_event,
     parse_training_event,
     verify_mlflow_webhook,
@@ -24,6 +26,7 @@ from registry.events import (
 )
 from registry.queue import (
     TASK_CANARY,
+    TASK_PROTECT,
     TASK_STAGE_EVENT,
     TASK_STAGE_VERSION,
     Producer,
@@ -169,10 +172,13 @@ def mlflow_hook() -> tuple[Response, int]:
     try:
         delivery_id = verify_mlflow_webhook(request.headers, body, secret)
         created = parse_mlflow_event(body)
+        moved = parse_mlflow_alias_event(body) if created is None else None
     except SignatureError as exc:
         raise Refused(401, "invalid signature", [str(exc)], reason="signature") from None
     except InvalidEvent as exc:
         raise Refused(400, str(exc), exc.details, reason="invalid") from None
+    if moved is not None:
+        return _alias_moved(recv, moved, delivery_id)
     if created is None or created.created_by_us:
         return jsonify(status="ignored", delivery_id=delivery_id), 200
     # MLflow gives every delivery a new id, so deduplicate on the version itself.
@@ -181,6 +187,20 @@ def mlflow_hook() -> tuple[Response, int]:
     status = recv.enqueue_once(
         f"mlflow:{created.model_name}:{created.version}", TASK_STAGE_VERSION, kwargs
     )
+    recv.accepted.labels("mlflow").inc()
+    return jsonify(status=status, event_id=event_id), 202
+
+
+def _alias_moved(recv: Receiver, moved: AliasChanged, delivery_id: str) -> tuple[Response, int]:
+    """Check a protected model's Production at once when its production alias moved."""
+    settings = recv.settings
+    protected = settings.policy.protection(moved.model_name) != "off"
+    if moved.alias != settings.production_alias or not protected:
+        return jsonify(status="ignored", delivery_id=delivery_id), 200
+    # Our own promotions move the alias too: the check finds nothing then, under the lock.
+    event_id = f"mlflow-alias-{delivery_id}"
+    kwargs = {"event_id": event_id, "model_name": moved.model_name}
+    status = recv.enqueue_once(f"mlflow-alias:{delivery_id}", TASK_PROTECT, kwargs)
     recv.accepted.labels("mlflow").inc()
     return jsonify(status=status, event_id=event_id), 202
 

@@ -127,12 +127,16 @@ def _canary() -> dict:
 
 def _mlflow() -> dict:
     return {
-        "summary": "MLflow's own registry webhook; model_version.created is acted on",
+        "summary": (
+            "MLflow's own registry webhook; model_version.created is acted on, and "
+            "model_version_alias.created/.deleted of the production alias check a protected "
+            "model's Production at once"
+        ),
         "parameters": MLFLOW_SIGNED,
         "requestBody": {"required": True, **_json(MLFLOW_EVENT)},
         "responses": _answers(
             _200=("Another event, or a version registry-bot created: ignored", {"type": "object"}),
-            _202=("Queued, or already queued for this version", ACCEPTED),
+            _202=("Queued, or already queued for this version or delivery", ACCEPTED),
             _404=("MLFLOW_WEBHOOK_SECRET is not set", ERROR),
             **REFUSALS,
         ),

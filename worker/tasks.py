@@ -13,7 +13,7 @@ import requests
 from celery import Task, current_app, shared_task
 from slack_sdk.errors import SlackApiError
 
-from registry import canary, lifecycle, operations
+from registry import canary, lifecycle, operations, protection
 from registry.changes import LIFECYCLE_CHANNEL, LifecycleEvent
 from registry.commands import APPROVER_VERBS, Command
 from registry.connect import build_services
@@ -22,11 +22,14 @@ from registry.locks import LockBusy, model_lock
 from registry.metrics import WorkerMetrics
 from registry.publish import deliver
 from registry.queue import (
+    TASK_ACCEPT,
     TASK_APPROVE,
     TASK_CANARY,
     TASK_COMMAND,
     TASK_DELIVER_EVENT,
+    TASK_PROTECT,
     TASK_REJECT,
+    TASK_REVERT,
     TASK_ROLLBACK,
     TASK_STAGE_EVENT,
     TASK_STAGE_VERSION,
@@ -244,6 +247,51 @@ def canary_verdict(
     )
 
 
+@shared_task(bind=True, name=TASK_PROTECT, max_retries=MAX_RETRIES)
+def check_production(self: Task, *, event_id: str, model_name: str) -> str:
+    """Check the model's Production at once (an MLflow alias event): alert or revert."""
+    return _run(
+        self, model_name, event_id, lambda svc: protection.check_production(svc, model_name)[0]
+    )
+
+
+@shared_task(bind=True, name=TASK_REVERT, max_retries=MAX_RETRIES)
+def revert(
+    self: Task, *, event_id: str, model_name: str, key: str, user: str, response_url: str = ""
+) -> str:
+    """Revert an alerted out-of-band change at an approver's click."""
+    return _run(
+        self,
+        model_name,
+        event_id,
+        lambda svc: protection.revert(
+            svc, model_name, key=key, user=user, response_url=response_url
+        ),
+    )
+
+
+@shared_task(bind=True, name=TASK_ACCEPT, max_retries=MAX_RETRIES)
+def accept(
+    self: Task,
+    *,
+    event_id: str,
+    model_name: str,
+    key: str,
+    user: str,
+    reason: str,
+    response_url: str = "",
+) -> str:
+    """Accept an alerted out-of-band change, with the approver's reason."""
+    return _run(
+        self,
+        model_name,
+        event_id,
+        lambda svc: protection.accept(
+            svc, model_name, key=key, user=user, reason=reason, response_url=response_url
+        ),
+    )
+
+
 @shared_task(bind=True, name=TASK_SWEEP)
 def sweep(self: Task) -> dict:
     """Run the periodic sweep over every model; a model whose lock is busy waits for the next."""
@@ -299,7 +347,14 @@ def _observe_queue_wait(task: Task) -> None:
 
 
 def _counted(task: Task, outcome: str) -> str:
-    if task.name in (TASK_APPROVE, TASK_REJECT, TASK_ROLLBACK, TASK_CANARY):
+    if task.name in (
+        TASK_APPROVE,
+        TASK_REJECT,
+        TASK_ROLLBACK,
+        TASK_CANARY,
+        TASK_REVERT,
+        TASK_ACCEPT,
+    ):
         metrics().decisions.labels(outcome).inc()
     return outcome
 

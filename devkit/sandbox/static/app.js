@@ -8,6 +8,7 @@ const EMOJI = {
   arrows_counterclockwise: "🔄", wastebasket: "🗑️", lock: "🔒", tada: "🎉", mag: "🔍",
   information_source: "ℹ️", red_circle: "🔴", large_green_circle: "🟢", alarm_clock: "⏰",
   thumbsup: "👍", "+1": "👍", thumbsdown: "👎", stopwatch: "⏱️", microscope: "🔬",
+  rotating_light: "🚨", snowflake: "❄️",
 };
 
 const page = {
