@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from registry.dedup import DeliveryLedger
 from registry.queue import Producer, QueueUnavailable
 from registry.services import ApproverDirectory
 from registry.settings import Settings
@@ -20,6 +21,7 @@ class Deps:
     settings: Settings
     directory: ApproverDirectory
     producer: Producer
+    ledger: DeliveryLedger
 
     def enqueue(self, task: str, **kwargs: Any) -> bool:
         """Queue a task with primitive keyword arguments; False if the queue is down."""

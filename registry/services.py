@@ -59,6 +59,10 @@ class Notifier(Protocol):
         """Say something only `to.user` sees; `replace` swaps the message a response URL is for."""
         ...
 
+    def publish_home(self, user: str, view: dict) -> None:
+        """Show `view` as `user`'s App Home tab."""
+        ...
+
 
 class ApproverDirectory(Protocol):
     """Answers 'who is this clicker?' for the decision rules."""
