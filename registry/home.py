@@ -1,4 +1,4 @@
-"""The App Home tab: what awaits this user's decision, each model's versions, recent changes. Pure."""
+"""The App Home tab: what awaits a user's decision, each model's versions, recent changes. Pure."""
 
 from __future__ import annotations
 
