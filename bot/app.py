@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 
 from bot.deps import OTHER_WORKSPACE, Deps
-from bot.listeners import commands, decisions, governance
+from bot.listeners import commands, decisions, governance, home
 from registry.approvers import SlackDirectory
+from registry.dedup import DeliveryLedger
 from registry.queue import Producer
 from registry.settings import Settings
 from registry.slack import web_client
@@ -27,7 +28,12 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
         request_verification_enabled=not settings.slack_app_token,
         raise_error_for_unhandled_request=False,
     )
-    deps = Deps(settings, SlackDirectory(settings, client), Producer(settings, celery=celery))
+    deps = Deps(
+        settings,
+        SlackDirectory(settings, client),
+        Producer(settings, celery=celery),
+        DeliveryLedger(settings),
+    )
 
     @app.middleware
     def provide_deps(context: BoltContext, next):  # noqa: A002 (Bolt's argument name)
@@ -35,9 +41,11 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
         next()
 
     app.middleware(only_our_workspace)
+    app.middleware(once_per_event)
     decisions.register(app)
     governance.register(app)
     commands.register(app, settings.slack_command)
+    home.register(app)
     app.error(on_error)
     return app
 
@@ -51,6 +59,28 @@ def only_our_workspace(context: BoltContext, next, logger: logging.Logger):  # n
             "refused a request from workspace %s", theirs, extra={"user": context.user_id}
         )
         return BoltResponse(status=403, body=OTHER_WORKSPACE)
+    return next()
+
+
+def once_per_event(
+    body: dict,
+    context: BoltContext,
+    request: BoltRequest,
+    next,
+    logger: logging.Logger,  # noqa: A002
+):
+    """Acknowledge a redelivered Events API event without running it again.
+
+    Slack redelivers an event it thinks was missed (X-Slack-Retry-Num over HTTP,
+    retry_attempt in Socket Mode) up to three times. Ignoring every retry would lose
+    an event whose first delivery really failed, so each event id is taken once, in
+    Redis, shared by every bot copy a retry may reach.
+    """
+    event_id = body.get("event_id", "") if body.get("type") == "event_callback" else ""
+    if event_id and not context["deps"].ledger.first_delivery(event_id):
+        retry = (request.headers.get("x-slack-retry-num") or [""])[0]
+        logger.info("redelivered event ignored", extra={"event_id": event_id, "retry": retry})
+        return BoltResponse(status=200, body="")
     return next()
 
 

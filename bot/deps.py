@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.decisions import LOOKUP_FAILED, may_decide
+from registry.dedup import DeliveryLedger
 from registry.queue import Producer, QueueUnavailable
 from registry.services import ApproverDirectory, DirectoryUnavailable
 from registry.settings import Settings
@@ -21,6 +22,7 @@ class Deps:
     settings: Settings
     directory: ApproverDirectory
     producer: Producer
+    ledger: DeliveryLedger
 
     def refusal(self, user: str, verb: str, model: str) -> str:
         """Return why `user` may not `verb` on `model` ('' when they may); fail closed."""

@@ -30,6 +30,7 @@ EXPERIMENT = "churn-demo"
 CHANNEL = "CDEMO"
 TEAM = "T0DEMO"
 TOKEN = "xoxb-demo-sandbox-token"
+APP_TOKEN = "xapp-demo-sandbox-token"  # DEMO_SOCKET_MODE=1: the bot runs in Socket Mode
 SIGNING_SECRET = "demo-signing-secret"
 TRAINING_SECRET = "whsec_" + base64.b64encode(b"registry-bot-demo-training-key!!").decode()
 USERS = {
@@ -66,6 +67,7 @@ PORT_BUSY = (
     "or set {var} to a free port"
 )
 PORT_BAD = "registry-bot demo: {var} must be a port number (1-65535), not {value!r}"
+SOCKET_BAD = "registry-bot demo: DEMO_SOCKET_MODE must be 1 or 0, not {value!r}"
 PORT_TWICE = "registry-bot demo: {a} and {b} name the same port {port}"
 NOT_OURS = (
     "registry-bot demo: {path} exists and is not a demo directory, so it is not wiped; "
@@ -81,6 +83,7 @@ STARTING = "registry-bot demo: starting (files in {root}, wiped at every start)"
 STARTED = "  {name:<10} pid {pid:<8} log {log}"
 REDIS_FOUND = "  redis      using {url}"
 REDIS_STARTED = "  redis      started {url}, pid {pid}"
+SOCKET_MODE = "  bot        in Socket Mode: the sandbox pushes envelopes over its WebSocket"
 SENT = (
     "Sent training run {run} of {model} (accuracy {accuracy:.3f}, f1 {f1:.3f}) as {who}; "
     "its notice follows in a moment."
@@ -114,10 +117,11 @@ class DemoConfig:
     root: Path
     ports: dict[str, int]
     redis_url: str
+    socket_mode: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DemoConfig:
-        """Read DEMO_DIR, DEMO_*_PORT and REDIS_URL, refusing malformed or clashing ports."""
+        """Read DEMO_DIR, DEMO_*_PORT, DEMO_SOCKET_MODE and REDIS_URL; refuse malformed ports."""
         env = os.environ if env is None else env
         ports: dict[str, int] = {}
         for service, var, default in PORTS:
@@ -127,7 +131,11 @@ class DemoConfig:
             ports[service] = int(value)
         _distinct(ports)
         root = Path(env.get("DEMO_DIR", "").strip() or ".demo").resolve()
-        return cls(root, ports, env.get("REDIS_URL", "").strip() or stack.DEFAULT_REDIS_URL)
+        socket_mode = env.get("DEMO_SOCKET_MODE", "").strip().lower() or "0"
+        if socket_mode not in ("0", "1", "false", "true", "no", "yes"):
+            raise DemoError(SOCKET_BAD.format(value=socket_mode))
+        redis_url = env.get("REDIS_URL", "").strip() or stack.DEFAULT_REDIS_URL
+        return cls(root, ports, redis_url, socket_mode in ("1", "true", "yes"))
 
     def url(self, service: str) -> str:
         """Return a service's base URL."""
@@ -221,7 +229,9 @@ def _kill_strays(pids: list[int]) -> None:
 
 def demo_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
     """Return the environment every service runs with: the demo's settings and no others."""
+    socket = {"SLACK_APP_TOKEN": APP_TOKEN} if config.socket_mode else {}
     return stack.service_env(
+        **socket,
         MLFLOW_TRACKING_URI=config.url("mlflow"),
         REDIS_URL=redis_url,
         SLACK_BOT_TOKEN=TOKEN,
@@ -277,8 +287,12 @@ def wait_ready(
         raise DemoError(f"registry-bot demo: {exc}; see {_shown(config.log(name))}") from None
 
 
-def readiness(config: DemoConfig, name: str) -> Callable[[], bool]:
+def readiness(
+    config: DemoConfig, name: str, double: SlackDouble | None = None
+) -> Callable[[], bool]:
     """Return the check that says a service is serving."""
+    if name == "bot" and config.socket_mode and double is not None:
+        return lambda: double.socket.links(APP_TOKEN) > 0  # no HTTP: it holds a link instead
     if name == "worker":
         return lambda: b" ready." in _read(config.log("worker"))
     if name == "scheduler":
@@ -372,10 +386,11 @@ class SandboxServer:
     thread: threading.Thread
 
     def stop(self) -> None:
-        """Stop serving and free the port."""
+        """Stop serving and free the ports."""
         self.server.shutdown()
         self.thread.join(5)
         self.server.server_close()
+        self.double.socket.stop()
 
 
 def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxServer:
@@ -383,7 +398,8 @@ def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxSer
     from devkit.sandbox.app import create_sandbox
 
     port = config.ports["sandbox"]
-    double = SlackDouble(token=TOKEN, team_id=TEAM, users=USERS, port=port)
+    double = SlackDouble(token=TOKEN, app_token=APP_TOKEN, team_id=TEAM, users=USERS, port=port)
+    double.socket.start()  # the sandbox serves the Web API itself; links need their own port
     app = create_sandbox(
         double=double,
         bot_url=config.url("bot"),
@@ -392,6 +408,7 @@ def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxSer
         predict_url=config.url("predict") if serving_available() else "",
         on_train=on_train,
         team_id=TEAM,
+        socket_mode=config.socket_mode,
     )
     server = make_server("127.0.0.1", port, app, threaded=True, request_handler=_QuietHandler)
     thread = threading.Thread(
@@ -530,8 +547,10 @@ def start(config: DemoConfig, procs: Processes) -> SandboxServer:
         name: start_service(config, procs, name, args, env) for name, args in SERVICES.items()
     }
     start_mlflow(config, procs)  # meanwhile the services import and connect
+    if config.socket_mode:
+        print(SOCKET_MODE, flush=True)
     for name, proc in started.items():
-        wait_ready(config, name, proc, readiness(config, name))
+        wait_ready(config, name, proc, readiness(config, name, sandbox.double))
     print(train_and_send(config), flush=True)
     wait_for_notice(config, sandbox.double)
     start_prediction_api(config, procs, env)

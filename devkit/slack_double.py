@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -17,12 +18,17 @@ from urllib.parse import quote
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from devkit.slack_socket import SocketModeServer
+
 log = logging.getLogger(__name__)
 
 RESPONSE_URL = "response_url"
+# Only the app-level token (xapp-) may open a Socket Mode connection, and it may do no more.
+APP_TOKEN_METHODS = ("apps.connections.open",)
 # Slack takes these as JSON strings in form posts and as objects in JSON bodies.
 JSON_PARAMS = ("blocks", "attachments", "view", "metadata")
 CONTENT_FIELDS = ("text", "blocks", "attachments")
+VIEW_BLOCK_LIMIT = 100  # blocks in a modal or Home tab
 VIEW_DEFAULTS: dict[str, Any] = {
     "private_metadata": "",
     "callback_id": "",
@@ -96,6 +102,7 @@ class SlackDouble:
         self,
         *,
         token: str = "xoxb-test",
+        app_token: str = "xapp-test",
         team_id: str = "T0TEST",
         bot_user_id: str = "UBOT",
         users: dict[str, dict[str, str]] | None = None,
@@ -103,7 +110,9 @@ class SlackDouble:
         port: int = 0,
     ) -> None:
         self.token, self.team_id, self.bot_user_id = token, team_id, bot_user_id
+        self.app_token = app_token
         self.bot_id, self.app_id = "B" + bot_user_id.removeprefix("U"), "A0TEST"
+        self.socket = SocketModeServer(app_id=self.app_id)
         self.users = {uid: dict(info) for uid, info in (users or {}).items()}
         self.usergroups = {gid: list(members) for gid, members in (usergroups or {}).items()}
         self.port: int | None = port or None
@@ -116,18 +125,22 @@ class SlackDouble:
         self._faults: dict[str, deque[_Fault]] = {}
         self._delays: dict[str, float] = {}
         self._delays_after: dict[str, float] = {}
+        self._pace: dict[str, float] = {}  # channel -> seconds between accepted posts
+        self._last_post: dict[str, float] = {}
         self._methods = self._api_methods()
         self._reset_state()
 
     def _api_methods(self) -> dict[str, Callable[[Params], dict[str, Any]]]:
         return {
             "auth.test": self._auth_test,
+            "apps.connections.open": self._connections_open,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
             "views.open": self._views_open,
             "views.push": self._views_open,
             "views.update": self._views_update,
+            "views.publish": self._views_publish,
             "users.info": self._users_info,
             "users.lookupByEmail": self._lookup_by_email,
             "usergroups.users.list": self._usergroup_users,
@@ -146,6 +159,7 @@ class SlackDouble:
             "127.0.0.1", self.port or 0, self.wsgi_app, threaded=True, request_handler=_QuietHandler
         )
         self.port = self._server.server_port
+        self.socket.start()
         self._thread = threading.Thread(
             target=self._serve_forever,
             args=(self._server,),
@@ -166,6 +180,7 @@ class SlackDouble:
         if server is None or thread is None:
             return
         self._stopping.set()  # cut set_delay stalls short so in-flight requests finish
+        self.socket.stop()
         server.shutdown()
         thread.join()
         server.server_close()
@@ -229,6 +244,18 @@ class SlackDouble:
             else:
                 self._delays.pop(method, None)
 
+    def set_pace(self, channel: str, per_second: float | None) -> None:
+        """Answer chat.postMessage to `channel` with 429 and Retry-After above `per_second`.
+
+        Slack allows about one message per second per channel; None lifts the limit.
+        """
+        with self._cond:
+            if per_second:
+                self._pace[channel] = 1.0 / per_second
+            else:
+                self._pace.pop(channel, None)
+                self._last_post.pop(channel, None)
+
     # -- recording ---------------------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[Call]:
@@ -248,6 +275,8 @@ class SlackDouble:
             self._faults.clear()
             self._delays.clear()
             self._delays_after.clear()
+            self._pace.clear()
+            self._last_post.clear()
             self._reset_state()
 
     def wait_for(
@@ -310,10 +339,16 @@ class SlackDouble:
         with self._cond:
             return copy.deepcopy(list(self._views.values()))
 
+    def home(self, user: str) -> dict[str, Any] | None:
+        """Return the Home tab last published for `user`, or None."""
+        with self._cond:
+            return copy.deepcopy(self._homes.get(user))
+
     def _reset_state(self) -> None:
         self._messages: dict[str, list[dict[str, Any]]] = {}
         self._ephemerals: list[dict[str, Any]] = []
         self._views: dict[str, dict[str, Any]] = {}
+        self._homes: dict[str, dict[str, Any]] = {}
         self._serial = 0
         self._last_ts = 0
 
@@ -339,8 +374,11 @@ class SlackDouble:
         self._stall(method)
         with self._cond:
             faults = self._faults.get(method)
+            paced = self._paced(method, params, at)
             if faults:
                 reply = self._fault_reply(method, faults.popleft())
+            elif paced:
+                reply = self._fault_reply(method, paced)
             else:
                 reply = answer(method, params, request)
             self._record(
@@ -356,6 +394,19 @@ class SlackDouble:
             )
         self._stall(method, after=True)
         return reply
+
+    def _paced(self, method: str, params: Params, at: float) -> _Fault | None:
+        """Return a 429 for a post that comes too soon after the channel's last one."""
+        # The caller holds self._cond.
+        channel = str(params.get("channel") or "")
+        interval = self._pace.get(channel) if method == "chat.postMessage" else None
+        if interval is None:
+            return None
+        wait = self._last_post.get(channel, 0.0) + interval - at
+        if wait > 0:
+            return _Fault(429, max(1, math.ceil(wait)), "ratelimited")
+        self._last_post[channel] = at
+        return None
 
     def _stall(self, method: str, *, after: bool = False) -> None:
         with self._cond:
@@ -383,7 +434,7 @@ class SlackDouble:
             # Slack checks the method before the token, and answers 200, not 404.
             return _Reply({"ok": False, "error": "unknown_method", "req_method": method})
         try:
-            self._authorize(params, request)
+            self._authorize(method, params, request)
             return _Reply({"ok": True, **handler(params)})
         except SlackError as exc:
             # Slack answers API errors with HTTP 200 and ok=false.
@@ -392,13 +443,16 @@ class SlackDouble:
             log.exception("SlackDouble failed answering %s", method)
             return _Reply({"ok": False, "error": "internal_error"}, 500)
 
-    def _authorize(self, params: Params, request: Request) -> None:
+    def _authorize(self, method: str, params: Params, request: Request) -> None:
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         token = token or str(params.get("token") or "")
         if not token:
             raise SlackError("not_authed")
-        if token != self.token:
+        wanted = self.app_token if method in APP_TOKEN_METHODS else self.token
+        if token in (self.token, self.app_token) and token != wanted:
+            raise SlackError("not_allowed_token_type")
+        if token != wanted:
             raise SlackError("invalid_auth")
 
     def _response_post(self, method: str, params: Params, request: Request) -> _Reply:
@@ -419,6 +473,9 @@ class SlackDouble:
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+
+    def _connections_open(self, params: Params) -> dict[str, Any]:
+        return {"url": self.socket.open_url(self.app_token)}
 
     def _post_message(self, params: Params) -> dict[str, Any]:
         channel = _require(params, "channel", "channel_not_found")
@@ -481,6 +538,21 @@ class SlackDouble:
         view.update({k: current[k] for k in ("id", "root_view_id", "previous_view_id")})
         view["external_id"] = view["external_id"] or current["external_id"]
         self._views[view["id"]] = view
+        return {"view": copy.deepcopy(view)}
+
+    def _views_publish(self, params: Params) -> dict[str, Any]:
+        user = _require(params, "user_id", "user_not_found")
+        if user not in self.users:
+            raise SlackError("user_not_found")
+        view = self._view_from(params.get("view"))
+        if view["type"] != "home":
+            raise SlackError("invalid_arguments")
+        current = self._homes.get(user)
+        if params.get("hash") and current and params["hash"] != current["hash"]:
+            raise SlackError("hash_conflict")
+        view_id = current["id"] if current else f"VH{len(self._homes) + 1:07X}"
+        view.update(id=view_id, root_view_id=view_id, previous_view_id=None)
+        self._homes[user] = view
         return {"view": copy.deepcopy(view)}
 
     def _users_info(self, params: Params) -> dict[str, Any]:
@@ -561,6 +633,8 @@ class SlackDouble:
     def _view_from(self, view: Any) -> dict[str, Any]:
         if not isinstance(view, dict) or view.get("type") not in ("modal", "home"):
             raise SlackError("invalid_arguments")
+        if len(view.get("blocks") or []) > VIEW_BLOCK_LIMIT:
+            raise SlackError("invalid_arguments")  # "no more than 100 items", Slack says
         self._serial += 1
         return {
             **copy.deepcopy(VIEW_DEFAULTS),

@@ -154,6 +154,10 @@ class MlflowGateway:
             if not token:
                 return names
 
+    def all_versions(self) -> list[ModelVersion]:
+        """Return every version of every model (no aliases: the Home tab needs none)."""
+        return self._search("")
+
     # -- internals ---------------------------------------------------------------------
 
     def _search(self, filter_string: str) -> list[ModelVersion]:

@@ -206,9 +206,18 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def reject_modal(model_name: str, version: str, *, channel: str, message_ts: str) -> dict:
-    """Build the modal that asks for a rejection reason."""
-    meta = {"model": model_name, "version": str(version), "channel": channel, "ts": message_ts}
+def reject_modal(
+    model_name: str, version: str, *, channel: str, message_ts: str, home: bool = False
+) -> dict:
+    """Build the modal that asks for a rejection reason (`home`: opened from the Home tab)."""
+    meta: dict[str, str | bool] = {
+        "model": model_name,
+        "version": str(version),
+        "channel": channel,
+        "ts": message_ts,
+    }
+    if home:
+        meta["home"] = True
     return {
         "type": "modal",
         "callback_id": REJECT_MODAL,

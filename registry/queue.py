@@ -28,6 +28,7 @@ TASK_SWEEP = "registry_bot.sweep"
 TASK_PROTECT = "registry_bot.check_production"
 TASK_REVERT = "registry_bot.revert"
 TASK_ACCEPT = "registry_bot.accept"
+TASK_PUBLISH_HOME = "registry_bot.publish_home"
 
 
 class QueueUnavailable(RuntimeError):

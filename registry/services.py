@@ -62,6 +62,10 @@ class Notifier(Protocol):
         """Say something only `to.user` sees; `replace` swaps the message a response URL is for."""
         ...
 
+    def publish_home(self, user: str, view: dict) -> None:
+        """Show `view` as `user`'s App Home tab."""
+        ...
+
 
 class DirectoryUnavailable(RuntimeError):
     """Slack could not say who someone is (a failed lookup): refuse, and ask to try again."""

@@ -21,6 +21,30 @@ log = logging.getLogger(__name__)
 
 RETRIES = 3  # each kind; RateLimitErrorRetryHandler sleeps for Slack's Retry-After
 
+# Every Slack Web API method the product calls, with the bot scopes it needs. Kept beside
+# the calls: tests/test_manifest.py checks it against the code, and the manifests'
+# bot scopes against it (with the scopes of the slash command and the events below).
+WEB_API_SCOPES: dict[str, tuple[str, ...]] = {
+    "auth.test": (),  # Bolt asks who its token is, at start
+    "apps.connections.open": (),  # Socket Mode, with the app-level token (connections:write)
+    "chat.postMessage": ("chat:write",),  # notices, thread replies, rollback announcements
+    "chat.update": ("chat:write",),  # redrawn notices
+    "chat.postEphemeral": ("chat:write",),  # replies to mentions and to Home tab clicks
+    # find_posted reads the notice channel, which may be public or private.
+    "conversations.history": ("channels:history", "groups:history"),
+    "users.info": ("users:read", "users:read.email"),  # an approver's e-mail
+    "users.lookupByEmail": ("users:read.email",),  # a requester given by e-mail
+    "usergroups.users.list": ("usergroups:read",),  # APPROVER_GROUP's members
+    "views.open": (),  # the reject modal
+    "views.publish": (),  # the App Home tab
+}
+# The bot events subscribed to, with the scopes they need, and the slash command's scope.
+EVENT_SCOPES: dict[str, tuple[str, ...]] = {
+    "app_mention": ("app_mentions:read",),
+    "app_home_opened": (),
+}
+COMMAND_SCOPES = ("commands",)
+
 
 def retry_handlers() -> list:
     """Return bounded retry handlers: 429 (honouring Retry-After), 5xx and connection errors."""
@@ -84,6 +108,10 @@ class SlackNotifier:
     def reply(self, channel: str, thread_ts: str, text: str) -> None:
         """Add a thread reply under a message."""
         self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
+
+    def publish_home(self, user: str, view: dict) -> None:
+        """Show `view` as `user`'s App Home tab."""
+        self.client.views_publish(user_id=user, view=view)
 
     def tell(
         self, to: Recipient, text: str, *, blocks: Blocks = None, replace: bool = False

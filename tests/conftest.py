@@ -96,15 +96,21 @@ def redis_client(redis_url) -> redis.Redis:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Report how fast the bot answered every signed Slack request of the run."""
-    from tests.support import SLACK_ANSWER_TIMES
+    """Report how fast the bot answered Slack (HTTP and Socket Mode), and the burst's time."""
+    from tests.support import FIGURES, SLACK_ANSWER_TIMES, SOCKET_ACK_TIMES
 
-    if SLACK_ANSWER_TIMES:
-        times = sorted(SLACK_ANSWER_TIMES)
-        terminalreporter.write_line(
-            f"Slack requests answered: {len(times)}, median {times[len(times) // 2] * 1000:.0f} ms,"
-            f" slowest {times[-1] * 1000:.0f} ms (limit 3000 ms)"
-        )
+    for what, found in (
+        ("Slack requests answered", SLACK_ANSWER_TIMES),
+        ("Socket Mode envelopes acknowledged", SOCKET_ACK_TIMES),
+    ):
+        if found:
+            times = sorted(found)
+            terminalreporter.write_line(
+                f"{what}: {len(times)}, median {times[len(times) // 2] * 1000:.0f} ms,"
+                f" slowest {times[-1] * 1000:.0f} ms (limit 3000 ms)"
+            )
+    for line in FIGURES:
+        terminalreporter.write_line(line)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

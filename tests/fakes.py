@@ -92,6 +92,9 @@ class FakeGateway:
     def model_names(self) -> list[str]:
         return list(self.models)
 
+    def all_versions(self) -> list[ModelVersion]:
+        return [mv for name in self.models for mv in self.versions(name)]
+
     def _put(self, mv: ModelVersion) -> None:
         self.models[mv.name][mv.version] = mv
 
@@ -107,6 +110,7 @@ class RecordingNotifier:
         self.updates: list[tuple[str, str]] = []
         self.replies: list[tuple[str, str]] = []
         self.told: list[tuple[str, str]] = []
+        self.homes: dict[str, dict] = {}
 
     def post(self, text: str, blocks: Sequence[dict], *, channel: str = "", **meta: Any) -> str:
         self.posts.append((text, str(meta.get("metadata"))))
@@ -137,6 +141,9 @@ class RecordingNotifier:
         self, to: Recipient, text: str, *, blocks: Blocks = None, replace: bool = False
     ) -> None:
         self.told.append((to.user, text))
+
+    def publish_home(self, user: str, view: dict) -> None:
+        self.homes[user] = view
 
 
 class FakeDirectory:

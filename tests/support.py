@@ -79,6 +79,7 @@ class Stack:
     env: dict[str, str]
     workdir: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    slack: Any = None  # the Slack double, where a Socket Mode bot connects
 
     @property
     def webhooks_url(self) -> str:
@@ -120,9 +121,16 @@ class Stack:
         ready = {
             "worker": lambda: b" ready." in self.log_bytes("worker"),
             "webhooks": lambda: url_answers(f"{self.webhooks_url}/healthz"),
-            "bot": lambda: url_answers(f"{self.bot_url}/healthz"),
+            "bot": self._bot_ready,
         }[service]
         wait_until(lambda: self._alive(service) and ready(), 60, f"{self.name} {service}")
+
+    def _bot_ready(self) -> bool:
+        """HTTP mode: /healthz answers; Socket Mode: the bot holds a link to the double."""
+        token = self.env.get("SLACK_APP_TOKEN", "")
+        if token:
+            return self.slack.socket.links(token) > 0
+        return url_answers(f"{self.bot_url}/healthz")
 
     def _alive(self, service: str) -> bool:
         proc = self.procs[service]
@@ -194,7 +202,7 @@ class StackFactory:
             **self.base_env,
         )
         env.update(overrides)
-        return Stack(name=name, env=env, workdir=workdir)
+        return Stack(name=name, env=env, workdir=workdir, slack=self.slack)
 
     def stop_all(self) -> None:
         """Stop every stack's processes, all at once rather than one after another."""
@@ -216,6 +224,7 @@ def slack_post(
     content_type: str,
     secret: str = SLACK_SIGNING_SECRET,
     at: float | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> requests.Response:
     """POST a request to the bot signed as Slack signs it; check it was answered within 3 s."""
     from slack_sdk.signature import SignatureVerifier
@@ -225,6 +234,7 @@ def slack_post(
         "Content-Type": content_type,
         "X-Slack-Request-Timestamp": ts,
         "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body),
+        **(extra_headers or {}),
     }
     started = time.monotonic()
     resp = requests.post(f"{bot_url}/slack/events", data=body.encode(), headers=headers, timeout=10)
@@ -255,6 +265,31 @@ def click(
     tag: str = "",
 ) -> tuple[requests.Response, str]:
     """Click a button as `user`; return the answer and the response URL Slack would give."""
+    payload, response_url = click_payload(
+        slack,
+        user=user,
+        action_id=action_id,
+        value=value,
+        message_ts=message_ts,
+        channel=channel,
+        team=team,
+        tag=tag,
+    )
+    return interaction(bot_url, payload), response_url
+
+
+def click_payload(
+    slack,
+    *,
+    user: str,
+    action_id: str,
+    value: str,
+    message_ts: str = "",
+    channel: str = "CNOTICES",
+    team: str = "T0TEST",
+    tag: str = "",
+) -> tuple[dict, str]:
+    """Return the block_actions payload Slack sends for a click on a message, and its URL."""
     response_url = slack.response_url(f"{tag or action_id}-{user}-{uuid.uuid4().hex[:8]}")
     payload = {
         "type": "block_actions",
@@ -277,13 +312,43 @@ def click(
             }
         ],
     }
-    return interaction(bot_url, payload), response_url
+    return payload, response_url
+
+
+def home_click_payload(
+    home: dict, *, user: str, action_id: str, value: str, team: str = "T0TEST"
+) -> dict:
+    """Return the block_actions payload Slack sends for a click in a Home tab: no response URL."""
+    return {
+        "type": "block_actions",
+        "team": {"id": team, "domain": "test"},
+        "user": {"id": user, "username": user.lower(), "team_id": team},
+        "api_app_id": "ATEST",
+        "token": "legacy-verification-token",
+        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.abc",
+        "container": {"type": "view", "view_id": home["id"]},
+        "view": home,
+        "actions": [
+            {
+                "type": "button",
+                "action_id": action_id,
+                "block_id": "home_decide_0",
+                "value": value,
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
 
 
 def submit_view(
     bot_url: str, view: dict, *, user: str, reason: str | None, team: str = "T0TEST"
 ) -> requests.Response:
     """Submit a modal the bot opened, with `reason` typed into its input."""
+    return interaction(bot_url, view_payload(view, user=user, reason=reason, team=team))
+
+
+def view_payload(view: dict, *, user: str, reason: str | None, team: str = "T0TEST") -> dict:
+    """Return the view_submission payload for a modal with `reason` typed into its input."""
     values = {"reason": {"reason_input": {"type": "plain_text_input", "value": reason}}}
     payload = {
         "type": "view_submission",
@@ -299,7 +364,7 @@ def submit_view(
             "state": {"values": values},
         },
     }
-    return interaction(bot_url, payload)
+    return payload
 
 
 def slash(
@@ -315,6 +380,23 @@ def slash(
     """Send a slash command as Slack does; return the answer and its response URL."""
     from urllib.parse import urlencode
 
+    form, response_url = slash_form(
+        slack, text, user=user, command=command, channel=channel, team=team
+    )
+    resp = slack_post(bot_url, urlencode(form), content_type="application/x-www-form-urlencoded")
+    return resp, response_url
+
+
+def slash_form(
+    slack,
+    text: str,
+    *,
+    user: str,
+    command: str = "/registry",
+    channel: str = "CNOTICES",
+    team: str = "T0TEST",
+) -> tuple[dict[str, str], str]:
+    """Return the fields Slack sends for a slash command, and its response URL."""
     response_url = slack.response_url(f"cmd-{user}-{uuid.uuid4().hex[:8]}")
     form = {
         "token": "legacy",
@@ -330,14 +412,31 @@ def slash(
         "response_url": response_url,
         "trigger_id": f"{int(time.time())}.2.abc",
     }
-    resp = slack_post(bot_url, urlencode(form), content_type="application/x-www-form-urlencoded")
-    return resp, response_url
+    return form, response_url
 
 
 def mention_event(
-    bot_url: str, text: str, *, user: str, channel: str = "CNOTICES", team: str = "T0TEST"
+    bot_url: str,
+    text: str,
+    *,
+    user: str,
+    channel: str = "CNOTICES",
+    team: str = "T0TEST",
+    body: dict | None = None,
+    retry: int = 0,
 ) -> requests.Response:
-    """Send an app_mention event as Slack's Events API does."""
+    """Send an app_mention event as the Events API does (`retry`: as its nth redelivery)."""
+    body = body or mention_body(text, user=user, channel=channel, team=team)
+    headers = (
+        {"X-Slack-Retry-Num": str(retry), "X-Slack-Retry-Reason": "http_timeout"} if retry else {}
+    )
+    return slack_post(
+        bot_url, json.dumps(body), content_type="application/json", extra_headers=headers
+    )
+
+
+def mention_body(text: str, *, user: str, channel: str = "CNOTICES", team: str = "T0TEST") -> dict:
+    """Return the Events API body of an app_mention."""
     event = {
         "type": "app_mention",
         "user": user,
@@ -357,7 +456,47 @@ def mention_event(
         "event_time": int(time.time()),
         "authorizations": [{"team_id": team, "user_id": "UBOT", "is_bot": True}],
     }
-    return slack_post(bot_url, json.dumps(body), content_type="application/json")
+    return body
+
+
+def home_opened_body(user: str, *, team: str = "T0TEST") -> dict:
+    """Return the Events API body Slack sends when `user` opens the app's Home tab."""
+    event = {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": f"D{user[1:]}",
+        "tab": "home",
+        "event_ts": f"{time.time():.6f}",
+    }
+    return {
+        "token": "legacy",
+        "team_id": team,
+        "api_app_id": "ATEST",
+        "event": event,
+        "type": "event_callback",
+        "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
+        "event_time": int(time.time()),
+        "authorizations": [{"team_id": team, "user_id": "UBOT", "is_bot": True}],
+    }
+
+
+def open_home(bot_url: str, user: str, *, team: str = "T0TEST") -> requests.Response:
+    """Open the app's Home tab as `user`, over the Events API."""
+    body = json.dumps(home_opened_body(user, team=team))
+    return slack_post(bot_url, body, content_type="application/json")
+
+
+SOCKET_ACK_TIMES: list[float] = []  # every Socket Mode envelope's ack time, for the report
+FIGURES: list[str] = []  # lines a test measured, printed at the end of the run
+
+
+def over_socket(slack, type: str, payload: dict, **push: Any):
+    """Push an envelope to the Socket Mode bot; check it is acknowledged within 3 s."""
+    envelope = slack.socket.push(type, payload, **push)
+    acked = slack.socket.wait_for_ack(envelope.envelope_id, timeout=3.0)
+    assert acked is not None, f"{type} envelope not acknowledged within 3 s"
+    SOCKET_ACK_TIMES.append(acked.ack_seconds)
+    return acked
 
 
 class FaultyProxy:
@@ -663,3 +802,16 @@ def button_texts(blocks: list[dict]) -> list[str]:
         for el in block["elements"]
         if el.get("type") == "button"
     ]
+
+
+def said_to(slack, response_url: str, timeout: float = 15.0) -> str:
+    """Wait for what the bot or worker said through a click's response URL."""
+    from urllib.parse import quote
+
+    path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
+    found = wait_for(
+        lambda: [c for c in slack.calls("response_url") if c.path == path], path, timeout=timeout
+    )
+    reply = found[-1].params
+    assert reply.get("response_type") == "ephemeral" and reply.get("replace_original") is False
+    return reply["text"]

@@ -19,6 +19,7 @@ from tests.support import (
     interaction,
     notices_for,
     production_versions,
+    said_to,
     slash,
     stage,
     stage_of,
@@ -41,17 +42,6 @@ def approve(stack, slack, model_name, version, user, ts=""):
     )
     assert resp.status_code == 200, resp.text
     return url
-
-
-def said_to(slack, response_url: str, timeout: float = 15.0) -> str:
-    """Wait for what the bot or worker said through a click's response URL."""
-    path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
-    found = wait_for(
-        lambda: [c for c in slack.calls("response_url") if c.path == path], path, timeout=timeout
-    )
-    reply = found[-1].params
-    assert reply.get("response_type") == "ephemeral" and reply.get("replace_original") is False
-    return reply["text"]
 
 
 def test_approve_promotes_and_archives_the_old_production(loop, slack, mlflow_server, model_name):

@@ -28,6 +28,7 @@ PURE = (
     "registry.versions",
     "registry.services",
     "registry.governance",
+    "registry.home",
 )
 
 

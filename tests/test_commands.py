@@ -317,3 +317,22 @@ def test_promote_stages_an_existing_version(loop, slack, mlflow_server, model_na
     _, again = slash(loop.bot_url, slack, f"promote {model_name} {version}", user="UAPPROVER1")
     assert "already awaiting approval" in answered(slack, again)[0]["text"]
     assert len(notices_for(slack, model_name)) == 1
+
+
+@pytest.mark.slow
+def test_a_mention_redelivered_by_slack_is_acknowledged_and_answered_once(
+    loop, slack, mlflow_server, model_name
+):
+    from tests.support import mention_body
+
+    (v1,) = promote_in_turn(loop, slack, mlflow_server, model_name, 1)
+    body = mention_body(f"status {model_name}", user="UREQUESTER")
+    before = len(slack.calls("chat.postEphemeral"))
+    # Slack's first delivery, then two redeliveries of the same event_id (X-Slack-Retry-Num).
+    for retry in (0, 1, 2):
+        resp = mention_event(loop.bot_url, "", user="UREQUESTER", body=body, retry=retry)
+        assert resp.status_code == 200
+    wait_for(lambda: ephemerals_to(slack, "UREQUESTER", before), "the answer")
+    time.sleep(1.5)  # a second answer would come from a redelivery run again
+    answers = ephemerals_to(slack, "UREQUESTER", before)
+    assert len(answers) == 1 and f"Production: v{v1}" in answers[0]["text"]

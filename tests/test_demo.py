@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from bot.listeners.decisions import EMPTY_REASON
 from devkit.demo import MODEL, PORTS
-from devkit.sandbox.app import REQUIRED_FIELD
+from devkit.sandbox.app import REQUIRED_FIELD, STALE_MESSAGE
 from devkit.stack import alive, descendants, free_port, port_in_use, wait_until
 from tests.support import REPO
 
@@ -81,14 +82,23 @@ class RunningDemo:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Iterator[RunningDemo]:
-    """Start the demo on free ports, with its own Redis and directory; stop it afterwards."""
+    """Start the demo (bot over HTTP) on free ports; stop it afterwards."""
+    with running_demo(tmp_path_factory.mktemp("demo") / "demo") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_demo(root: Path, **settings: str) -> Iterator[RunningDemo]:
+    """Run `python -m devkit.demo` with its own ports, Redis and directory, and `settings`."""
     ports = _distinct_free_ports(len(PORTS) + 1)
-    root = tmp_path_factory.mktemp("demo") / "demo"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MLFLOW_", "DEMO_"))}
     env.update({var: str(port) for (_, var, _), port in zip(PORTS, ports, strict=False)})
     # A Redis of its own: a shared one may run the suite's workers on the demo's database.
     env.update(
-        DEMO_DIR=str(root), REDIS_URL=f"redis://127.0.0.1:{ports[-1]}/0", PYTHONUNBUFFERED="1"
+        DEMO_DIR=str(root),
+        REDIS_URL=f"redis://127.0.0.1:{ports[-1]}/0",
+        PYTHONUNBUFFERED="1",
+        **settings,
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "devkit.demo"],
@@ -114,20 +124,36 @@ def demo(tmp_path_factory) -> Iterator[RunningDemo]:
 
 
 @pytest.fixture(scope="module")
-def page(demo):
-    """A headless Chromium page on the sandbox, 1200x900 like the README's screenshot."""
+def browser():
+    """Headless Chromium (the system's), for the module's pages."""
     assert Path(CHROMIUM).exists(), "no Chromium: run scripts/ensure-chromium.sh"
     expect.set_options(timeout=UI_TIMEOUT_MS)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
+        launched = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
         )
         try:
-            tab = browser.new_page(viewport={"width": 1200, "height": 900})
-            tab.goto(demo.url("sandbox") + "/")
-            yield tab
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def page(demo, browser):
+    """A page on the sandbox, 1200x900 like the README's screenshot."""
+    with page_on(browser, demo.url("sandbox") + "/") as tab:
+        yield tab
+
+
+@contextlib.contextmanager
+def page_on(browser, url: str):
+    """Open `url` in a new 1200x900 page; close it afterwards."""
+    tab = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        tab.goto(url)
+        yield tab
+    finally:
+        tab.close()
 
 
 @pytest.mark.slow
@@ -169,6 +195,31 @@ def test_approve_reject_and_roll_back_in_the_browser(demo, page, tmp_path):
 
 
 @pytest.mark.slow
+def test_approve_from_the_home_tab_and_see_the_channel_notice_updated(demo, page):
+    client = MlflowClient(demo.url("mlflow"))
+    act_as(page, ADA)
+    page.get_by_test_id("tab-channel").click()
+    before = len(client.search_model_versions(f"name = '{MODEL}'"))
+    send_another_run(page)
+    version = str(before + 1)
+    message = notice(page, version)
+
+    page.get_by_test_id("tab-home").click()
+    home = page.get_by_test_id("home-view")
+    expect(home).to_contain_text("Awaiting your decision")
+    expect(home).to_contain_text(f"{MODEL} v{version} in Staging")
+    # Newest first: this run's version heads the list.
+    home.get_by_test_id("button-approve_version").first.click()
+    wait_for_stage(client, version, "Production")
+    expect(home).to_contain_text(f"Production: v{version}")
+    expect(home).to_contain_text("approved by @ada")
+
+    page.get_by_test_id("tab-channel").click()
+    expect(message).to_contain_text("Approved by")
+    expect(message.get_by_test_id("button-approve_version")).to_have_count(0)
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_every_process_it_started(demo):
     tree = descendants(demo.proc.pid)
     assert len(tree) >= 6, f"expected the demo's services below it, found {tree}"
@@ -182,6 +233,30 @@ def test_ctrl_c_stops_every_process_it_started(demo):
     assert [p for p in ports if port_in_use(p)] == []
     assert [pid for pid in tree if alive(pid)] == []
     assert _processes_naming(demo.root) == []
+
+
+@pytest.mark.slow
+def test_the_demo_in_socket_mode_is_driven_over_the_websocket(browser, tmp_path):
+    with running_demo(tmp_path / "demo", DEMO_SOCKET_MODE="1") as socket_demo:
+        assert "in Socket Mode" in socket_demo.output()
+        bot_port = socket_demo.ports["bot"]
+        assert not port_in_use(bot_port)  # no HTTP endpoint: the bot dialled out instead
+        client = MlflowClient(socket_demo.url("mlflow"))
+        with page_on(browser, socket_demo.url("sandbox") + "/") as tab:
+            act_as(tab, OLAF)
+            v1 = notice(tab, "1")
+            refused_for_non_approver(tab, v1)  # a refusal, then a switch back to ada
+            tab.get_by_test_id("tab-home").click()
+            home = tab.get_by_test_id("home-view")
+            expect(home).to_contain_text(f"{MODEL} v1 in Staging")
+            home.get_by_test_id("button-approve_version").first.click()
+            wait_for_stage(client, "1", "Production")
+            tab.get_by_test_id("tab-channel").click()
+            expect(v1).to_contain_text("Approved by")
+            tab.get_by_test_id("command-input").fill(f"/registry status {MODEL}")
+            tab.get_by_test_id("command-input").press("Enter")
+            status = tab.get_by_test_id("ephemeral").filter(has_text="Production: v1")
+            expect(status).to_have_count(1)
 
 
 # -- what a visitor does -----------------------------------------------------------------------
@@ -342,6 +417,7 @@ class FakeBot:
             "signed": signed,
             "form": form,
             "payload": json.loads(form["payload"]) if "payload" in form else None,
+            "json": request.get_json(silent=True),
         }
         self.received.append(received)
         text, status = self.answer(received)
@@ -583,3 +659,118 @@ def test_a_refusal_for_a_click_on_a_thread_parent_shows_in_the_channel(sandbox):
     assert [r["text"] for r in notice["replies"]] == ["a reply"]
     assert (refusal["text"], refusal["ephemeral"]) == ("Not you.", True)
     assert "thread_ts" not in sandbox.bot.received[0]["payload"]["container"]
+
+
+def test_opening_the_home_tab_sends_app_home_opened_and_its_clicks_carry_the_view(sandbox):
+    answer = sandbox.act("home", ADA)
+
+    assert answer == {"ok": True, "body": ""}
+    [received] = sandbox.bot.received
+    assert received["signed"] and received["form"] == {}
+    event = received["json"]["event"]
+    assert received["json"]["type"] == "event_callback" and received["json"]["event_id"]
+    assert (event["type"], event["user"], event["tab"]) == ("app_home_opened", ADA, "home")
+
+    home = sandbox.api("views.publish", user_id=ADA, view={"type": "home", "blocks": BUTTONS})
+    assert sandbox.state(ADA)["home"]["id"] == home["view"]["id"]
+    assert sandbox.state(OLAF)["home"] is None
+    view_id = home["view"]["id"]
+    sandbox.act("click", ADA, view=view_id, block=0, element=0, action_id="approve_version")
+    payload = sandbox.bot.received[-1]["payload"]
+    assert payload["container"] == {"type": "view", "view_id": view_id}
+    assert payload["view"]["type"] == "home" and "response_url" not in payload
+    assert payload["actions"][0]["value"] == "v1"
+    stale = sandbox.act(
+        "click", OLAF, view=view_id, block=0, element=0, action_id="approve_version"
+    )
+    assert stale == {"error": STALE_MESSAGE}  # someone else's Home tab is not theirs to click
+
+
+@pytest.fixture
+def socket_sandbox() -> Iterator[Sandbox]:
+    """The sandbox in Socket Mode: no bot URL is ever called; envelopes go over the link."""
+    from werkzeug.serving import make_server
+
+    from devkit.sandbox.app import create_sandbox
+    from devkit.slack_double import SlackDouble
+
+    port = free_port()
+    double = SlackDouble(token="xoxb-sandbox", team_id="T0DEMO", users=USERS, port=port)
+    double.socket.start()
+    app = create_sandbox(
+        double=double,
+        bot_url="http://127.0.0.1:9/never",
+        signing_secret=SECRET,
+        channel=CHANNEL,
+        socket_mode=True,
+    )
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Sandbox(f"http://127.0.0.1:{port}", None, double)  # type: ignore[arg-type]
+    finally:
+        server.shutdown()
+        server.server_close()
+        double.socket.stop()
+
+
+class SocketBot:
+    """slack_sdk's own Socket Mode client standing in for the bot: records, answers each ack."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        from slack_sdk import WebClient
+        from slack_sdk.socket_mode.builtin import SocketModeClient
+
+        self.received: list[tuple[str, dict]] = []
+        self.answer: dict | None = None
+        web = WebClient(base_url=f"{sandbox.url}/api/")
+        self.client = SocketModeClient(app_token="xapp-test", web_client=web)
+        self.client.socket_mode_request_listeners.append(self.on_request)
+        self.client.connect()
+        assert sandbox.double.socket.wait_connected(timeout=10)
+
+    def on_request(self, client, req) -> None:
+        from slack_sdk.socket_mode.response import SocketModeResponse
+
+        self.received.append((req.type, req.payload))
+        client.send_socket_mode_response(SocketModeResponse(req.envelope_id, self.answer))
+
+
+def test_in_socket_mode_the_sandbox_pushes_envelopes_and_shows_what_the_acks_say(
+    socket_sandbox,
+):
+    down = socket_sandbox.act("command", ADA, text="/registry help")
+    assert "not reachable" in down["error"]
+    bot = SocketBot(socket_sandbox)
+    try:
+        bot.answer = {"text": "Commands: help, status"}
+        socket_sandbox.act("command", ADA, text="/registry help")
+        kind, form = bot.received[-1]
+        assert (kind, form["command"], form["text"], form["user_id"]) == (
+            "slash_commands",
+            "/registry",
+            "help",
+            ADA,
+        )
+        shown = socket_sandbox.state(ADA)["messages"]
+        assert [(m["text"], m["from_slack"]) for m in shown][-1] == (
+            "Commands: help, status",
+            False,
+        )
+
+        bot.answer = None
+        ts = socket_sandbox.api("chat.postMessage", channel=CHANNEL, text="notice", blocks=BUTTONS)[
+            "ts"
+        ]
+        socket_sandbox.act("click", ADA, ts=ts, block=0, element=0, action_id="approve_version")
+        kind, payload = bot.received[-1]
+        assert kind == "interactive" and payload["type"] == "block_actions"
+        assert payload["actions"][0]["action_id"] == "approve_version"
+
+        assert socket_sandbox.act("home", ADA) == {"ok": True, "body": ""}
+        kind, body = bot.received[-1]
+        assert kind == "events_api" and body["event"]["type"] == "app_home_opened"
+        envelopes = socket_sandbox.double.socket.envelopes()
+        assert len(envelopes) == 3 and all(e.ack_seconds < 3 for e in envelopes)
+    finally:
+        bot.client.close()

@@ -13,6 +13,7 @@ from bot.deps import QUEUE_DOWN, Deps
 from bot.listeners import commands, decisions
 from registry.commands import HISTORY_DEFAULT, help_text
 from registry.decisions import NO_APPROVERS, NOT_APPROVER
+from registry.dedup import DeliveryLedger
 from registry.messages import (
     APPROVE_ACTION,
     REASON_BLOCK,
@@ -83,7 +84,9 @@ class Slack:
     @property
     def context(self) -> BoltContext:
         settings = Settings(mlflow_tracking_uri="http://mlflow.invalid", slack_channel="CNOTICES")
-        deps = Deps(settings, FakeDirectory(self.approvers), self.producer)
+        deps = Deps(
+            settings, FakeDirectory(self.approvers), self.producer, DeliveryLedger(settings)
+        )
         return BoltContext({"deps": deps, "client": self.client})
 
     def sent_once(self, task: str) -> dict[str, Any]:
@@ -137,8 +140,16 @@ def test_approve_by_an_approver_queues_the_approval(slack):
         "version": "3",
         "user": APPROVER,
         "response_url": RESPONSE_URL,
+        "home": False,  # clicked on the channel notice, not in the Home tab
     }
     assert slack.respond.calls == []
+
+
+def test_an_approve_from_the_home_tab_says_so_for_the_redraw(slack):
+    body = {**click(APPROVER, APPROVE_ACTION, button_value("churn", "3")), "view": {"type": "home"}}
+    decisions.on_approve(ack=slack.ack, body=body, context=slack.context, respond=slack.respond)
+    assert slack.ack.calls == [{}]
+    assert slack.sent_once(TASK_APPROVE)["home"] is True
 
 
 @pytest.mark.parametrize(
@@ -200,6 +211,7 @@ def test_a_reason_closes_the_modal_and_queues_the_rejection(slack):
         "version": "3",
         "user": APPROVER,
         "reason": "worse on the EU slice",
+        "home": False,  # submitted from a channel notice's modal, not the Home tab
     }
 
 

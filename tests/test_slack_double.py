@@ -13,9 +13,15 @@ import requests
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.socket_mode.builtin import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.webhook import WebhookClient
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from devkit.slack_double import SlackDouble
+from devkit.slack_socket import BAD_TICKET, NotConnected
 
 TOKEN = "xoxb-double-test"
 USERS = {
@@ -360,3 +366,132 @@ def test_stop_frees_the_port():
     with SlackDouble(token=TOKEN, port=port) as again:
         assert again.api_url == url
         assert WebClient(token=TOKEN, base_url=again.api_url).auth_test()["ok"] is True
+
+
+# -- Socket Mode, the Home tab and the per-channel pace ----------------------------------------
+
+
+def socket_client(double, app_token: str = "xapp-test") -> SocketModeClient:
+    """Connect slack_sdk's own Socket Mode client; it acks each envelope with {"seen": type}."""
+    client = SocketModeClient(app_token=app_token, web_client=WebClient(base_url=double.api_url))
+
+    def ack(client: SocketModeClient, req: SocketModeRequest) -> None:
+        payload = None if req.type == "events_api" else {"seen": req.type}
+        client.send_socket_mode_response(SocketModeResponse(req.envelope_id, payload))
+
+    client.socket_mode_request_listeners.append(ack)
+    client.connect()
+    return client
+
+
+def test_apps_connections_open_takes_only_the_app_token(double):
+    app = WebClient(base_url=double.api_url)
+    url = app.apps_connections_open(app_token="xapp-test")["url"]
+    assert url.startswith(f"ws://127.0.0.1:{double.socket.port}/link/?ticket=")
+    assert slack_error(lambda: app.apps_connections_open(app_token=TOKEN)) == (
+        "not_allowed_token_type"
+    )
+    assert slack_error(lambda: app.apps_connections_open(app_token="xapp-other")) == (
+        "invalid_auth"
+    )
+    as_app = WebClient(token="xapp-test", base_url=double.api_url)
+    assert slack_error(lambda: as_app.chat_postMessage(channel="C1", text="x")) == (
+        "not_allowed_token_type"
+    )
+
+
+def test_envelopes_are_pushed_over_the_websocket_and_acks_recorded(double):
+    client = socket_client(double)
+    try:
+        assert double.socket.wait_connected("xapp-test", timeout=5)
+        pushed = [
+            double.socket.push("interactive", {"type": "block_actions"}),
+            double.socket.push("slash_commands", {"command": "/registry", "text": "help"}),
+            double.socket.push("events_api", {"event_id": "Ev1"}, retry_attempt=2),
+        ]
+        acked = [double.socket.wait_for_ack(e.envelope_id, timeout=3) for e in pushed]
+        assert [a.response for a in acked] == [
+            {"seen": "interactive"},
+            {"seen": "slash_commands"},
+            None,
+        ]
+        assert all(0 <= a.ack_seconds < 3 for a in acked)
+        assert [e.envelope_id for e in double.socket.envelopes()] == [e.envelope_id for e in pushed]
+        assert double.socket.envelopes()[-1].retry_attempt == 2
+    finally:
+        client.close()
+    assert wait_until_closed(double)
+    with pytest.raises(NotConnected):
+        double.socket.push("interactive", {"type": "block_actions"})
+    with pytest.raises(ValueError):
+        double.socket.push("hello", {})
+
+
+def test_an_unacknowledged_envelope_times_out(double):
+    with connect(double.socket.open_url("xapp-test")) as ws:
+        hello = json.loads(ws.recv(timeout=5))
+        assert hello["type"] == "hello" and hello["connection_info"]["app_id"] == double.app_id
+        envelope = double.socket.push("interactive", {"type": "block_actions"})
+        sent = json.loads(ws.recv(timeout=5))
+        assert sent == {
+            "envelope_id": envelope.envelope_id,
+            "type": "interactive",
+            "payload": {"type": "block_actions"},
+            "accepts_response_payload": True,
+        }
+        assert double.socket.wait_for_ack(envelope.envelope_id, timeout=0.3) is None
+        ws.send(json.dumps({"envelope_id": envelope.envelope_id}))
+        assert double.socket.wait_for_ack(envelope.envelope_id, timeout=3).response is None
+
+
+def test_a_ticket_works_once_and_an_unknown_one_is_refused(double):
+    url = double.socket.open_url("xapp-test")
+    with connect(url) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+    for bad in (url, url.split("?")[0] + "?ticket=forged"):
+        with connect(bad) as ws, pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd.code == BAD_TICKET
+
+
+def test_views_publish_keeps_each_users_home_tab(double, client):
+    home = {"type": "home", "blocks": BLOCKS}
+    first = client.views_publish(user_id="UADA", view=home)["view"]
+    again = client.views_publish(user_id="UADA", view=home, hash=first["hash"])["view"]
+    assert again["id"] == first["id"] and double.home("UADA")["blocks"] == BLOCKS
+    assert double.home("UGRACE") is None
+    assert slack_error(lambda: client.views_publish(user_id="UADA", view=home, hash="old")) == (
+        "hash_conflict"
+    )
+    assert slack_error(lambda: client.views_publish(user_id="UNOBODY", view=home)) == (
+        "user_not_found"
+    )
+    assert slack_error(lambda: client.views_publish(user_id="UADA", view=MODAL)) == (
+        "invalid_arguments"
+    )
+    too_many = {"type": "home", "blocks": BLOCKS * 101}
+    assert slack_error(lambda: client.views_publish(user_id="UADA", view=too_many)) == (
+        "invalid_arguments"
+    )
+
+
+def test_the_pace_answers_429_with_retry_after_per_channel(double, client):
+    double.set_pace("C1", 1.0)
+    client.chat_postMessage(channel="C1", text="first")
+    with pytest.raises(SlackApiError) as info:
+        client.chat_postMessage(channel="C1", text="too soon")
+    assert info.value.response.status_code == 429
+    assert info.value.response.headers["Retry-After"] == "1"
+    client.chat_postMessage(channel="C2", text="another channel is not held up")
+    time.sleep(1.0)
+    client.chat_postMessage(channel="C1", text="a second later")
+    double.set_pace("C1", None)
+    client.chat_postMessage(channel="C1", text="no limit now")
+    assert [m["text"] for m in double.messages("C1")] == ["first", "a second later", "no limit now"]
+
+
+def wait_until_closed(double, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while double.socket.links() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return double.socket.links() == 0

@@ -13,7 +13,7 @@ import requests
 from celery import Task, current_app, shared_task
 from slack_sdk.errors import SlackApiError
 
-from registry import canary, lifecycle, operations, protection
+from registry import canary, home_tab, lifecycle, operations, protection
 from registry.changes import LIFECYCLE_CHANNEL, LifecycleEvent
 from registry.commands import APPROVER_VERBS, Command
 from registry.connect import build_services
@@ -28,6 +28,7 @@ from registry.queue import (
     TASK_COMMAND,
     TASK_DELIVER_EVENT,
     TASK_PROTECT,
+    TASK_PUBLISH_HOME,
     TASK_REJECT,
     TASK_REVERT,
     TASK_ROLLBACK,
@@ -132,15 +133,24 @@ def stage_version(self: Task, *, event_id: str, model_name: str, version: str) -
 
 @shared_task(bind=True, name=TASK_APPROVE, max_retries=MAX_RETRIES)
 def approve(
-    self: Task, *, event_id: str, model_name: str, version: str, user: str, response_url: str = ""
+    self: Task,
+    *,
+    event_id: str,
+    model_name: str,
+    version: str,
+    user: str,
+    response_url: str = "",
+    home: bool = False,
 ) -> str:
-    """Count an approval; promote at the last one."""
+    """Count an approval; promote at the last one; redraw the Home tab it came from."""
     return _run(
         self,
         model_name,
         event_id,
-        lambda svc: lifecycle.approve(
-            svc, model_name, version, user=user, response_url=response_url
+        lambda svc: _then_home(
+            svc,
+            lifecycle.approve(svc, model_name, version, user=user, response_url=response_url),
+            user if home else "",
         ),
     )
 
@@ -155,16 +165,38 @@ def reject(
     user: str,
     reason: str,
     response_url: str = "",
+    home: bool = False,
 ) -> str:
-    """Archive a candidate with the rejecter's reason."""
+    """Archive a candidate with the rejecter's reason; redraw the Home tab it came from."""
     return _run(
         self,
         model_name,
         event_id,
-        lambda svc: lifecycle.reject(
-            svc, model_name, version, user=user, reason=reason, response_url=response_url
+        lambda svc: _then_home(
+            svc,
+            lifecycle.reject(
+                svc, model_name, version, user=user, reason=reason, response_url=response_url
+            ),
+            user if home else "",
         ),
     )
+
+
+@shared_task(bind=True, name=TASK_PUBLISH_HOME, max_retries=MAX_RETRIES)
+def publish_home(self: Task, *, event_id: str, user: str) -> str:
+    """Publish the user's App Home tab."""
+    return _run(self, "", event_id, lambda svc: home_tab.publish_home(svc, user), lock=False)
+
+
+def _then_home(svc: Services, outcome: str, user: str) -> str:
+    """Redraw `user`'s Home tab after a decision taken from it (no user: nothing to do)."""
+    if not user:
+        return outcome
+    try:
+        home_tab.publish_home(svc, user)
+    except Exception:  # the decision is done: a retry would tell the clicker it already was
+        log.warning("home tab not redrawn", exc_info=True, extra={"user": user})
+    return outcome
 
 
 @shared_task(bind=True, name=TASK_COMMAND, max_retries=MAX_RETRIES)

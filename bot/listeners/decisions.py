@@ -43,9 +43,10 @@ def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> 
         version=version,
         user=user,
         response_url=body.get("response_url", ""),
+        home=from_home(body),
     )
     if not queued:
-        _ephemeral(respond, QUEUE_DOWN)
+        _ephemeral(respond, QUEUE_DOWN, context, body)
 
 
 def on_reject(
@@ -61,7 +62,7 @@ def on_reject(
     ts = (body.get("message") or {}).get("ts", "")
     client.views_open(
         trigger_id=body["trigger_id"],
-        view=reject_modal(model, version, channel=channel, message_ts=ts),
+        view=reject_modal(model, version, channel=channel, message_ts=ts, home=from_home(body)),
     )
 
 
@@ -75,13 +76,26 @@ def _authorised_click(
     model, version = parse_button_value(body["actions"][0]["value"])
     refusal = deps.refusal(user, verb, model)
     if refusal:
-        _ephemeral(respond, refusal)
+        _ephemeral(respond, refusal, context, body)
         return None
     return deps, user, model, version
 
 
-def _ephemeral(respond: Respond, text: str) -> None:
-    respond(text=text, response_type="ephemeral", replace_original=False)
+def from_home(body: dict) -> bool:
+    """Say whether a click came from the App Home tab rather than a channel message."""
+    return (body.get("view") or {}).get("type") == "home"
+
+
+def _ephemeral(respond: Respond, text: str, context: BoltContext, body: dict) -> None:
+    """Tell the clicker something only they see, where they will see it."""
+    if body.get("response_url"):
+        respond(text=text, response_type="ephemeral", replace_original=False)
+        return
+    # A click in the Home tab comes with no response URL: say it in the notice channel.
+    deps: Deps = context["deps"]
+    context.client.chat_postEphemeral(
+        channel=deps.settings.slack_channel, user=body["user"]["id"], text=text
+    )
 
 
 def on_reject_submitted(ack: Ack, body: dict, view: dict, context: BoltContext) -> None:
@@ -101,6 +115,7 @@ def on_reject_submitted(ack: Ack, body: dict, view: dict, context: BoltContext) 
         version=meta["version"],
         user=user,
         reason=reason,
+        home=bool(meta.get("home")),
     )
     if not queued:
         context.client.chat_postEphemeral(channel=meta["channel"], user=user, text=QUEUE_DOWN)

@@ -22,6 +22,7 @@ from flask import Flask, jsonify, request
 from werkzeug.test import Client
 
 from devkit.slack_double import RESPONSE_URL, Call, SlackDouble
+from devkit.slack_socket import NotConnected
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ STALE_MESSAGE = "That message changed before the click arrived; look again and r
 BOT_FAILED = "{what} failed: the bot answered HTTP {status}, so Slack would show an error."
 BOT_TIMEOUT = "{what} failed: the bot did not answer within 3 seconds (operation_timeout)."
 BOT_DOWN = "{what} failed: the bot is not reachable ({error})."
+NOT_CONNECTED = "the bot holds no Socket Mode connection"
 NO_TRAINING = "This sandbox has no training callback."
 NOTHING_SERVED = "nothing in Production yet"
 
@@ -290,17 +292,36 @@ class SlackClientSide:
     """Send the bot exactly the signed requests Slack sends when a person acts."""
 
     def __init__(
-        self, channel: Channel, *, bot_url: str, signing_secret: str, team_id: str
+        self,
+        channel: Channel,
+        *,
+        bot_url: str,
+        signing_secret: str,
+        team_id: str,
+        socket_mode: bool = False,
     ) -> None:
         self.channel, self.signing_secret, self.team_id = channel, signing_secret, team_id
+        self.socket_mode = socket_mode  # push envelopes over the bot's WebSocket, not HTTP
         base = bot_url.rstrip("/")
         self.events_url = base if base.endswith("/slack/events") else base + "/slack/events"
 
     def click(
-        self, user: str, *, ts: str, ephemeral: str, block: int, element: int, action_id: str
+        self,
+        user: str,
+        *,
+        ts: str,
+        ephemeral: str,
+        block: int,
+        element: int,
+        action_id: str,
+        view: str = "",
     ) -> Json:
-        """Click a button in a channel message or in one of `user`'s ephemerals."""
-        found = self._clicked(user, ts=ts, ephemeral=ephemeral)
+        """Click a button in a channel message, one of `user`'s ephemerals or their Home tab."""
+        found = (
+            self._clicked_home(user, view)
+            if view
+            else self._clicked(user, ts=ts, ephemeral=ephemeral)
+        )
         if found is None:
             return {"error": STALE_MESSAGE}
         blocks, payload = found
@@ -356,6 +377,46 @@ class SlackClientSide:
             "message": listed,
             "response_url": self.channel.response_url(origin),
         }
+
+    def _clicked_home(self, user: str, view_id: str) -> tuple[list[Json], Json] | None:
+        """Find `user`'s Home tab; a click there comes with the view and no response URL."""
+        home = self.channel.double.home(user)
+        if home is None or home["id"] != view_id:
+            return None
+        return home.get("blocks") or [], {
+            "container": {"type": "view", "view_id": view_id},
+            "view": home,
+        }
+
+    def open_home(self, user: str) -> Json:
+        """Open the app's Home tab: Slack sends the app an app_home_opened event."""
+        event = {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": f"D{user[1:]}",
+            "tab": "home",
+            "event_ts": f"{time.time():.6f}",
+        }
+        home = self.channel.double.home(user)
+        if home is not None:
+            event["view"] = home
+        body = {
+            "token": LEGACY_TOKEN,
+            "team_id": self.team_id,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev{uuid.uuid4().hex[:12].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "team_id": self.team_id,
+                    "user_id": self.channel.double.bot_user_id,
+                    "is_bot": True,
+                }
+            ],
+        }
+        return self._send(user, "events_api", body, "Opening the Home tab")
 
     def submit(self, user: str, view_id: str, values: dict[str, dict[str, str]]) -> Json:
         """Submit a modal; answer the errors it shows, or that it closed."""
@@ -431,7 +492,7 @@ class SlackClientSide:
             "response_url": self.channel.response_url(origin),
             "trigger_id": self.channel.trigger_id(user),
         }
-        answer = self._send(user, urlencode(form), name)
+        answer = self._send(user, "slash_commands", form, name)
         self._show_command_answer(user, answer)
         return answer
 
@@ -464,14 +525,44 @@ class SlackClientSide:
         return self.channel.double.users.get(user, {}).get("name", user.lower())
 
     def _interact(self, user: str, payload: Json, what: str) -> Json:
-        """Post an interactivity payload as Slack does: form-encoded `payload=`."""
-        return self._send(user, urlencode({"payload": json.dumps(payload)}), what)
+        """Send an interactivity payload to the bot as Slack does."""
+        return self._send(user, "interactive", payload, what)
 
-    def _send(self, user: str, body: str, what: str) -> Json:
-        """POST a form body to the bot, signed with Slack's v0 scheme; relay its answer."""
+    def _send(self, user: str, kind: str, payload: Json, what: str) -> Json:
+        """Deliver a request to the bot the way it runs: HTTP or Socket Mode; relay its answer."""
+        if self.socket_mode:
+            return self._push(user, kind, payload, what)
+        if kind == "events_api":
+            return self._post(user, json.dumps(payload), what, content_type="application/json")
+        # Interactivity comes as form-encoded `payload=`, a slash command as its form fields.
+        form = {"payload": json.dumps(payload)} if kind == "interactive" else payload
+        return self._post(user, urlencode(form), what)
+
+    def _push(self, user: str, kind: str, payload: Json, what: str) -> Json:
+        """Push an envelope over the bot's Socket Mode link; wait for its ack as Slack does."""
+        socket = self.channel.double.socket
+        try:
+            envelope = socket.push(kind, payload)
+        except NotConnected:
+            return self._failed(user, BOT_DOWN.format(what=what, error=NOT_CONNECTED))
+        acked = socket.wait_for_ack(envelope.envelope_id, timeout=ACK_TIMEOUT)
+        if acked is None:
+            return self._failed(user, BOT_TIMEOUT.format(what=what))
+        return {"ok": True, "body": acked.response or ""}
+
+    def _post(
+        self,
+        user: str,
+        body: str,
+        what: str,
+        *,
+        content_type: str = "application/x-www-form-urlencoded",
+    ) -> Json:
+        """POST a body to the bot, signed with Slack's v0 scheme; relay its answer."""
+        headers = {**self._signed(body), "Content-Type": content_type}
         try:
             resp = requests.post(
-                self.events_url, data=body.encode(), timeout=ACK_TIMEOUT, headers=self._signed(body)
+                self.events_url, data=body.encode(), timeout=ACK_TIMEOUT, headers=headers
             )
         except requests.Timeout:
             return self._failed(user, BOT_TIMEOUT.format(what=what))
@@ -541,16 +632,24 @@ def create_sandbox(
     predict_url: str = "",
     on_train: Callable[[], str] | None = None,
     team_id: str = "T0DEMO",
+    socket_mode: bool = False,
 ) -> Flask:
     """Build the sandbox: the Slack Web API under /api/ and /response/, and the channel page.
 
     The double must be created with the port the sandbox serves on: auth.test and the
-    response URLs handed to the bot name it.
+    response URLs handed to the bot name it. With `socket_mode`, what a person does reaches
+    the bot as envelopes over its Socket Mode link (start `double.socket` first).
     """
     if double.port is None:
         raise ValueError("create the SlackDouble with port=<the sandbox's port>")
     room = Channel(double, channel)
-    slack = SlackClientSide(room, bot_url=bot_url, signing_secret=signing_secret, team_id=team_id)
+    slack = SlackClientSide(
+        room,
+        bot_url=bot_url,
+        signing_secret=signing_secret,
+        team_id=team_id,
+        socket_mode=socket_mode,
+    )
     served = ServedVersion(predict_url)
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
     _page_routes(app, room, served, team_id, can_train=on_train is not None)
@@ -577,6 +676,7 @@ def _page_routes(
             users=_users(room.double),
             user=user,
             messages=room.timeline(user),
+            home=room.double.home(user),
             modal=room.open_modal(user),
             served=served.get(),
             can_train=can_train,
@@ -595,8 +695,14 @@ def _action_routes(app: Flask, slack: SlackClientSide, on_train: Callable[[], st
                 block=int(body["block"]),
                 element=int(body["element"]),
                 action_id=str(body.get("action_id") or ""),
+                view=str(body.get("view") or ""),
             )
         )
+
+    @app.post("/sandbox/home")
+    def home():
+        body = request.get_json(force=True)
+        return jsonify(slack.open_home(str(body["user"])))
 
     @app.post("/sandbox/submit")
     def submit():

@@ -17,6 +17,8 @@ const page = {
   timelineKey: "",
   modalKey: "",
   usersKey: "",
+  homeKey: "",
+  tab: "channel",
 };
 
 // -- Slack mrkdwn -------------------------------------------------------------------------
@@ -185,6 +187,33 @@ function renderTimeline(messages) {
   if (atBottom) box.scrollTop = box.scrollHeight;
 }
 
+// The app's Home tab: what the bot last published for this user (views.publish).
+function renderHome(home) {
+  const key = JSON.stringify(home) + JSON.stringify(page.users);
+  if (key === page.homeKey) return;
+  page.homeKey = key;
+  const box = document.getElementById("home");
+  if (!home) {
+    box.innerHTML = `<div class="empty">Opening the Home tab asks the bot to publish it…</div>`;
+    return;
+  }
+  const where = `data-view="${esc(home.id)}"`;
+  box.innerHTML = `<div class="msg home-view" data-testid="home-view">`
+    + (home.blocks || []).map((bk, b) => block(bk, where, b)).join("") + `</div>`;
+}
+
+function showTab(tab) {
+  page.tab = tab;
+  const home = tab === "home";
+  document.getElementById("tab-home").classList.toggle("active", home);
+  document.getElementById("tab-channel").classList.toggle("active", !home);
+  document.getElementById("home").hidden = !home;
+  document.getElementById("timeline").hidden = home;
+  document.getElementById("composer").hidden = home;
+  // Slack sends app_home_opened each time the tab is opened; the bot then publishes it.
+  if (home) post("/sandbox/home", {});
+}
+
 function renderUsers(users) {
   const key = JSON.stringify(users);
   page.users = Object.fromEntries(users.map(u => [u.id, u]));
@@ -252,6 +281,7 @@ function render(state) {
   renderUsers(state.users);
   renderServed(state.served);
   renderTimeline(state.messages);
+  renderHome(state.home);
   renderModal(state.modal);
   document.getElementById("train").disabled = !state.can_train || page.training;
 }
@@ -285,8 +315,9 @@ function onClick(event) {
   if (!btn) return;
   btn.disabled = true;
   post("/sandbox/click", {ts: btn.dataset.ts || "", ephemeral: btn.dataset.ephemeral || "",
-    block: Number(btn.dataset.block), element: Number(btn.dataset.element),
-    action_id: btn.dataset.action}).finally(() => { btn.disabled = false; });
+    view: btn.dataset.view || "", block: Number(btn.dataset.block),
+    element: Number(btn.dataset.element), action_id: btn.dataset.action})
+    .finally(() => { btn.disabled = false; });
 }
 
 async function onModal(event) {
@@ -337,11 +368,15 @@ async function onTrain() {
 function onPick(event) {
   page.user = event.target.value;
   localStorage.setItem("sandbox-user", page.user);
-  page.timelineKey = page.modalKey = "";
+  page.timelineKey = page.modalKey = page.homeKey = "";
+  if (page.tab === "home") showTab("home");
   poll();
 }
 
 document.getElementById("timeline").addEventListener("click", onClick);
+document.getElementById("home").addEventListener("click", onClick);
+document.getElementById("tab-home").addEventListener("click", () => showTab("home"));
+document.getElementById("tab-channel").addEventListener("click", () => showTab("channel"));
 document.getElementById("modal-root").addEventListener("click", onModal);
 document.getElementById("composer").addEventListener("submit", onCommand);
 document.getElementById("train").addEventListener("click", onTrain);
