@@ -22,6 +22,8 @@ from devkit.stack import free_port, service_env, stop, url_answers, wait_until
 REPO = Path(__file__).resolve().parent.parent
 TRAINING_SECRET = "whsec_" + "dGVzdC10cmFpbmluZy1zZWNyZXQtMzItYnl0ZXMhIQ=="
 MLFLOW_SECRET = "mlflow-webhook-secret"
+ALERTMANAGER_TOKEN = "test-alertmanager-token-0123456789"
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of an alert still firing
 
 
 def signed_headers(
@@ -43,6 +45,57 @@ def signed_headers(
         "webhook-id": msg_id,
         "webhook-timestamp": stamp,
         "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
+
+
+def alert(
+    model: str,
+    *,
+    status: str = "firing",
+    fingerprint: str = "",
+    starts_at: str = "",
+    ends_at: str = "",
+    alertname: str = "PredictionErrorRate",
+    summary: str = "More than 5% of predictions fail",
+    version: str = "",
+    generator_url: str = "http://prometheus.example:9090/graph?g0.expr=errors&g0.tab=1",
+    label: str = "model",
+) -> dict[str, Any]:
+    """Return one alert as Alertmanager sends it, for `model` (under the label `label`)."""
+    labels = {"alertname": alertname, "severity": "page", label: model}
+    if version:
+        labels["version"] = version
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": summary, "description": "Error rate over the last 5 minutes"},
+        "startsAt": starts_at or time.strftime("%Y-%m-%dT%H:%M:%S.123456789Z", time.gmtime()),
+        "endsAt": ends_at or GO_ZERO_TIME,
+        "generatorURL": generator_url,
+        "fingerprint": fingerprint or uuid.uuid4().hex[:16],
+    }
+
+
+def resolved(firing: dict[str, Any]) -> dict[str, Any]:
+    """Return the resolved form of a firing alert, as Alertmanager sends it."""
+    ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {**firing, "status": "resolved", "endsAt": ended}
+
+
+def alertmanager_payload(*alerts: dict[str, Any]) -> dict[str, Any]:
+    """Return Alertmanager's webhook body (version 4) carrying `alerts`."""
+    firing = any(a["status"] == "firing" for a in alerts)
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="PredictionErrorRate"}',
+        "truncatedAlerts": 0,
+        "status": "firing" if firing else "resolved",
+        "receiver": "registry-bot",
+        "groupLabels": {"alertname": "PredictionErrorRate"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "alerts": list(alerts),
     }
 
 
