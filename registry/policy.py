@@ -19,9 +19,13 @@ Direction = Literal["higher", "lower"]
 EPSILON = 1e-12
 
 TOP_KEYS = ("defaults", "models")
-MODEL_KEYS = ("gates", "approval_expires_after", "remind_every", "canary")
+MODEL_KEYS = ("gates", "approval_expires_after", "remind_every", "canary", "guard")
 GATE_KEYS = ("metric", "min", "max", "no_worse_than_production", "direction")
 CANARY_KEYS = ("duration", "require_report")
+GUARD_KEYS = ("window", "action")
+GuardAction = Literal["propose", "rollback"]
+GUARD_ACTIONS: tuple[GuardAction, ...] = ("propose", "rollback")
+GUARD_WINDOW = 24 * 3600.0  # SPEC 12: a day after a promotion, an alert is about it
 DIRECTIONS: tuple[Direction, ...] = ("higher", "lower")
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -99,6 +103,14 @@ class Canary:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """After a promotion: how long an alert concerns it, and whether to propose or roll back."""
+
+    window: float = GUARD_WINDOW
+    action: GuardAction = "propose"
+
+
+@dataclass(frozen=True)
 class ModelPolicy:
     """The policy that applies to one registered model."""
 
@@ -106,6 +118,7 @@ class ModelPolicy:
     approval_expires_after: float | None = None
     remind_every: float | None = None
     canary: Canary | None = None
+    guard: Guard = Guard()
 
 
 @dataclass(frozen=True)
@@ -222,6 +235,8 @@ def _model_policy(node: Node, base: ModelPolicy, where: str) -> ModelPolicy:
             changes[key] = _optional_duration(fields[key], key)
     if "canary" in fields:
         changes["canary"] = _canary(fields["canary"])
+    if "guard" in fields:
+        changes["guard"] = _guard(fields["guard"])
     # A model's entry replaces each key it sets; the rest come from the defaults.
     return replace(base, **changes)
 
@@ -283,6 +298,22 @@ def _canary(node: Node) -> Canary | None:
     report = fields.get("require_report")
     require_report = report is not None and _flag(report, "canary.require_report")
     return Canary(duration=duration, require_report=require_report)
+
+
+def _guard(node: Node) -> Guard:
+    fields = _mapping(node, "guard", GUARD_KEYS)
+    guard = Guard()
+    if "window" in fields:
+        guard = replace(guard, window=_duration(fields["window"], "guard.window"))
+    if "action" in fields:
+        action = _scalar(fields["action"], "guard.action", "propose or rollback")
+        if action not in GUARD_ACTIONS:
+            _fail(
+                fields["action"],
+                f"guard.action must be propose or rollback, got {_describe(fields['action'])}",
+            )
+        guard = replace(guard, action=action)
+    return guard
 
 
 def _mapping(node: Node, where: str, allowed: Sequence[str] | None) -> dict[str, Node]:
