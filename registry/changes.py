@@ -20,6 +20,7 @@ EVENT_TYPES = {
     "expired": "expired",
     "canary_passed": "canary_verdict",
     "canary_failed": "canary_verdict",
+    "alert_received": "alert_received",
 }
 
 

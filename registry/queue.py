@@ -25,6 +25,7 @@ TASK_ROLLBACK = "registry_bot.rollback"
 TASK_DELIVER_EVENT = "registry_bot.deliver_event"
 TASK_CANARY = "registry_bot.canary_verdict"
 TASK_SWEEP = "registry_bot.sweep"
+TASK_ALERT = "registry_bot.alert"
 
 
 class QueueUnavailable(RuntimeError):

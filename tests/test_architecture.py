@@ -27,6 +27,7 @@ PURE = (
     "registry.changes",
     "registry.versions",
     "registry.services",
+    "registry.guard",
 )
 
 
