@@ -391,8 +391,8 @@ def test_a_model_that_crashes_is_500_and_logged(caplog):
     assert any(r.exc_info and r.version == "1" for r in caplog.records)
 
 
-def metric(client, name: str, **labels: str) -> float:
-    """Read one sample from the API's /metrics, 0 when it is not there."""
+def metric(client, name: str, **labels: str) -> float | None:
+    """Read one sample from the API's /metrics, None when it is not there."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = client.get("/metrics").get_data(as_text=True)
@@ -400,7 +400,7 @@ def metric(client, name: str, **labels: str) -> float:
         for sample in family.samples:
             if sample.name == name and sample.labels == labels:
                 return sample.value
-    return 0.0
+    return None
 
 
 def test_metrics_count_requests_errors_and_latency_by_model_and_version(api_client):

@@ -47,8 +47,9 @@ class PredictionMetrics:
         labels = (model, version or NO_VERSION)
         self.requests.labels(*labels).inc()
         self.latency.labels(*labels).observe(seconds)
+        errors = self.errors.labels(*labels)  # exported at 0 too, so a rate has a series
         if status >= 500:
-            self.errors.labels(*labels).inc()
+            errors.inc()
 
 
 class BadInputs(ValueError):
