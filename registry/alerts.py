@@ -143,11 +143,13 @@ def _resolved(
     svc: Services, alert: ModelAlert, key: str, found: tuple[ModelVersion, dict] | None
 ) -> str:
     """Add one thread note to the alert's plan or announcement."""
+    ctx = {"event_id": f"alert-{key}", "model": alert.model_name}
     if found is None or not found[1].get("ts"):
-        log.info("resolved alert without a plan", extra={"model": alert.model_name})
+        log.info("resolved alert without a plan", extra=ctx)
         return "ignored"
     mv, state = found
     if state.get("resolved"):
+        log.info("resolved alert already noted", extra=ctx)
         return "duplicate"
     svc.notifier.reply(state["channel"], state["ts"], resolved_note(alert))
     resolved = {**state, "resolved": alert.ends_at or "yes"}

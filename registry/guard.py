@@ -12,6 +12,7 @@ from registry.changes import LifecycleEvent
 from registry.events import ModelAlert
 from registry.messages import escape, format_time
 from registry.policy import Guard
+from registry.record import history_of
 from registry.reports import ROLLBACK_CONFIRM, RollbackPlan, plan_blocks, previous_production
 from registry.versions import ModelVersion
 
@@ -71,7 +72,7 @@ def guard_refusal(
     current = next((mv for mv in versions if mv.stage == "Production"), None)
     if current is None:
         return NO_PRODUCTION
-    since = _float(current.tag("production_since"))
+    since = became_production(current)
     if since is None:
         return NOT_MADE_BY_US.format(version=current.version)
     if now - since > guard.window:
@@ -91,7 +92,17 @@ def watch_entry(
     if guard_refusal(versions, "", guard, now):
         return None
     current = next(mv for mv in versions if mv.stage == "Production")
-    return Watched(model, current.version, float(current.tag("production_since")) + guard.window)
+    return Watched(model, current.version, (became_production(current) or 0.0) + guard.window)
+
+
+def became_production(mv: ModelVersion) -> float | None:
+    """Return when the version last became Production, as its record says, or None.
+
+    The time of the promoted or rolled_back entry, which is also the time of the
+    lifecycle event the door's guard entry is made from, so both agree on the window.
+    """
+    changes = [e for e in history_of(mv) if e.get("type") in PRODUCTION_CHANGES]
+    return _float(str(changes[-1].get("at", ""))) if changes else _float(mv.tag("production_since"))
 
 
 def watch_after(event: LifecycleEvent, guard: Guard) -> Watched | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -99,6 +100,13 @@ def test_alerts_that_concern_no_recent_production_say_why(versions, named, says)
 def test_the_window_is_the_models_guard_window():
     assert guard_refusal(served(NOW - 7200), "", Guard(window=3600), NOW).startswith("its ")
     assert guard_refusal(served(NOW - 1800), "", Guard(window=3600), NOW) == ""
+
+
+def test_the_window_counts_from_the_promotion_the_record_logs():
+    log = json.dumps([{"type": "promoted", "at": str(NOW - 3590)}])
+    logged = [mv("2", "Production", production_since=str(NOW - 3601), log=log), served()[1]]
+    assert guard_refusal(logged, "", Guard(window=3600), NOW) == ""  # the event's time, as the door
+    assert guard_refusal(served(NOW - 3601), "", Guard(window=3600), NOW) != ""
 
 
 def test_a_guard_entry_lasts_until_the_window_closes():
@@ -378,7 +386,10 @@ def test_the_door_queues_firing_alerts_for_a_guarded_version_and_resolved_ones_w
     from registry import watchlist
 
     now = 1000.0
-    firing = ModelAlert(**{**FIRING.as_kwargs(), "model_name": model_name})
+    fingerprint = uuid.uuid4().hex[:16]  # the note of a plan outlives a test run in Redis
+    firing = ModelAlert(
+        **{**FIRING.as_kwargs(), "model_name": model_name, "fingerprint": fingerprint}
+    )
     assert not watchlist.concerns(redis_client, firing, now)
     watchlist.publish(redis_client, model_name, Watched(model_name, "2", now + 60), now)
     assert watchlist.concerns(redis_client, firing, now)
