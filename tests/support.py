@@ -302,8 +302,12 @@ def click(
     channel: str = "CNOTICES",
     team: str = "T0TEST",
     tag: str = "",
+    message: dict | None = None,
 ) -> tuple[requests.Response, str]:
-    """Click a button as `user`; return the answer and the response URL Slack would give."""
+    """Click a button as `user`; return the answer and the response URL Slack would give.
+
+    `message` is the channel message clicked, sent along whole as Slack does.
+    """
     response_url = slack.response_url(f"{tag or action_id}-{user}-{uuid.uuid4().hex[:8]}")
     payload = {
         "type": "block_actions",
@@ -314,7 +318,7 @@ def click(
         "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.abc",
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
         "channel": {"id": channel, "name": "models"},
-        "message": {"type": "message", "ts": message_ts, "text": ""},
+        "message": message or {"type": "message", "ts": message_ts, "text": ""},
         "response_url": response_url,
         "actions": [
             {
@@ -407,6 +411,47 @@ def mention_event(
         "authorizations": [{"team_id": team, "user_id": "UBOT", "is_bot": True}],
     }
     return slack_post(bot_url, json.dumps(body), content_type="application/json")
+
+
+def waited(check, what: str, timeout: float = 15.0, interval: float = 0.05):
+    """Poll `check` until it returns something truthy; return it, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def promote(stack: Stack, slack, mlflow_uri: str, model: str, *, constant: float) -> str:
+    """Train, send the event, approve the notice; return the version once it is announced."""
+    from mlflow import MlflowClient
+
+    from registry.messages import APPROVE_ACTION, button_value
+
+    run_id = log_model(mlflow_uri, constant=constant)
+    body = {"model_name": model, "run_id": run_id, "requested_by": "UREQUESTER"}
+    assert stack.post_training(body).status_code == 202
+    client = MlflowClient(mlflow_uri)
+
+    def noticed():
+        found = client.search_model_versions(f"name = '{model}' and run_id = '{run_id}'")
+        return found[0] if found and found[0].tags.get("registry_bot.notice_ts") else None
+
+    mv = waited(noticed, f"the notice of {model}'s new version", 30)
+    value, ts = button_value(model, mv.version), mv.tags["registry_bot.notice_ts"]
+    click(
+        stack.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=value,
+        message_ts=ts,
+    )
+    tags = lambda: client.get_model_version(model, mv.version).tags  # noqa: E731
+    waited(lambda: tags().get("registry_bot.announced"), f"{model} v{mv.version} promoted", 30)
+    return mv.version
 
 
 class FaultyProxy:
