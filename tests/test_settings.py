@@ -34,7 +34,10 @@ def test_defaults_follow_the_spec():
 
 def test_the_alertmanager_settings_are_read():
     s = load(ALERTMANAGER_TOKEN="a-long-random-token-1234", ALERT_MODEL_LABEL="served_model")
-    assert (s.alertmanager_token, s.alert_model_label) == ("a-long-random-token-1234", "served_model")
+    assert (s.alertmanager_token, s.alert_model_label) == (
+        "a-long-random-token-1234",
+        "served_model",
+    )
 
 
 def test_lists_and_rotation():
