@@ -8,6 +8,7 @@ const EMOJI = {
   arrows_counterclockwise: "🔄", wastebasket: "🗑️", lock: "🔒", tada: "🎉", mag: "🔍",
   information_source: "ℹ️", red_circle: "🔴", large_green_circle: "🟢", alarm_clock: "⏰",
   thumbsup: "👍", "+1": "👍", thumbsdown: "👎", stopwatch: "⏱️", microscope: "🔬",
+  rotating_light: "🚨",
 };
 
 const page = {
@@ -253,6 +254,7 @@ function render(state) {
   renderTimeline(state.messages);
   renderModal(state.modal);
   document.getElementById("train").disabled = !state.can_train || page.training;
+  document.getElementById("alert").disabled = !state.can_alert || page.alerting;
 }
 
 async function poll() {
@@ -333,6 +335,20 @@ async function onTrain() {
   }
 }
 
+async function onAlert() {
+  const note = document.getElementById("alert-status");
+  page.alerting = true;
+  document.getElementById("alert").disabled = true;
+  note.textContent = "Posting the alert as Alertmanager would…";
+  try {
+    const answer = await post("/sandbox/alert", {});
+    note.textContent = answer.message || answer.error || "";
+  } finally {
+    page.alerting = false;
+    poll();
+  }
+}
+
 function onPick(event) {
   page.user = event.target.value;
   localStorage.setItem("sandbox-user", page.user);
@@ -344,6 +360,7 @@ document.getElementById("timeline").addEventListener("click", onClick);
 document.getElementById("modal-root").addEventListener("click", onModal);
 document.getElementById("composer").addEventListener("submit", onCommand);
 document.getElementById("train").addEventListener("click", onTrain);
+document.getElementById("alert").addEventListener("click", onAlert);
 document.getElementById("user-picker").addEventListener("change", onPick);
 poll();
 setInterval(poll, POLL_MS);
