@@ -403,3 +403,27 @@ def test_the_served_model_exports_its_error_rate_for_the_alert_rule(
     assert f"registry_bot_prediction_requests_total{{{labels}}} 2.0" in text
     assert f"registry_bot_prediction_errors_total{{{labels}}} 0.0" in text
     assert f"registry_bot_prediction_seconds_count{{{labels}}} 2.0" in text
+
+
+def test_redis_down_a_confirm_on_a_channel_plan_is_told_to_try_again_and_the_plan_stays(
+    stacks, slack, tmp_path
+):
+    from devkit.stack import start_redis
+    from registry.events import ModelAlert
+    from registry.guard import alert_plan
+    from registry.reports import RollbackPlan
+
+    plan = RollbackPlan("any-model", "2", "1", REASON, alert="k1")
+    text, blocks = alert_plan(plan, ModelAlert("any-model", "firing", "f", "2027-01-15T08:00:00Z"))
+    message = {"type": "message", "ts": "1.000001", "text": text, "blocks": blocks}
+    port = free_port()
+    server = start_redis(port, tmp_path / "redis")
+    stack = stacks.make(redis_base=f"redis://127.0.0.1:{port}")
+    stack.start("bot")
+    try:
+        stop(server)
+        told = said(slack, press(stack, slack, message, ROLLBACK_CONFIRM, "UAPPROVER1"))
+        assert "try again" in told["text"] and told["replace_original"] is False
+    finally:
+        stack.stop()
+        stop(server)
