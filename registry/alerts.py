@@ -54,7 +54,7 @@ def handle_alert(svc: Services, alert: ModelAlert, *, remember: Remember | None 
         if state.get("ts"):
             log.info("alert already handled", extra=ctx)
             return "duplicate"
-        return _carry_out(svc, alert, key, mv, state, remember)  # a rerun finishes it
+        return _carry_out(svc, alert, key, mv, state, remember, rerun=True)  # finish it
     plan = _plan(svc, alert, versions, ctx)
     if plan is None:
         return "ignored"
@@ -65,7 +65,7 @@ def handle_alert(svc: Services, alert: ModelAlert, *, remember: Remember | None 
     # The intent goes with the log entry, in one write, before anything is posted or moved.
     intent = {ALERT_TAG + key: _json(state)}
     record(svc, mv, "alert_received", actor=ALERTMANAGER, reason=plan.reason, extra=intent)
-    return _carry_out(svc, alert, key, mv, state, remember)
+    return _carry_out(svc, alert, key, mv, state, remember, rerun=False)
 
 
 def _plan(
@@ -90,6 +90,8 @@ def _carry_out(
     mv: ModelVersion,
     state: dict,
     remember: Remember | None,
+    *,
+    rerun: bool,
 ) -> str:
     plan = RollbackPlan(
         alert.model_name, state["current"], state["target"], alert_reason(alert), alert=key
@@ -97,7 +99,7 @@ def _carry_out(
     if state["action"] == "rollback":
         ts, outcome = _roll_back(svc, alert, plan)
     else:
-        ts, outcome = _post_plan(svc, alert, plan, state["nonce"]), "proposed"
+        ts, outcome = _post_plan(svc, alert, plan, state["nonce"], rerun=rerun), "proposed"
     state = {**state, "channel": svc.notifier.channel, "ts": ts}
     svc.gateway.set_tags(mv.name, mv.version, _tag(key, state))
     if remember is not None:
@@ -106,9 +108,11 @@ def _carry_out(
     return outcome
 
 
-def _post_plan(svc: Services, alert: ModelAlert, plan: RollbackPlan, nonce: str) -> str:
+def _post_plan(
+    svc: Services, alert: ModelAlert, plan: RollbackPlan, nonce: str, *, rerun: bool
+) -> str:
     """Post the plan in the channel once, even if a run died before recording its ts."""
-    found = svc.notifier.find_posted(ALERT_EVENT, nonce)
+    found = svc.notifier.find_posted(ALERT_EVENT, nonce) if rerun else ""
     if found:
         return found
     text, blocks = alert_plan(plan, alert)
