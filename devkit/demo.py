@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,8 @@ TOKEN = "xoxb-demo-sandbox-token"
 APP_TOKEN = "xapp-demo-sandbox-token"  # DEMO_SOCKET_MODE=1: the bot runs in Socket Mode
 SIGNING_SECRET = "demo-signing-secret"
 TRAINING_SECRET = "whsec_" + base64.b64encode(b"registry-bot-demo-training-key!!").decode()
+ALERTMANAGER_TOKEN = "demo-alertmanager-token-0123456789"
+ALERT_NAME = "PredictionErrorRate"
 USERS = {
     "UADA": {"name": "ada", "email": "ada@example.com", "role": "approver"},
     "UGRACE": {"name": "grace", "email": "grace@example.com", "role": "approver"},
@@ -77,6 +80,15 @@ REDIS_OTHER = "registry-bot demo: something other than Redis listens on {url}"
 REDIS_NONE = "registry-bot demo: no Redis answers at {url} (REDIS_URL)"
 NO_NOTICE = "registry-bot demo: the Staging notice did not arrive; see {log}"
 NO_DEMO = "registry-bot demo: no demo answers at {url}; start one with `make demo`"
+FIRED = (
+    "Alertmanager posted {alert} for {model}{version}: handled {handled}; "
+    "its rollback plan follows in the channel in a moment."
+)
+FIRED_UNHANDLED = (
+    "Alertmanager posted {alert} for {model}{version}: handled 0, so no plan. The guard only "
+    "takes alerts for a Production version promoted in the last 24h with an earlier one to go "
+    "back to: approve a second run first."
+)
 NO_SERVING = "  (no prediction API yet: registry.serving is not installed)"
 SERVING_FAILED = "  prediction API did not start; see {log}"
 STARTING = "registry-bot demo: starting (files in {root}, wiped at every start)"
@@ -96,6 +108,7 @@ READY = """
 
 Next: open the sandbox and click Approve as ada.
 More runs: the sandbox's "Send another training run" button, or `make demo-event`.
+Once a second run is approved, "Fire an alert" posts an alert as Alertmanager would.
 
 registry-bot demo is ready. Ctrl-C stops everything it started."""
 STOPPING = "registry-bot demo: stopping…"
@@ -240,6 +253,7 @@ def demo_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
         SLACK_API_URL=config.url("sandbox") + "/api/",
         APPROVERS=",".join(APPROVERS),
         TRAINING_WEBHOOK_SECRET=TRAINING_SECRET,
+        ALERTMANAGER_TOKEN=ALERTMANAGER_TOKEN,
         WEBHOOKS_PORT=str(config.ports["webhooks"]),
         WEBHOOKS_URL=config.url("webhooks"),
         BOT_PORT=str(config.ports["bot"]),
@@ -393,7 +407,9 @@ class SandboxServer:
         self.double.socket.stop()
 
 
-def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxServer:
+def start_sandbox(
+    config: DemoConfig, on_train: Callable[[], str], on_alert: Callable[[], str] | None = None
+) -> SandboxServer:
     """Serve the Slack Web API and the channel page on the sandbox port."""
     from devkit.sandbox.app import create_sandbox
 
@@ -407,6 +423,7 @@ def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxSer
         channel=CHANNEL,
         predict_url=config.url("predict") if serving_available() else "",
         on_train=on_train,
+        on_alert=on_alert,
         team_id=TEAM,
         socket_mode=config.socket_mode,
     )
@@ -516,6 +533,71 @@ def train_and_send(config: DemoConfig) -> str:
     return SENT.format(run=run.run_id[:8], model=MODEL, who=USERS[REQUESTER]["name"], **run.metrics)
 
 
+# -- an alert, as Alertmanager sends one -------------------------------------------------------
+
+
+def alert_payload(version: str, source: str) -> dict[str, Any]:
+    """Return Alertmanager's webhook body with one firing alert for the demo model."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    labels = {"alertname": ALERT_NAME, "severity": "page", "model": MODEL}
+    if version:
+        labels["version"] = version
+    alert = {
+        "status": "firing",
+        "labels": labels,
+        "annotations": {
+            "summary": f"More than 5% of {MODEL} predictions fail",
+            "description": "registry_bot_prediction_errors_total over the last 5 minutes",
+        },
+        "startsAt": now,
+        "endsAt": "0001-01-01T00:00:00Z",  # Go's zero time: still firing
+        "generatorURL": source,
+        "fingerprint": uuid.uuid4().hex[:16],  # each click is a new alert
+    }
+    return {
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{ALERT_NAME}"}}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "registry-bot",
+        "groupLabels": {"alertname": ALERT_NAME},
+        "commonLabels": labels,
+        "commonAnnotations": alert["annotations"],
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": [alert],
+    }
+
+
+def fire_alert(config: DemoConfig) -> str:
+    """Post an alert for the served version to /hooks/alertmanager; say what was answered."""
+    import requests
+
+    version = _served_version(config)
+    body = alert_payload(version, f"{config.url('predict')}/metrics")
+    resp = requests.post(
+        f"{config.url('webhooks')}/hooks/alertmanager",
+        json=body,
+        headers={"Authorization": f"Bearer {ALERTMANAGER_TOKEN}"},
+        timeout=10,
+    )
+    resp.raise_for_status()
+    handled = int(resp.json().get("handled", 0))
+    shown = {"alert": ALERT_NAME, "model": MODEL, "version": f" v{version}" if version else ""}
+    return (FIRED if handled else FIRED_UNHANDLED).format(handled=handled, **shown)
+
+
+def _served_version(config: DemoConfig) -> str:
+    """Return the version the prediction API serves, or '' (the alert then names none)."""
+    import requests
+
+    try:
+        return str(
+            requests.get(f"{config.url('predict')}/version", timeout=2).json()["version"] or ""
+        )
+    except (requests.RequestException, ValueError, KeyError):
+        return ""
+
+
 def _git_tags() -> dict[str, str]:
     """Tag the run with this checkout's commit, as MLflow does for runs started from git."""
     try:
@@ -540,7 +622,7 @@ def _quiet_mlflow() -> None:
 
 def start(config: DemoConfig, procs: Processes) -> SandboxServer:
     """Start every piece in dependency order; return the sandbox."""
-    sandbox = start_sandbox(config, lambda: train_and_send(config))
+    sandbox = start_sandbox(config, lambda: train_and_send(config), lambda: fire_alert(config))
     env = demo_env(config, demo_redis(config, procs))
     # The sandbox answers auth.test, which the bot calls at start, so it goes first.
     started = {

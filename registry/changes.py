@@ -23,6 +23,7 @@ EVENT_TYPES = {
     "out_of_band": "out_of_band",
     "reverted": "reverted",
     "accepted": "accepted",
+    "alert_received": "alert_received",
 }
 
 

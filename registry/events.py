@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import hmac
 import json
 import math
 import re
@@ -25,6 +26,11 @@ USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")  # a Slack user ID
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,9}$")
 _ALIAS_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+# RFC 3339 as Alertmanager writes it (Go's time.Time: up to nanoseconds).
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+ALERT_STATUSES = ("firing", "resolved")
+ALERTMANAGER_VERSION = "4"
+ALERT_TEXT_LIMIT = 2000  # characters of a label or annotation the guard keeps
 
 
 class SignatureError(ValueError):
@@ -92,6 +98,59 @@ class CanaryVerdict:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Alert:
+    """One alert of an Alertmanager notification, as Alertmanager sent it (SPEC section 12)."""
+
+    status: str
+    fingerprint: str
+    starts_at: str
+    ends_at: str = ""
+    generator_url: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelAlert:
+    """An alert about one registered model: what the guard task receives, as primitives."""
+
+    model_name: str
+    status: str
+    fingerprint: str
+    starts_at: str
+    ends_at: str = ""
+    alertname: str = ""
+    summary: str = ""
+    description: str = ""
+    generator_url: str = ""
+    version: str = ""
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Return primitives for a task's keyword arguments."""
+        return asdict(self)
+
+
+def model_alert(alert: Alert, model_label: str) -> ModelAlert | None:
+    """Return the alert as one about the model its `model_label` names, or None if none."""
+    name = alert.labels.get(model_label, "")
+    if not _MODEL_NAME.match(name):
+        return None
+    notes = alert.annotations
+    return ModelAlert(
+        model_name=name,
+        status=alert.status,
+        fingerprint=alert.fingerprint,
+        starts_at=alert.starts_at,
+        ends_at=alert.ends_at,
+        alertname=alert.labels.get("alertname", ""),
+        summary=notes.get("summary", ""),
+        description=notes.get("description", ""),
+        generator_url=alert.generator_url,
+        version=alert.labels.get("version", ""),
+    )
+
+
 def signed_headers(secret: str, msg_id: str, body: str) -> dict[str, str]:
     """Return the headers that sign `body` per Standard Webhooks, timestamped now."""
     now = datetime.now(UTC)
@@ -153,6 +212,83 @@ def verify_mlflow_webhook(headers: Mapping[str, str], body: bytes, secret: str) 
     except (ValueError, binascii.Error):
         raise SignatureError("malformed X-MLflow-Signature header") from None
     return mapped["webhook-id"]
+
+
+def verify_bearer(headers: Mapping[str, str], token: str) -> None:
+    """Check `Authorization: Bearer <token>` in constant time; raise SignatureError if not."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    scheme, _, given = lowered.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise SignatureError("missing Authorization: Bearer header")
+    # compare_digest takes as long for a near miss as for a wild guess.
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise SignatureError("wrong bearer token")
+
+
+def parse_alertmanager(body: bytes) -> list[Alert]:
+    """Parse Alertmanager's webhook payload (version 4), naming every bad field."""
+    data = _json_object(body)
+    problems: list[str] = []
+    if data.get("version") != ALERTMANAGER_VERSION:
+        problems.append(f'version: must be "{ALERTMANAGER_VERSION}" (Alertmanager\'s webhook)')
+    for name in ("groupKey", "receiver"):
+        if not isinstance(data.get(name), str):
+            problems.append(f"{name}: required, a string")
+    if data.get("status") not in ALERT_STATUSES:
+        problems.append("status: must be firing or resolved")
+    raw = data.get("alerts")
+    if not isinstance(raw, list):
+        problems.append("alerts: required, a list")
+        raw = []
+    alerts = [_alert(item, f"alerts[{i}]", problems) for i, item in enumerate(raw)]
+    if problems:
+        raise InvalidEvent("not an Alertmanager webhook payload", problems[:20])
+    return [alert for alert in alerts if alert is not None]
+
+
+def _alert(item: Any, where: str, problems: list[str]) -> Alert | None:
+    if not isinstance(item, dict):
+        problems.append(f"{where}: must be an object")
+        return None
+    before = len(problems)
+    status = item.get("status")
+    if status not in ALERT_STATUSES:
+        problems.append(f"{where}.status: must be firing or resolved")
+    fingerprint = item.get("fingerprint")
+    if not isinstance(fingerprint, str) or not 0 < len(fingerprint) <= 128:
+        problems.append(f"{where}.fingerprint: required, a string of at most 128 characters")
+    starts_at = _timestamp(item, "startsAt", where, problems, required=True)
+    ends_at = _timestamp(item, "endsAt", where, problems, required=False)
+    url = item.get("generatorURL", "")
+    if not isinstance(url, str):
+        problems.append(f"{where}.generatorURL: must be a string")
+    labels = _strings(item, "labels", where, problems, required=True)
+    annotations = _strings(item, "annotations", where, problems, required=False)
+    if len(problems) > before:
+        return None
+    return Alert(str(status), str(fingerprint), starts_at, ends_at, str(url), labels, annotations)
+
+
+def _timestamp(item: dict, name: str, where: str, problems: list[str], *, required: bool) -> str:
+    value = item.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        problems.append(f"{where}.{name}: {'required, ' if required else ''}an RFC 3339 time")
+        return ""
+    return value
+
+
+def _strings(
+    item: dict, name: str, where: str, problems: list[str], *, required: bool
+) -> dict[str, str]:
+    value = item.get(name)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        problems.append(f"{where}.{name}: {'required, ' if required else ''}an object of strings")
+        return {}
+    return {str(k): v[:ALERT_TEXT_LIMIT] for k, v in value.items()}
 
 
 def parse_training_event(body: bytes) -> TrainingEvent:

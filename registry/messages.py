@@ -201,6 +201,11 @@ def _mrkdwn(text: str) -> dict:
     return {"type": "mrkdwn", "text": text}
 
 
+def escape(text: str) -> str:
+    """Escape text from outside (reasons, alert annotations) for Slack mrkdwn."""
+    return _escape(text)
+
+
 def _escape(text: str) -> str:
     # Slack mrkdwn treats &, < and > as control characters.
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

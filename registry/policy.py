@@ -30,6 +30,7 @@ MODEL_KEYS = (
     "approvals",
     "protect_production",
     "freeze",
+    "guard",
 )
 GATE_KEYS = ("metric", "min", "max", "no_worse_than_production", "direction")
 CANARY_KEYS = ("duration", "require_report")
@@ -38,6 +39,10 @@ SLOT_KEYS = ("group", "users", "count")
 FREEZE_KEYS = ("schedule", "duration", "timezone", "reason")
 PROTECT_ACTIONS = ("alert", "revert", "off")
 MAX_SLOT_COUNT = 20
+GUARD_KEYS = ("window", "action")
+GuardAction = Literal["propose", "rollback"]
+GUARD_ACTIONS: tuple[GuardAction, ...] = ("propose", "rollback")
+GUARD_WINDOW = 24 * 3600.0  # SPEC 12: a day after a promotion, an alert is about it
 DIRECTIONS: tuple[Direction, ...] = ("higher", "lower")
 DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -160,6 +165,14 @@ class Freeze:
 
 
 @dataclass(frozen=True)
+class Guard:
+    """After a promotion: how long an alert concerns it, and whether to propose or roll back."""
+
+    window: float = GUARD_WINDOW
+    action: GuardAction = "propose"
+
+
+@dataclass(frozen=True)
 class ModelPolicy:
     """The policy that applies to one registered model."""
 
@@ -172,6 +185,7 @@ class ModelPolicy:
     approvals: tuple[Slot, ...] = ()  # () is REQUIRED_APPROVALS of the approvers
     protect_production: str | None = None  # None is the default (alert with a policy file)
     freeze: tuple[Freeze, ...] = ()
+    guard: Guard = Guard()
 
 
 @dataclass(frozen=True)
@@ -296,6 +310,8 @@ def _model_policy(node: Node, base: ModelPolicy, where: str) -> ModelPolicy:
     if "canary" in fields:
         changes["canary"] = _canary(fields["canary"])
     changes.update(_governance(fields))
+    if "guard" in fields:
+        changes["guard"] = _guard(fields["guard"])
     # A model's entry replaces each key it sets; the rest come from the defaults.
     return replace(base, **changes)
 
@@ -491,6 +507,22 @@ def _text(node: Node, key: str) -> str:
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         _fail(node, f"{key} must be text, got {_describe(node)}")
     return str(node.value).strip()[:200]
+
+
+def _guard(node: Node) -> Guard:
+    fields = _mapping(node, "guard", GUARD_KEYS)
+    guard = Guard()
+    if "window" in fields:
+        guard = replace(guard, window=_duration(fields["window"], "guard.window"))
+    if "action" in fields:
+        action = _scalar(fields["action"], "guard.action", "propose or rollback")
+        if action not in GUARD_ACTIONS:
+            _fail(
+                fields["action"],
+                f"guard.action must be propose or rollback, got {_describe(fields['action'])}",
+            )
+        guard = replace(guard, action=action)
+    return guard
 
 
 def _mapping(node: Node, where: str, allowed: Sequence[str] | None) -> dict[str, Node]:

@@ -29,6 +29,7 @@ TASK_PROTECT = "registry_bot.check_production"
 TASK_REVERT = "registry_bot.revert"
 TASK_ACCEPT = "registry_bot.accept"
 TASK_PUBLISH_HOME = "registry_bot.publish_home"
+TASK_ALERT = "registry_bot.alert"
 
 
 class QueueUnavailable(RuntimeError):

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from registry.messages import format_time, mentions
+from registry.messages import escape, format_time, mentions
 from registry.record import history_of
 from registry.versions import ModelVersion
 
@@ -27,6 +27,7 @@ class RollbackPlan:
     target_since: str = ""
     target_until: str = ""
     target_approved_by: str = ""
+    alert: str = ""  # the alert's key when the guard proposed it: a plan posted in the channel
 
 
 class RollbackRefused(ValueError):
@@ -85,20 +86,14 @@ def plan_blocks(plan: RollbackPlan) -> tuple[str, list[dict]]:
     approved = (
         f" Approved by {mentions(plan.target_approved_by)}." if plan.target_approved_by else ""
     )
-    why = f"\nReason: {plan.reason}" if plan.reason else ""
+    why = f"\nReason: {escape(plan.reason)}" if plan.reason else ""
     text = (
         f"Roll {plan.model} back from v{plan.current} to v{plan.target}?{served}{approved}"
         f" v{plan.current} will be archived; nothing is retrained.{why}"
     )
-    value = json.dumps(
-        {
-            "model": plan.model,
-            "current": plan.current,
-            "target": plan.target,
-            "reason": plan.reason,
-        },
-        separators=(",", ":"),
-    )
+    fields = {"model": plan.model, "current": plan.current, "target": plan.target}
+    fields.update({"reason": plan.reason, **({"alert": plan.alert} if plan.alert else {})})
+    value = json.dumps(fields, separators=(",", ":"))
     buttons: list[dict] = [
         {
             "type": "button",
@@ -127,7 +122,11 @@ def parse_plan_value(value: str) -> RollbackPlan:
     if not isinstance(data, dict) or not all(data.get(k) for k in ("model", "current", "target")):
         raise ValueError("not a rollback plan")
     return RollbackPlan(
-        str(data["model"]), str(data["current"]), str(data["target"]), str(data.get("reason") or "")
+        str(data["model"]),
+        str(data["current"]),
+        str(data["target"]),
+        str(data.get("reason") or ""),
+        alert=str(data.get("alert") or ""),
     )
 
 

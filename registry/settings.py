@@ -18,6 +18,7 @@ from registry.policy import Policy, PolicyError, load_policy
 MODES = ("stages", "aliases")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a Prometheus label name
 
 
 class SettingsError(ValueError):
@@ -42,6 +43,8 @@ class Settings:
     required_approvals: int = 1
     training_webhook_secrets: tuple[str, ...] = ()
     mlflow_webhook_secret: str = ""
+    alertmanager_token: str = ""
+    alert_model_label: str = "model"
     registry_mode: str = "stages"
     staging_alias: str = "staging"
     production_alias: str = "production"
@@ -118,6 +121,10 @@ def _parse(env: Mapping[str, str]) -> Settings:
         required_approvals=_int(get("REQUIRED_APPROVALS", "1"), "REQUIRED_APPROVALS", 1, 20),
         training_webhook_secrets=_whsecs(get("TRAINING_WEBHOOK_SECRET"), "TRAINING_WEBHOOK_SECRET"),
         mlflow_webhook_secret=get("MLFLOW_WEBHOOK_SECRET"),
+        alertmanager_token=_token(get("ALERTMANAGER_TOKEN"), "ALERTMANAGER_TOKEN"),
+        alert_model_label=_matching(
+            get("ALERT_MODEL_LABEL", "model"), _LABEL_NAME, "ALERT_MODEL_LABEL", "a label name"
+        ),
         registry_mode=mode,
         staging_alias=_matching(
             get("STAGING_ALIAS", "staging"), _ALIAS, "STAGING_ALIAS", "an alias"
@@ -178,6 +185,13 @@ def _prefixed(value: str, prefix: str, name: str) -> str:
 def _matching(value: str, pattern: re.Pattern, name: str, what: str) -> str:
     if value and not pattern.match(value):
         raise SettingsError(f"{name} must be {what}, not {value!r}")
+    return value
+
+
+def _token(value: str, name: str) -> str:
+    # It travels in an HTTP header: no spaces or control characters, and not guessable.
+    if value and (len(value) < 16 or not value.isprintable() or " " in value):
+        raise SettingsError(f"{name} must be at least 16 printable characters without spaces")
     return value
 
 

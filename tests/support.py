@@ -26,6 +26,8 @@ MLFLOW_SECRET = "mlflow-webhook-secret"
 TOKEN = "xoxb-test-token"
 SLACK_SIGNING_SECRET = "test-signing-secret"
 SERVICES = ("worker", "webhooks", "bot")  # the full loop: events in, clicks and commands in
+ALERTMANAGER_TOKEN = "test-alertmanager-token-0123456789"
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of an alert still firing
 
 
 def signed_headers(
@@ -47,6 +49,57 @@ def signed_headers(
         "webhook-id": msg_id,
         "webhook-timestamp": stamp,
         "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
+
+
+def alert(
+    model: str,
+    *,
+    status: str = "firing",
+    fingerprint: str = "",
+    starts_at: str = "",
+    ends_at: str = "",
+    alertname: str = "PredictionErrorRate",
+    summary: str = "More than 5% of predictions fail",
+    version: str = "",
+    generator_url: str = "http://prometheus.example:9090/graph?g0.expr=errors&g0.tab=1",
+    label: str = "model",
+) -> dict[str, Any]:
+    """Return one alert as Alertmanager sends it, for `model` (under the label `label`)."""
+    labels = {"alertname": alertname, "severity": "page", label: model}
+    if version:
+        labels["version"] = version
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": summary, "description": "Error rate over the last 5 minutes"},
+        "startsAt": starts_at or time.strftime("%Y-%m-%dT%H:%M:%S.123456789Z", time.gmtime()),
+        "endsAt": ends_at or GO_ZERO_TIME,
+        "generatorURL": generator_url,
+        "fingerprint": fingerprint or uuid.uuid4().hex[:16],
+    }
+
+
+def resolved(firing: dict[str, Any]) -> dict[str, Any]:
+    """Return the resolved form of a firing alert, as Alertmanager sends it."""
+    ended = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return {**firing, "status": "resolved", "endsAt": ended}
+
+
+def alertmanager_payload(*alerts: dict[str, Any]) -> dict[str, Any]:
+    """Return Alertmanager's webhook body (version 4) carrying `alerts`."""
+    firing = any(a["status"] == "firing" for a in alerts)
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="PredictionErrorRate"}',
+        "truncatedAlerts": 0,
+        "status": "firing" if firing else "resolved",
+        "receiver": "registry-bot",
+        "groupLabels": {"alertname": "PredictionErrorRate"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example:9093",
+        "alerts": list(alerts),
     }
 
 
@@ -263,8 +316,12 @@ def click(
     channel: str = "CNOTICES",
     team: str = "T0TEST",
     tag: str = "",
+    message: dict | None = None,
 ) -> tuple[requests.Response, str]:
-    """Click a button as `user`; return the answer and the response URL Slack would give."""
+    """Click a button as `user`; return the answer and the response URL Slack would give.
+
+    `message` is the channel message clicked, sent along whole as Slack does.
+    """
     payload, response_url = click_payload(
         slack,
         user=user,
@@ -274,6 +331,7 @@ def click(
         channel=channel,
         team=team,
         tag=tag,
+        message=message,
     )
     return interaction(bot_url, payload), response_url
 
@@ -288,6 +346,7 @@ def click_payload(
     channel: str = "CNOTICES",
     team: str = "T0TEST",
     tag: str = "",
+    message: dict | None = None,
 ) -> tuple[dict, str]:
     """Return the block_actions payload Slack sends for a click on a message, and its URL."""
     response_url = slack.response_url(f"{tag or action_id}-{user}-{uuid.uuid4().hex[:8]}")
@@ -300,7 +359,7 @@ def click_payload(
         "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.abc",
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
         "channel": {"id": channel, "name": "models"},
-        "message": {"type": "message", "ts": message_ts, "text": ""},
+        "message": message or {"type": "message", "ts": message_ts, "text": ""},
         "response_url": response_url,
         "actions": [
             {
@@ -497,6 +556,36 @@ def over_socket(slack, type: str, payload: dict, **push: Any):
     assert acked is not None, f"{type} envelope not acknowledged within 3 s"
     SOCKET_ACK_TIMES.append(acked.ack_seconds)
     return acked
+
+
+def promote(stack: Stack, slack, mlflow_uri: str, model: str, *, constant: float) -> str:
+    """Train, send the event, approve the notice; return the version once it is announced."""
+    from mlflow import MlflowClient
+
+    from registry.messages import APPROVE_ACTION, button_value
+
+    run_id = log_model(mlflow_uri, constant=constant)
+    body = {"model_name": model, "run_id": run_id, "requested_by": "UREQUESTER"}
+    assert stack.post_training(body).status_code == 202
+    client = MlflowClient(mlflow_uri)
+
+    def noticed():
+        found = client.search_model_versions(f"name = '{model}' and run_id = '{run_id}'")
+        return found[0] if found and found[0].tags.get("registry_bot.notice_ts") else None
+
+    mv = wait_for(noticed, f"the notice of {model}'s new version", 30)
+    value, ts = button_value(model, mv.version), mv.tags["registry_bot.notice_ts"]
+    click(
+        stack.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=value,
+        message_ts=ts,
+    )
+    tags = lambda: client.get_model_version(model, mv.version).tags  # noqa: E731
+    wait_for(lambda: tags().get("registry_bot.announced"), f"{model} v{mv.version} promoted", 30)
+    return mv.version
 
 
 class FaultyProxy:

@@ -29,6 +29,7 @@ PURE = (
     "registry.services",
     "registry.governance",
     "registry.home",
+    "registry.guard",
 )
 
 

@@ -45,7 +45,7 @@ def test_a_burst_of_50_events_for_one_channel_posts_each_notice_once(stacks, sla
     shown = [m["text"].split(" v")[0] for m in slack.messages(CHANNEL)]
     assert Counter(name for name in shown if name.startswith(prefix)) == Counter(models)
     limited = [c for c in posts if c.status == 429]
-    assert limited  # the pace was really enforced, and the worker waited it out
+    assert limited  # the pace was really enforced, and the worker wait_for it out
     assert all(c.response == {"ok": False, "error": "ratelimited"} for c in limited)
     accepted = sorted(c.at for c in posts if c.status == 200)
     assert min(b - a for a, b in zip(accepted, accepted[1:], strict=False)) >= 0.99 / PER_SECOND

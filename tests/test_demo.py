@@ -187,11 +187,17 @@ def test_approve_reject_and_roll_back_in_the_browser(demo, page, tmp_path):
     wait_for_stage(client, "3", "Production")
     wait_until_served(demo, "3")
 
-    roll_back_by_command(page)
+    confirm_the_plan_of_an_alert(page, current="3", target="1")
     wait_for_stage(client, "1", "Production")
     wait_for_stage(client, "3", "Archived")
     wait_until_served(demo, "1")
     expect(page.get_by_test_id("served-version")).to_contain_text("v1")
+
+    roll_back_by_command(page, current="1", target="3")
+    wait_for_stage(client, "3", "Production")
+    wait_for_stage(client, "1", "Archived")
+    wait_until_served(demo, "3")
+    expect(page.get_by_test_id("served-version")).to_contain_text("v3")
 
 
 @pytest.mark.slow
@@ -305,17 +311,35 @@ def reject_through_the_modal(page, message) -> None:
     expect(modal).to_have_count(0)
 
 
-def roll_back_by_command(page) -> None:
+def confirm_the_plan_of_an_alert(page, *, current: str, target: str) -> None:
+    """Fire an alert from the sandbox; confirm the plan it brings to the channel, as an approver."""
+    page.get_by_test_id("alert-button").click()
+    expect(page.get_by_test_id("alert-status")).to_contain_text("handled 1")
+    plan = page.get_by_test_id("message").filter(
+        has_text=f"Roll {MODEL} back from v{current} to v{target}"
+    )
+    expect(plan).to_have_count(1)
+    expect(plan).to_contain_text(f"Alert PredictionErrorRate is firing for {MODEL} v{current}")
+    expect(plan.get_by_role("link", name="Open the alert's source")).to_have_count(1)
+    plan.get_by_test_id("button-rollback_confirm").click()
+    # The plan stays in the channel for everyone, its buttons replaced by who confirmed it.
+    expect(plan).to_contain_text("Confirmed by @ada")
+    expect(plan.get_by_test_id("button-rollback_confirm")).to_have_count(0)
+
+
+def roll_back_by_command(page, *, current: str, target: str) -> None:
     """Type the rollback command and confirm the plan it answers with."""
     page.get_by_test_id("command-input").fill(f"/registry rollback {MODEL}")
     page.get_by_test_id("command-input").press("Enter")
-    plan = page.get_by_test_id("ephemeral").filter(has_text=f"Roll {MODEL} back from v3 to v1")
+    plan = page.get_by_test_id("ephemeral").filter(
+        has_text=f"Roll {MODEL} back from v{current} to v{target}"
+    )
     expect(plan).to_have_count(1)
     plan.get_by_test_id("button-rollback_confirm").click()
     # The bot answers through the plan's response URL with replace_original: no buttons left.
     done = page.get_by_test_id("ephemeral").filter(has_text="is Production again")
     expect(done).to_have_count(1)
-    expect(page.get_by_test_id("button-rollback_confirm")).to_have_count(0)
+    expect(plan.get_by_test_id("button-rollback_confirm")).to_have_count(0)
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -472,6 +496,7 @@ def sandbox() -> Iterator[Sandbox]:
         signing_secret=SECRET,
         channel=CHANNEL,
         on_train=lambda: "trained",
+        on_alert=lambda: "fired",
     )
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -646,6 +671,8 @@ def test_the_page_and_the_web_api_share_one_port(sandbox):
     assert state["header"] == HEADER
     assert {u["id"] for u in state["users"]} >= {ADA, OLAF}
     assert requests.post(f"{sandbox.url}/sandbox/train", timeout=5).json() == {"message": "trained"}
+    assert requests.post(f"{sandbox.url}/sandbox/alert", timeout=5).json() == {"message": "fired"}
+    assert state["can_train"] and state["can_alert"]
 
 
 def test_a_refusal_for_a_click_on_a_thread_parent_shows_in_the_channel(sandbox):
@@ -774,3 +801,38 @@ def test_in_socket_mode_the_sandbox_pushes_envelopes_and_shows_what_the_acks_say
         assert len(envelopes) == 3 and all(e.ack_seconds < 3 for e in envelopes)
     finally:
         bot.client.close()
+
+
+def test_replace_original_on_a_channel_message_edits_it_for_everyone(sandbox):
+    ts = sandbox.api("chat.postMessage", channel=CHANNEL, text="plan", blocks=BUTTONS)["ts"]
+    closed = [{"type": "section", "text": {"type": "mrkdwn", "text": "Cancelled by <@UADA>"}}]
+    sandbox.bot.answer = responds(
+        {
+            "text": "Cancelled",
+            "blocks": closed,
+            "replace_original": True,
+            "response_type": "in_channel",
+        }
+    )
+
+    sandbox.act("click", ADA, ts=ts, block=0, element=0, action_id="approve_version")
+
+    for user in (ADA, OLAF):
+        [shown] = sandbox.state(user)["messages"]
+        assert (shown["ts"], shown["text"], shown["blocks"]) == (ts, "Cancelled", closed)
+
+
+def test_without_an_alert_callback_the_alert_button_is_off():
+    from devkit.sandbox.app import NO_ALERTS, create_sandbox
+    from devkit.slack_double import SlackDouble
+
+    app = create_sandbox(
+        double=SlackDouble(token="xoxb-sandbox", port=free_port()),
+        bot_url="http://127.0.0.1:9/slack/events",
+        signing_secret=SECRET,
+        channel=CHANNEL,
+    )
+    client = app.test_client()
+    refused = client.post("/sandbox/alert")
+    assert refused.status_code == 404 and refused.get_json() == {"error": NO_ALERTS}
+    assert client.get("/sandbox/state", query_string={"user": ADA}).get_json()["can_alert"] is False

@@ -11,15 +11,20 @@ import time
 import pytest
 
 from registry.events import (
+    Alert,
     InvalidEvent,
+    ModelAlert,
     SignatureError,
     TrainingEvent,
+    model_alert,
+    parse_alertmanager,
     parse_mlflow_event,
     parse_training_event,
+    verify_bearer,
     verify_mlflow_webhook,
     verify_standard_webhook,
 )
-from tests.support import TRAINING_SECRET, signed_headers
+from tests.support import TRAINING_SECRET, alert, alertmanager_payload, signed_headers
 
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-secret-of-thirty-two-byt").decode()
 BODY = json.dumps({"model_name": "churn", "run_id": "abc123"}).encode()
@@ -176,3 +181,126 @@ def test_a_body_that_is_not_utf8_is_no_event_whoever_signed_it():
     body = b"\xff\xfe{}"
     with pytest.raises(InvalidEvent, match="not UTF-8"):
         verify_standard_webhook(signed_headers(body), body, [TRAINING_SECRET])
+
+
+# -- Alertmanager ------------------------------------------------------------------------
+
+TOKEN = "a-long-random-token-1234"
+
+
+@pytest.mark.parametrize("header", [f"Bearer {TOKEN}", f"bearer {TOKEN}", f"Bearer  {TOKEN} "])
+def test_the_right_bearer_token_passes(header):
+    verify_bearer({"Authorization": header}, TOKEN)
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing Authorization: Bearer"),
+        ({"Authorization": TOKEN}, "missing Authorization: Bearer"),
+        ({"Authorization": f"Basic {TOKEN}"}, "missing Authorization: Bearer"),
+        ({"Authorization": "Bearer "}, "missing Authorization: Bearer"),
+        ({"Authorization": f"Bearer {TOKEN}x"}, "wrong bearer token"),
+        ({"Authorization": f"Bearer {TOKEN[:-1]}"}, "wrong bearer token"),
+        ({"Authorization": "Bearer tökén"}, "wrong bearer token"),
+    ],
+)
+def test_a_missing_or_wrong_bearer_token_is_refused(headers, reason):
+    with pytest.raises(SignatureError, match=reason):
+        verify_bearer(headers, TOKEN)
+
+
+def test_an_alertmanager_payload_is_parsed_alert_by_alert():
+    firing = alert("churn", fingerprint="f1", starts_at="2026-01-02T03:04:05.123456789Z")
+    body = json.dumps(alertmanager_payload(firing)).encode()
+    [parsed] = parse_alertmanager(body)
+    assert parsed == Alert(
+        status="firing",
+        fingerprint="f1",
+        starts_at="2026-01-02T03:04:05.123456789Z",
+        ends_at="0001-01-01T00:00:00Z",
+        generator_url=firing["generatorURL"],
+        labels=firing["labels"],
+        annotations=firing["annotations"],
+    )
+    assert model_alert(parsed, "model") == ModelAlert(
+        model_name="churn",
+        status="firing",
+        fingerprint="f1",
+        starts_at="2026-01-02T03:04:05.123456789Z",
+        ends_at="0001-01-01T00:00:00Z",
+        alertname="PredictionErrorRate",
+        summary="More than 5% of predictions fail",
+        description="Error rate over the last 5 minutes",
+        generator_url=firing["generatorURL"],
+    )
+
+
+def test_an_alert_names_its_model_by_the_configured_label_and_may_name_a_version():
+    [parsed] = parse_alertmanager(
+        json.dumps(alertmanager_payload(alert("fraud", label="served", version="7"))).encode()
+    )
+    assert model_alert(parsed, "model") is None
+    named = model_alert(parsed, "served")
+    assert named is not None and (named.model_name, named.version) == ("fraud", "7")
+    odd = Alert("firing", "f", "2026-01-01T00:00:00Z", labels={"model": "no such/name"})
+    assert model_alert(odd, "model") is None
+
+
+def test_an_empty_alert_list_is_a_payload_with_nothing_in_it():
+    assert parse_alertmanager(json.dumps(alertmanager_payload()).encode()) == []
+
+
+def _without(data: dict, key: str) -> dict:
+    return {k: v for k, v in data.items() if k != key}
+
+
+GOOD_ALERT = alert("churn", fingerprint="f1", starts_at="2026-01-02T03:04:05Z")
+
+
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [
+        (lambda p: {**p, "version": "3"}, ["version"]),
+        (lambda p: {**p, "version": 4}, ["version"]),
+        (lambda p: _without(p, "groupKey"), ["groupKey"]),
+        (lambda p: _without(p, "receiver"), ["receiver"]),
+        (lambda p: {**p, "status": "pending"}, ["status"]),
+        (lambda p: _without(p, "alerts"), ["alerts"]),
+        (lambda p: {**p, "alerts": {"0": GOOD_ALERT}}, ["alerts"]),
+        (lambda p: {**p, "alerts": ["x"]}, ["alerts[0]"]),
+        (
+            lambda p: {**p, "alerts": [GOOD_ALERT, _without(GOOD_ALERT, "fingerprint")]},
+            ["alerts[1].fingerprint"],
+        ),
+        (lambda p: {**p, "alerts": [{**GOOD_ALERT, "status": "ok"}]}, ["alerts[0].status"]),
+        (lambda p: {**p, "alerts": [_without(GOOD_ALERT, "startsAt")]}, ["alerts[0].startsAt"]),
+        (lambda p: {**p, "alerts": [{**GOOD_ALERT, "startsAt": "today"}]}, ["alerts[0].startsAt"]),
+        (lambda p: {**p, "alerts": [{**GOOD_ALERT, "endsAt": 0}]}, ["alerts[0].endsAt"]),
+        (lambda p: {**p, "alerts": [_without(GOOD_ALERT, "labels")]}, ["alerts[0].labels"]),
+        (lambda p: {**p, "alerts": [{**GOOD_ALERT, "labels": {"a": 1}}]}, ["alerts[0].labels"]),
+        (
+            lambda p: {**p, "alerts": [{**GOOD_ALERT, "annotations": []}]},
+            ["alerts[0].annotations"],
+        ),
+        (
+            lambda p: {**p, "alerts": [{**GOOD_ALERT, "generatorURL": 5}]},
+            ["alerts[0].generatorURL"],
+        ),
+        (
+            lambda p: {"model_name": "churn", "run_id": "r"},
+            ["version", "groupKey", "receiver", "status", "alerts"],
+        ),
+    ],
+)
+def test_a_payload_that_is_not_alertmanagers_names_each_bad_field(change, fields):
+    body = json.dumps(change(alertmanager_payload(GOOD_ALERT))).encode()
+    with pytest.raises(InvalidEvent, match="not an Alertmanager webhook payload") as caught:
+        parse_alertmanager(body)
+    assert [d.split(":")[0] for d in caught.value.details] == fields
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[]", b"\xff"])
+def test_an_alertmanager_body_that_is_no_json_object_is_refused(raw):
+    with pytest.raises(InvalidEvent):
+        parse_alertmanager(raw)

@@ -23,7 +23,7 @@ from registry.messages import (
     reject_modal,
 )
 from registry.queue import TASK_APPROVE, TASK_COMMAND, TASK_REJECT, TASK_ROLLBACK, QueueUnavailable
-from registry.reports import ROLLBACK_CONFIRM, RollbackPlan, plan_blocks
+from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, RollbackPlan, plan_blocks
 from registry.settings import Settings
 from tests.fakes import FakeDirectory
 from tests.support import primitive
@@ -387,7 +387,10 @@ def test_rollback_confirm_with_the_queue_down_keeps_the_plan(slack):
 
 
 def test_rollback_cancel_changes_nothing(slack):
-    commands.on_rollback_cancel(ack=slack.ack, respond=slack.respond)
+    body = click(APPROVER, ROLLBACK_CANCEL, plan_button(ROLLBACK_CANCEL))
+    commands.on_rollback_cancel(
+        ack=slack.ack, body=body, context=slack.context, respond=slack.respond
+    )
     assert slack.ack.calls == [{}]
     assert slack.respond.calls == [
         {"text": commands.CANCELLED, "response_type": "ephemeral", "replace_original": True}

@@ -13,6 +13,7 @@ from registry.policy import (
     CANARY_KEYS,
     DIRECTIONS,
     GATE_KEYS,
+    GUARD_KEYS,
     MODEL_KEYS,
     TOP_KEYS,
     Approvers,
@@ -20,6 +21,7 @@ from registry.policy import (
     Freeze,
     Gate,
     GateVerdict,
+    Guard,
     ModelPolicy,
     Policy,
     PolicyError,
@@ -209,6 +211,47 @@ def test_load_policy_refuses_text_that_is_not_utf8(tmp_path):
 def test_an_empty_file_is_an_error():
     assert error("") == "policy.yaml:1: policy file is empty"
     assert error("# only a comment\n\n") == "policy.yaml:1: policy file is empty"
+
+
+def test_the_guard_defaults_to_proposing_within_a_day():
+    assert Policy.empty().for_model("churn").guard == Guard(window=24 * 3600, action="propose")
+    assert parse("defaults:\n  gates: []\n").defaults.guard == Guard()
+
+
+def test_a_model_guard_replaces_the_default_guard_whole():
+    policy = parse(
+        """\
+        defaults:
+          guard: {window: 2h, action: rollback}
+        models:
+          churn:
+            guard: {window: 30m}
+          fraud: {}
+        """
+    )
+    assert policy.for_model("churn").guard == Guard(window=1800, action="propose")
+    assert policy.for_model("fraud").guard == Guard(window=7200, action="rollback")
+    assert policy.for_model("other").guard == Guard(window=7200, action="rollback")
+
+
+@pytest.mark.parametrize(
+    ("guard", "line", "phrase"),
+    [
+        ("guard:\n    window: soon\n", 3, "guard.window: expected a duration"),
+        ("guard:\n    window: 0\n", 3, "guard.window: must be positive"),
+        (
+            "guard:\n    action: revert\n",
+            3,
+            "guard.action must be propose or rollback, got 'revert'",
+        ),
+        ("guard:\n    action: [rollback]\n", 3, "guard.action must be propose or rollback"),
+        ("guard:\n    windows: 1h\n", 3, "unknown key 'windows' in guard; allowed: window"),
+        ("guard: 24h\n", 2, "guard must be a mapping, got '24h'"),
+        ("guard: null\n", 2, "guard must be a mapping, got null"),
+    ],
+)
+def test_guard_problems(guard, line, phrase):
+    assert_error(f"defaults:\n  {guard}", line, phrase)
 
 
 @pytest.mark.parametrize(
@@ -557,7 +600,9 @@ def test_arbitrary_text_parses_or_raises_policy_error(text):
     check_parses_or_refuses(text)
 
 
-_KEYS = st.sampled_from(["churn", *TOP_KEYS, *MODEL_KEYS, *GATE_KEYS, *CANARY_KEYS, *DIRECTIONS])
+_KEYS = st.sampled_from(
+    ["churn", *TOP_KEYS, *MODEL_KEYS, *GATE_KEYS, *CANARY_KEYS, *GUARD_KEYS, *DIRECTIONS]
+)
 _SCALARS = st.one_of(
     st.none(),
     st.booleans(),

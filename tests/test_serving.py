@@ -391,6 +391,48 @@ def test_a_model_that_crashes_is_500_and_logged(caplog):
     assert any(r.exc_info and r.version == "1" for r in caplog.records)
 
 
+def metric(client, name: str, **labels: str) -> float | None:
+    """Read one sample from the API's /metrics, None when it is not there."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").get_data(as_text=True)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return None
+
+
+def test_metrics_count_requests_errors_and_latency_by_model_and_version(api_client):
+    for _ in range(3):
+        assert api_client.post("/predict", json={"inputs": [[1.0]]}).status_code == 200
+    assert api_client.post("/predict", json={"rows": []}).status_code == 400
+    churn_v7 = {"model": "churn", "version": "7"}
+    assert metric(api_client, "registry_bot_prediction_requests_total", **churn_v7) == 4
+    assert metric(api_client, "registry_bot_prediction_errors_total", **churn_v7) == 0
+    assert metric(api_client, "registry_bot_prediction_seconds_count", **churn_v7) == 4
+
+
+def test_metrics_count_a_crashing_model_and_no_model_as_errors():
+    class Crashing(FakeModel):
+        def predict(self, inputs):
+            raise ValueError("expected 4 features")
+
+    crashing = ServedModel(
+        "churn",
+        resolver=lambda name: "2",
+        loader=lambda uri: Crashing("2"),
+        redis_url="redis://127.0.0.1:9/0",
+        refresh_seconds=60,
+    )
+    client = create_app(crashing).test_client()
+    assert client.post("/predict", json={"inputs": [[1.0]]}).status_code == 500
+    assert metric(client, "registry_bot_prediction_errors_total", model="churn", version="2") == 1
+    empty = create_app(served_by(FakeRegistry(None))).test_client()
+    assert empty.post("/predict", json={"inputs": [[1.0]]}).status_code == 503
+    assert metric(empty, "registry_bot_prediction_errors_total", model="churn", version="none") == 1
+
+
 def test_plain_turns_numpy_and_pandas_into_lists_of_floats():
     assert plain(np.array([1, 2])) == [1.0, 2.0]
     assert plain(np.array([[1.5], [2.5]])) == [[1.5], [2.5]]

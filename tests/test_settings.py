@@ -29,6 +29,15 @@ def test_defaults_follow_the_spec():
     )
     assert s.nobody_may_approve and s.ui_url == "http://mlflow:5000"
     assert (s.sweep_interval, s.webhooks_url) == (60.0, "http://127.0.0.1:8000")
+    assert (s.alertmanager_token, s.alert_model_label) == ("", "model")
+
+
+def test_the_alertmanager_settings_are_read():
+    s = load(ALERTMANAGER_TOKEN="a-long-random-token-1234", ALERT_MODEL_LABEL="served_model")
+    assert (s.alertmanager_token, s.alert_model_label) == (
+        "a-long-random-token-1234",
+        "served_model",
+    )
 
 
 def test_lists_and_rotation():
@@ -59,6 +68,9 @@ def test_lists_and_rotation():
         ({"SLACK_COMMAND": "registry"}, "SLACK_COMMAND"),
         ({"PRODUCTION_ALIAS": "v1 prod"}, "PRODUCTION_ALIAS"),
         ({"REGISTRY_BOT_QUEUE": "two words"}, "REGISTRY_BOT_QUEUE"),
+        ({"ALERTMANAGER_TOKEN": "short"}, "ALERTMANAGER_TOKEN"),
+        ({"ALERTMANAGER_TOKEN": "sixteen chars and spaces"}, "ALERTMANAGER_TOKEN"),
+        ({"ALERT_MODEL_LABEL": "model-name"}, "ALERT_MODEL_LABEL"),
     ],
 )
 def test_malformed_settings_are_named(env, named):

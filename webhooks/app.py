@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,15 +17,21 @@ from registry.events import (
     MAX_BODY_BYTES,
     AliasChanged,
     InvalidEvent,
+    ModelAlert,
     SignatureError,
+    model_alert,
+    parse_alertmanager,
     parse_canary_event,
     parse_mlflow_alias_event,
     parse_mlflow_event,
     parse_training_event,
+    verify_bearer,
     verify_mlflow_webhook,
     verify_standard_webhook,
 )
+from registry.guard import alert_key
 from registry.queue import (
+    TASK_ALERT,
     TASK_CANARY,
     TASK_PROTECT,
     TASK_STAGE_EVENT,
@@ -33,12 +40,14 @@ from registry.queue import (
     QueueUnavailable,
 )
 from registry.settings import Settings
+from registry.watchlist import concerns
 from webhooks.openapi import openapi_document
 
 log = logging.getLogger(__name__)
 
 DEDUP_TTL = 7 * 24 * 3600  # longer than any sender's retry schedule
 QUEUE_DOWN = "queue unavailable"
+ALERTS_OFF = "Alertmanager alerts are not enabled (ALERTMANAGER_TOKEN)"
 
 
 class Refused(Exception):
@@ -104,11 +113,19 @@ class Receiver:
             raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
         return "queued"
 
+    def enqueue(self, task: str, kwargs: dict[str, Any]) -> None:
+        """Enqueue `task` (the worker deduplicates it), or refuse with 503."""
+        try:
+            self.producer.send(task, **kwargs)
+        except QueueUnavailable as exc:
+            raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
+
 
 def _register_routes(app: Flask) -> None:
     app.add_url_rule("/hooks/training", view_func=training_hook, methods=["POST"])
     app.add_url_rule("/hooks/mlflow", view_func=mlflow_hook, methods=["POST"])
     app.add_url_rule("/hooks/canary", view_func=canary_hook, methods=["POST"])
+    app.add_url_rule("/hooks/alertmanager", view_func=alertmanager_hook, methods=["POST"])
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
     app.add_url_rule("/metrics", view_func=metrics, methods=["GET"])
     app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
@@ -203,6 +220,48 @@ def _alias_moved(recv: Receiver, moved: AliasChanged, delivery_id: str) -> tuple
     status = recv.enqueue_once(f"mlflow-alias:{delivery_id}", TASK_PROTECT, kwargs)
     recv.accepted.labels("mlflow").inc()
     return jsonify(status=status, event_id=event_id), 202
+
+
+def alertmanager_hook() -> tuple[Response, int]:
+    """Accept Alertmanager's webhook; queue each alert that concerns a guarded Production."""
+    recv = receiver()
+    token = recv.settings.alertmanager_token
+    if not token:
+        raise Refused(404, ALERTS_OFF, reason="off")
+    try:
+        verify_bearer(request.headers, token)
+    except SignatureError as exc:
+        raise Refused(401, "invalid token", [str(exc)], reason="token") from None
+    try:
+        alerts = parse_alertmanager(_json_body("alertmanager"))
+    except InvalidEvent as exc:
+        raise Refused(400, str(exc), exc.details, reason="invalid") from None
+    # Every lookup before any enqueue: with Redis down, nothing is queued.
+    taken = [a for a in _model_alerts(alerts) if _concerns(recv, a)]
+    for alert in taken:
+        key = alert_key(alert.fingerprint, alert.starts_at)
+        recv.enqueue(TASK_ALERT, {"event_id": f"alert-{key}", **alert.as_kwargs()})
+    recv.accepted.labels("alertmanager").inc()
+    return jsonify(status="ok", handled=len(taken)), 200
+
+
+def _model_alerts(alerts: list) -> list[ModelAlert]:
+    label = receiver().settings.alert_model_label
+    found = [model_alert(alert, label) for alert in alerts]
+    return [alert for alert in found if alert is not None]
+
+
+def _concerns(recv: Receiver, alert: ModelAlert) -> bool:
+    """Say whether the alert is for a model under guard (or has a plan); log it if not."""
+    try:
+        taken = concerns(recv.redis, alert, time.time())
+    except redis.RedisError as exc:
+        raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
+    if not taken:
+        key = alert_key(alert.fingerprint, alert.starts_at)
+        ctx = {"event_id": f"alert-{key}", "model": alert.model_name, "version": alert.version}
+        log.info("%s alert concerns no guarded Production", alert.status, extra=ctx)
+    return taken
 
 
 def healthz() -> tuple[Response, int]:

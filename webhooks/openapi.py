@@ -58,6 +58,54 @@ CANARY_VERDICT = {
     },
 }
 
+_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
+_TIME = {"type": "string", "format": "date-time"}
+ALERT = {
+    "type": "object",
+    "required": ["status", "labels", "startsAt", "fingerprint"],
+    "properties": {
+        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "labels": {
+            **_STRINGS,
+            "description": "`model` (ALERT_MODEL_LABEL) names the model; `version` may name one",
+        },
+        "annotations": {**_STRINGS, "description": "`summary` or `description` is shown"},
+        "startsAt": _TIME,
+        "endsAt": _TIME,
+        "generatorURL": {"type": "string"},
+        "fingerprint": {"type": "string", "minLength": 1, "maxLength": 128},
+    },
+}
+ALERTMANAGER_PAYLOAD = {
+    "type": "object",
+    "required": ["version", "groupKey", "status", "receiver", "alerts"],
+    "properties": {
+        "version": {"type": "string", "enum": ["4"]},
+        "groupKey": {"type": "string"},
+        "truncatedAlerts": {"type": "integer"},
+        "status": {"type": "string", "enum": ["firing", "resolved"]},
+        "receiver": {"type": "string"},
+        "groupLabels": _STRINGS,
+        "commonLabels": _STRINGS,
+        "commonAnnotations": _STRINGS,
+        "externalURL": {"type": "string"},
+        "alerts": {"type": "array", "items": ALERT},
+    },
+}
+HANDLED = {
+    "type": "object",
+    "required": ["status", "handled"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ok"]},
+        "handled": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "alerts queued: firing ones for a guarded Production, resolved ones"
+            " with a plan",
+        },
+    },
+}
+
 MLFLOW_EVENT = {
     "type": "object",
     "required": ["entity", "action", "data"],
@@ -79,6 +127,7 @@ def openapi_document() -> dict[str, Any]:
             "/hooks/training": {"post": _training()},
             "/hooks/mlflow": {"post": _mlflow()},
             "/hooks/canary": {"post": _canary()},
+            "/hooks/alertmanager": {"post": _alertmanager()},
             "/healthz": {
                 "get": {
                     "summary": "Whether Redis answers",
@@ -125,6 +174,23 @@ def _canary() -> dict:
     }
 
 
+def _alertmanager() -> dict:
+    return {
+        "summary": "Prometheus Alertmanager's webhook: alerts about a recent promotion",
+        "security": [{"alertmanagerToken": []}],
+        "requestBody": {"required": True, **_json(ALERTMANAGER_PAYLOAD)},
+        "responses": _answers(
+            _200=("Taken; `handled` counts the alerts queued for the guard", HANDLED),
+            _400=("Not an Alertmanager v4 payload (each bad field named in details)", ERROR),
+            _401=("Missing or wrong bearer token (ALERTMANAGER_TOKEN)", ERROR),
+            _404=("ALERTMANAGER_TOKEN is not set", ERROR),
+            _413=REFUSALS["_413"],
+            _415=REFUSALS["_415"],
+            _503=REFUSALS["_503"],
+        ),
+    }
+
+
 def _mlflow() -> dict:
     return {
         "summary": (
@@ -155,6 +221,7 @@ def _header(name: str, description: str) -> dict:
 
 def _components() -> dict:
     return {
+        "securitySchemes": {"alertmanagerToken": {"type": "http", "scheme": "bearer"}},
         "parameters": {
             "id": _header("webhook-id", "Unique message id; a repeated id is a duplicate"),
             "timestamp": _header("webhook-timestamp", "Unix seconds; at most 5 minutes off"),

@@ -13,16 +13,17 @@ import requests
 from celery import Task, current_app, shared_task
 from slack_sdk.errors import SlackApiError
 
-from registry import canary, home_tab, lifecycle, operations, protection
+from registry import alerts, canary, home_tab, lifecycle, operations, protection, watchlist
 from registry.changes import LIFECYCLE_CHANNEL, LifecycleEvent
 from registry.commands import APPROVER_VERBS, Command
 from registry.connect import build_services
-from registry.events import TrainingEvent
+from registry.events import ModelAlert, TrainingEvent
 from registry.locks import LockBusy, model_lock
 from registry.metrics import WorkerMetrics
 from registry.publish import deliver
 from registry.queue import (
     TASK_ACCEPT,
+    TASK_ALERT,
     TASK_APPROVE,
     TASK_CANARY,
     TASK_COMMAND,
@@ -60,6 +61,10 @@ def emit(settings: Settings, event: LifecycleEvent) -> None:
         redis_client(settings.redis_url).publish(LIFECYCLE_CHANNEL, event.body())
     except redis.RedisError as exc:  # subscribers also poll, so a lost publish is only late
         log.warning("lifecycle publish failed: %s", exc, extra=ctx)
+    try:
+        watchlist.follow(redis_client(settings.redis_url), event, settings.policy)
+    except redis.RedisError as exc:  # the next rebuild of the guard entries puts it right
+        log.warning("guard entry not updated: %s", exc, extra=ctx)
     for url in settings.event_sink_urls:
         # A task per sink: a slow or dead sink retries on its own and never holds up Slack.
         current_app.send_task(TASK_DELIVER_EVENT, kwargs={"url": url, "event": asdict(event)})
@@ -324,12 +329,55 @@ def accept(
     )
 
 
+@shared_task(bind=True, name=TASK_ALERT, max_retries=MAX_RETRIES)
+def alert(
+    self: Task,
+    *,
+    event_id: str,
+    model_name: str,
+    status: str,
+    fingerprint: str,
+    starts_at: str,
+    ends_at: str = "",
+    alertname: str = "",
+    summary: str = "",
+    description: str = "",
+    generator_url: str = "",
+    version: str = "",
+) -> str:
+    """Propose or carry out the rollback an Alertmanager alert calls for, or note it resolved."""
+    notice = ModelAlert(
+        model_name,
+        status,
+        fingerprint,
+        starts_at,
+        ends_at,
+        alertname,
+        summary,
+        description,
+        generator_url,
+        version,
+    )
+    client = redis_client(self.app.registry_settings.redis_url)
+    return _run(
+        self,
+        model_name,
+        event_id,
+        lambda svc: alerts.handle_alert(
+            svc, notice, remember=lambda key, model: watchlist.remember_alert(client, key, model)
+        ),
+    )
+
+
 @shared_task(bind=True, name=TASK_SWEEP)
 def sweep(self: Task) -> dict:
     """Run the periodic sweep over every model; a model whose lock is busy waits for the next."""
     settings: Settings = self.app.registry_settings
     client = redis_client(settings.redis_url)
-    report = run_sweep(services(settings), lambda name: model_lock(client, name, wait=5))
+    lock = lambda name: model_lock(client, name, wait=5)  # noqa: E731
+    report = run_sweep(services(settings), lock)
+    # Now and then, the guard entries again from the registry (a Redis may have lost them).
+    watchlist.rebuild(client, services(settings), lock)
     return {action: len(done) for action, done in report.done.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from slack_bolt import Ack, App, BoltContext, Respond
@@ -9,6 +10,8 @@ from slack_sdk import WebClient
 
 from bot.deps import QUEUE_DOWN, Deps
 from registry.commands import APPROVER_VERBS, CommandError, help_text, parse_command
+from registry.guard import PLAN_CANCELLED, PLAN_CONFIRMED, closed_plan
+from registry.messages import format_time, mention
 from registry.queue import TASK_COMMAND, TASK_ROLLBACK
 from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, parse_plan_value
 
@@ -104,14 +107,41 @@ def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Res
         reason=plan.reason,
         user=user,
         channel=channel,
-        response_url=body.get("response_url", ""),
+        # A plan in the channel is everyone's: the worker tells the clicker, not the message.
+        response_url="" if plan.alert else body.get("response_url", ""),
     )
+    if queued and plan.alert:
+        who, at = mention(user), _now()
+        line = PLAN_CONFIRMED.format(who=who, at=at, model=plan.model, target=plan.target)
+        close_channel_plan(respond, body, line)
+        return
     text = ROLLING_BACK.format(model=plan.model, target=plan.target) if queued else QUEUE_DOWN
     # Replacing the plan removes its buttons, so it cannot be confirmed twice.
     respond(text=text, response_type="ephemeral", replace_original=queued)
 
 
-def on_rollback_cancel(ack: Ack, respond: Respond) -> None:
-    """Drop the plan; nothing changes."""
+def on_rollback_cancel(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> None:
+    """Drop the plan; nothing changes. A plan in the channel only an approver may drop."""
     ack()
-    respond(text=CANCELLED, response_type="ephemeral", replace_original=True)
+    plan = parse_plan_value(body["actions"][0]["value"])
+    if not plan.alert:
+        respond(text=CANCELLED, response_type="ephemeral", replace_original=True)
+        return
+    user = body["user"]["id"]
+    refusal = context["deps"].refusal(user, "roll back", plan.model)
+    if refusal:
+        respond(text=refusal, response_type="ephemeral", replace_original=False)
+        return
+    close_channel_plan(respond, body, PLAN_CANCELLED.format(who=mention(user), at=_now()))
+
+
+def close_channel_plan(respond: Respond, body: dict, line: str) -> None:
+    """Replace a plan posted in the channel with the same plan, its buttons gone, and `line`."""
+    message = body.get("message") or {}
+    blocks = closed_plan(message.get("blocks") or [], line)
+    text = f"{message.get('text') or ''} {line}".strip()
+    respond(text=text, blocks=blocks, response_type="in_channel", replace_original=True)
+
+
+def _now() -> str:
+    return format_time(time.time())

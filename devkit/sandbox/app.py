@@ -45,6 +45,7 @@ BOT_TIMEOUT = "{what} failed: the bot did not answer within 3 seconds (operation
 BOT_DOWN = "{what} failed: the bot is not reachable ({error})."
 NOT_CONNECTED = "the bot holds no Socket Mode connection"
 NO_TRAINING = "This sandbox has no training callback."
+NO_ALERTS = "This sandbox has no alert callback."
 NOTHING_SERVED = "nothing in Production yet"
 
 Json = dict[str, Any]
@@ -631,6 +632,7 @@ def create_sandbox(
     channel: str,
     predict_url: str = "",
     on_train: Callable[[], str] | None = None,
+    on_alert: Callable[[], str] | None = None,
     team_id: str = "T0DEMO",
     socket_mode: bool = False,
 ) -> Flask:
@@ -652,14 +654,23 @@ def create_sandbox(
     )
     served = ServedVersion(predict_url)
     app = Flask(__name__, static_folder=str(STATIC), static_url_path="/static")
-    _page_routes(app, room, served, team_id, can_train=on_train is not None)
+    _page_routes(
+        app, room, served, team_id, can_train=on_train is not None, can_alert=on_alert is not None
+    )
     _action_routes(app, slack, on_train)
+    _alert_route(app, on_alert)
     app.wsgi_app = _with_slack_api(app.wsgi_app, double)  # type: ignore[method-assign]
     return app
 
 
 def _page_routes(
-    app: Flask, room: Channel, served: ServedVersion, team_id: str, *, can_train: bool
+    app: Flask,
+    room: Channel,
+    served: ServedVersion,
+    team_id: str,
+    *,
+    can_train: bool,
+    can_alert: bool = False,
 ) -> None:
     @app.get("/")
     def index():
@@ -680,6 +691,7 @@ def _page_routes(
             modal=room.open_modal(user),
             served=served.get(),
             can_train=can_train,
+            can_alert=can_alert,
         )
 
 
@@ -730,6 +742,19 @@ def _action_routes(app: Flask, slack: SlackClientSide, on_train: Callable[[], st
         except Exception as exc:  # the page shows why; the traceback goes to the log
             log.exception("training run failed")
             return jsonify(error=f"training run failed: {exc}"), 500
+
+
+def _alert_route(app: Flask, on_alert: Callable[[], str] | None) -> None:
+    @app.post("/sandbox/alert")
+    def fire_alert():
+        """Post an alert for the served model to the webhooks service, as Alertmanager would."""
+        if on_alert is None:
+            return jsonify(error=NO_ALERTS), 404
+        try:
+            return jsonify(message=on_alert())
+        except Exception as exc:  # the page shows why; the traceback goes to the log
+            log.exception("firing an alert failed")
+            return jsonify(error=f"firing an alert failed: {exc}"), 500
 
 
 def _with_slack_api(flask_app: Callable[..., Any], double: SlackDouble) -> Callable[..., Any]:

@@ -284,6 +284,7 @@ function render(state) {
   renderHome(state.home);
   renderModal(state.modal);
   document.getElementById("train").disabled = !state.can_train || page.training;
+  document.getElementById("alert").disabled = !state.can_alert || page.alerting;
 }
 
 async function poll() {
@@ -365,6 +366,20 @@ async function onTrain() {
   }
 }
 
+async function onAlert() {
+  const note = document.getElementById("alert-status");
+  page.alerting = true;
+  document.getElementById("alert").disabled = true;
+  note.textContent = "Posting the alert as Alertmanager would…";
+  try {
+    const answer = await post("/sandbox/alert", {});
+    note.textContent = answer.message || answer.error || "";
+  } finally {
+    page.alerting = false;
+    poll();
+  }
+}
+
 function onPick(event) {
   page.user = event.target.value;
   localStorage.setItem("sandbox-user", page.user);
@@ -380,6 +395,7 @@ document.getElementById("tab-channel").addEventListener("click", () => showTab("
 document.getElementById("modal-root").addEventListener("click", onModal);
 document.getElementById("composer").addEventListener("submit", onCommand);
 document.getElementById("train").addEventListener("click", onTrain);
+document.getElementById("alert").addEventListener("click", onAlert);
 document.getElementById("user-picker").addEventListener("change", onPick);
 poll();
 setInterval(poll, POLL_MS);
