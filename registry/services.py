@@ -41,16 +41,27 @@ class Notifier(Protocol):
         """
         ...
 
-    def find_posted(self, event_type: str, nonce: str, *, limit: int = 200) -> str:
-        """Return the ts of a recent channel message carrying this metadata nonce, or ''."""
+    def find_posted(
+        self,
+        event_type: str,
+        nonce: str,
+        *,
+        channel: str = "",
+        thread_ts: str = "",
+        limit: int = 200,
+    ) -> str:
+        """Return the ts of a recent message carrying this metadata nonce, or ''.
+
+        It looks in the notice channel (or `channel`), or in the thread `thread_ts`.
+        """
         ...
 
     def update(self, channel: str, ts: str, text: str, blocks: Sequence[dict]) -> None:
         """Replace a posted message."""
         ...
 
-    def reply(self, channel: str, thread_ts: str, text: str) -> None:
-        """Add a thread reply under a message."""
+    def reply(self, channel: str, thread_ts: str, text: str, **meta: Any) -> None:
+        """Add a thread reply under a message (`metadata=` as for `post`)."""
         ...
 
     def tell(
@@ -61,14 +72,18 @@ class Notifier(Protocol):
 
 
 class ApproverDirectory(Protocol):
-    """Answers 'who is this clicker?' for the decision rules."""
+    """Answers 'who is this clicker?' for the decision rules.
+
+    Each method raises `registry.decisions.LookupFailed` when Slack cannot answer, so
+    nothing that depends on the answer is decided on a guess (SPEC 8).
+    """
 
     def clicker(self, user: str, *, with_email: bool = False) -> Clicker:
         """Describe `user`: approver or not, and their e-mail when asked."""
         ...
 
     def user_for_email(self, email: str) -> str:
-        """Return the Slack user ID for an e-mail address, or ''."""
+        """Return the Slack user ID for an e-mail address, or '' when Slack has none."""
         ...
 
 
