@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from registry.decisions import TRY_AGAIN, LookupFailed, may_decide
 from registry.queue import Producer, QueueUnavailable
 from registry.services import ApproverDirectory
 from registry.settings import Settings
@@ -20,6 +21,13 @@ class Deps:
     settings: Settings
     directory: ApproverDirectory
     producer: Producer
+
+    def refusal(self, user: str, verb: str) -> str:
+        """Return why `user` may not `verb` ('' when they may); "try again" if Slack cannot say."""
+        try:
+            return may_decide(self.directory.clicker(user), verb)
+        except LookupFailed:
+            return TRY_AGAIN  # fail closed; the directory logged what failed
 
     def enqueue(self, task: str, **kwargs: Any) -> bool:
         """Queue a task with primitive keyword arguments; False if the queue is down."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from registry.messages import format_time, mentions
+from registry.messages import escape, format_time, mentions
 from registry.versions import ModelVersion
 
 NOT_APPROVER = "Only approvers may {verb} model versions; you are not one."
@@ -14,6 +14,14 @@ CANARY_RUNNING = (
     "{name} v{version} is already approved and in its canary window until {until}; nothing changed."
 )
 ALREADY_APPROVED_BY_YOU = "You already approved {name} v{version} ({count})."
+TRY_AGAIN = (
+    "Slack could not tell registry-bot who you are just now, so nothing changed and nothing "
+    "was counted. Please try again in a minute."
+)
+
+
+class LookupFailed(RuntimeError):
+    """Slack could not say who someone is (users.info, users.lookupByEmail, a user group)."""
 
 
 @dataclass(frozen=True)
@@ -40,12 +48,13 @@ def judge_approval(mv: ModelVersion, clicker: Clicker, *, required: int) -> Verd
     if refusal:
         return refusal
     if is_requester(mv, clicker):
-        return Verdict("refused", OWN_VERSION.format(name=mv.name, version=mv.version))
+        return Verdict("refused", OWN_VERSION.format(name=escape(mv.name), version=mv.version))
     approvals = approvals_on(mv)
     if clicker.user in approvals:
         count = f"{len(approvals)} of {required} approvals"
         return Verdict(
-            "done", ALREADY_APPROVED_BY_YOU.format(name=mv.name, version=mv.version, count=count)
+            "done",
+            ALREADY_APPROVED_BY_YOU.format(name=escape(mv.name), version=mv.version, count=count),
         )
     if len(approvals) + 1 >= required:
         return Verdict("promote")
@@ -84,11 +93,11 @@ def settled_message(mv: ModelVersion) -> str:
     by = mv.tag("decided_by")
     at = mv.tag("decided_at")
     when = f" at {format_time(float(at))}" if at else ""
-    who = mentions(by)
+    who, name = mentions(by), escape(mv.name)
     if decision:
-        return f"{mv.name} v{mv.version} was already {decision} by {who or 'someone'}{when}."
+        return f"{name} v{mv.version} was already {decision} by {who or 'someone'}{when}."
     return (
-        f"{mv.name} v{mv.version} is no longer in Staging (now {mv.stage}); it was moved "
+        f"{name} v{mv.version} is no longer in Staging (now {mv.stage}); it was moved "
         "outside registry-bot, in MLflow itself. Nothing changed."
     )
 
@@ -106,10 +115,12 @@ def _settled(mv: ModelVersion) -> Verdict | None:
         return Verdict("done", settled_message(mv))
     if mv.tag("canary_state") in ("running", "passed"):
         until = format_time(float(mv.tag("canary_until") or 0))
-        return Verdict("done", CANARY_RUNNING.format(name=mv.name, version=mv.version, until=until))
+        text = CANARY_RUNNING.format(name=escape(mv.name), version=mv.version, until=until)
+        return Verdict("done", text)
     if mv.tag("gates") == "failed":
         return Verdict(
             "done",
-            f"{mv.name} v{mv.version} failed its promotion gates; there is nothing to decide.",
+            f"{escape(mv.name)} v{mv.version} failed its promotion gates; "
+            "there is nothing to decide.",
         )
     return None

@@ -7,8 +7,16 @@ import logging
 from dataclasses import dataclass
 
 from registry.canary import start_canary
-from registry.decisions import approvals_on, judge_approval, judge_rejection
+from registry.decisions import (
+    TRY_AGAIN,
+    Clicker,
+    LookupFailed,
+    approvals_on,
+    judge_approval,
+    judge_rejection,
+)
 from registry.events import TrainingEvent
+from registry.messages import escape
 from registry.notice import metrics_of, notice_channel, post_notice_once, refresh_notice
 from registry.policy import GateVerdict, evaluate, verdict_line
 from registry.promotion import archive_decided, promote
@@ -94,10 +102,16 @@ def approve(svc: Services, name: str, version: str, *, user: str, response_url: 
         return "missing"
     if mv.tag("decision") == "approved" and not mv.tag("announced"):
         return promote(svc, mv)  # a crash left it half done: finish it
-    clicker = svc.directory.clicker(user, with_email="@" in mv.tag("requested_by"))
+    to = Recipient(notice_channel(svc, mv), user, response_url)
+    mv = _resolve_requester(svc, mv)  # again, if it could not be done at notice time
+    # With the requester's Slack user known, their own click is recognised by ID alone.
+    needs_email = "@" in mv.tag("requested_by") and not mv.tag("requested_by_user")
+    clicker = _clicker(svc, mv, user, to, with_email=needs_email)
+    if clicker is None:
+        return "try_again"
     verdict = judge_approval(mv, clicker, required=svc.settings.required_approvals)
     if verdict.action in ("refused", "done"):
-        svc.notifier.tell(Recipient(notice_channel(svc, mv), user, response_url), verdict.message)
+        svc.notifier.tell(to, verdict.message)
         return verdict.action
     approvals = ",".join([*approvals_on(mv), user])
     canary = svc.settings.policy.for_model(name).canary
@@ -121,7 +135,7 @@ def approve(svc: Services, name: str, version: str, *, user: str, response_url: 
     count = f"{len(approvals_on(mv))} of {svc.settings.required_approvals}"
     svc.notifier.tell(
         Recipient(notice_channel(svc, mv), user, response_url),
-        f"Your approval of {name} v{version} is counted: {count} approvals.",
+        f"Your approval of {escape(name)} v{version} is counted: {count} approvals.",
     )
     return "counted"
 
@@ -134,11 +148,13 @@ def reject(
     if mv is None:
         return "missing"
     if not (mv.tag("decision") == "rejected" and not mv.tag("announced")):
-        verdict = judge_rejection(mv, svc.directory.clicker(user))
+        to = Recipient(notice_channel(svc, mv), user, response_url)
+        clicker = _clicker(svc, mv, user, to)
+        if clicker is None:
+            return "try_again"
+        verdict = judge_rejection(mv, clicker)
         if verdict.action != "reject":
-            svc.notifier.tell(
-                Recipient(notice_channel(svc, mv), user, response_url), verdict.message
-            )
+            svc.notifier.tell(to, verdict.message)
             return verdict.action
         decided = {
             "decision": "rejected",
@@ -172,17 +188,37 @@ def _current(
     except VersionNotFound:
         svc.notifier.tell(
             Recipient(svc.settings.slack_channel, user, response_url),
-            f"{name} v{version} no longer exists in the registry; nothing changed.",
+            f"{escape(name)} v{version} no longer exists in the registry; nothing changed.",
         )
         return None
 
 
+def _clicker(
+    svc: Services, mv: ModelVersion, user: str, to: Recipient, *, with_email: bool = False
+) -> Clicker | None:
+    """Ask Slack who clicked; when it cannot say, tell the clicker to try again (fail closed)."""
+    try:
+        return svc.directory.clicker(user, with_email=with_email)
+    except LookupFailed as exc:
+        log.warning("click refused, lookup failed: %s", exc, extra={**_ctx("", mv), "user": user})
+        svc.notifier.tell(to, TRY_AGAIN)
+        return None
+
+
 def _resolve_requester(svc: Services, mv: ModelVersion) -> ModelVersion:
-    """Find the Slack user behind an e-mail requester, so their own click is recognised."""
+    """Find the Slack user behind an e-mail requester, so their own click is recognised.
+
+    Best effort: when Slack cannot answer, the click compares e-mails instead (and is
+    refused if that lookup fails too).
+    """
     email = mv.tag("requested_by")
     if "@" not in email or mv.tag("requested_by_user"):
         return mv
-    user = svc.directory.user_for_email(email)
+    try:
+        user = svc.directory.user_for_email(email)
+    except LookupFailed as exc:
+        log.warning("requester not resolved: %s", exc, extra=_ctx("", mv))
+        return mv
     if not user:
         return mv
     svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.requested_by_user": user})

@@ -9,7 +9,7 @@ from slack_sdk import WebClient
 
 from bot.deps import QUEUE_DOWN, Deps
 from registry.commands import APPROVER_VERBS, CommandError, help_text, parse_command
-from registry.decisions import may_decide
+from registry.messages import escape
 from registry.queue import TASK_COMMAND, TASK_ROLLBACK
 from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, parse_plan_value
 
@@ -69,9 +69,7 @@ def handle_text(
     if cmd.verb == "help":
         reply(help_text(deps.settings.slack_command))
         return
-    refusal = (
-        may_decide(deps.directory.clicker(user), cmd.verb) if cmd.verb in APPROVER_VERBS else ""
-    )
+    refusal = deps.refusal(user, cmd.verb) if cmd.verb in APPROVER_VERBS else ""
     if refusal:
         reply(refusal)
         return
@@ -93,7 +91,7 @@ def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Res
     deps: Deps = context["deps"]
     user = body["user"]["id"]
     plan = parse_plan_value(body["actions"][0]["value"])
-    refusal = may_decide(deps.directory.clicker(user), "roll back")
+    refusal = deps.refusal(user, "roll back")
     if refusal:
         respond(text=refusal, response_type="ephemeral", replace_original=False)
         return
@@ -109,7 +107,8 @@ def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Res
         channel=channel,
         response_url=body.get("response_url", ""),
     )
-    text = ROLLING_BACK.format(model=plan.model, target=plan.target) if queued else QUEUE_DOWN
+    rolling = ROLLING_BACK.format(model=escape(plan.model), target=plan.target)
+    text = rolling if queued else QUEUE_DOWN
     # Replacing the plan removes its buttons, so it cannot be confirmed twice.
     respond(text=text, response_type="ephemeral", replace_original=queued)
 

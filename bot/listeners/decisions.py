@@ -9,7 +9,6 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.deps import QUEUE_DOWN, Deps
-from registry.decisions import may_decide
 from registry.messages import (
     APPROVE_ACTION,
     REASON_BLOCK,
@@ -74,7 +73,7 @@ def _authorised_click(
     deps: Deps = context["deps"]
     user = body["user"]["id"]
     model, version = parse_button_value(body["actions"][0]["value"])
-    refusal = may_decide(deps.directory.clicker(user), verb)
+    refusal = deps.refusal(user, verb)
     if refusal:
         _ephemeral(respond, refusal)
         return None
