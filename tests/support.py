@@ -8,6 +8,7 @@ import hmac
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -104,6 +105,7 @@ class Stack:
             "webhooks": ["-m", "webhooks"],
             "bot": ["-m", "bot"],
         }[service]
+        since = len(self.log_bytes(service))  # a restart appends: look only at what it writes
         log = open(self.workdir / f"{service}.log", "ab")  # noqa: SIM115
         self.procs[service] = subprocess.Popen(
             [sys.executable, *args],
@@ -113,7 +115,7 @@ class Stack:
             stderr=subprocess.STDOUT,
         )
         ready = {
-            "worker": lambda: b" ready." in self.log_bytes("worker"),
+            "worker": lambda: b" ready." in self.log_bytes("worker")[since:],
             "webhooks": lambda: url_answers(f"{self.webhooks_url}/healthz"),
             "bot": lambda: url_answers(f"{self.bot_url}/healthz"),
         }[service]
@@ -360,10 +362,11 @@ class FaultyProxy:
     """An HTTP proxy in front of the MLflow server that can answer 500, stall or be down."""
 
     def __init__(self, upstream: str):
-        import threading
-
         self.upstream = upstream.rstrip("/")
         self.mode, self.remaining, self.stall = "pass", 0, 0.0
+        self.hang_rule = None  # (request -> bool, seconds): see hang_when
+        self.hung = threading.Event()
+        self.release = threading.Event()
         self.hits: list[tuple[float, str, int]] = []
         self.lock = threading.Lock()
         self.port = free_port()
@@ -373,8 +376,6 @@ class FaultyProxy:
 
     def start(self) -> None:
         """Listen (again) on the proxy's port."""
-        import threading
-
         from werkzeug.serving import make_server
 
         self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
@@ -392,10 +393,29 @@ class FaultyProxy:
         with self.lock:
             self.mode, self.remaining, self.stall = mode, count, stall
 
+    def hang_when(self, rule, seconds: float) -> None:
+        """Hold each request `rule(request)` picks for up to `seconds`, then drop it unsent.
+
+        Dropped, never forwarded late: the client is presumed dead by then (a worker
+        killed while it waited), and a write landing after its death would hide the gap.
+        """
+        self.hung.clear()
+        self.release.clear()
+        with self.lock:
+            self.hang_rule = (rule, seconds)
+
     def app(self, environ, start_response):
         from werkzeug.wrappers import Request, Response
 
         request = Request(environ)
+        rule = self.hang_rule
+        if rule is not None and rule[0](request):
+            self.hung.set()
+            self.release.wait(rule[1])
+            self.hits.append((time.time(), request.path, 503))
+            return Response('{"error_code": "TEMPORARILY_UNAVAILABLE"}', 503)(
+                environ, start_response
+            )
         with self.lock:
             faulty = self.remaining > 0 and "/api/" in request.path
             mode = self.mode if faulty else "pass"
@@ -420,6 +440,7 @@ class FaultyProxy:
         )(environ, start_response)
 
     def close(self) -> None:
+        self.release.set()
         self.stop()
 
 
@@ -454,3 +475,93 @@ def local_services(mlflow_uri: str, slack, *, clock=None, policy: str = "", **ov
     svc = build_services(settings)
     svc.clock = clock or time.time
     return svc
+
+
+def wait_for(check, what: str, timeout: float = 15.0, interval: float = 0.1):
+    """Poll `check` until it returns something true; return it, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def notices_for(slack, model_name: str) -> list:
+    """Return the double's chat.postMessage calls that are Staging notices for `model_name`."""
+    return [
+        c
+        for c in slack.calls("chat.postMessage")
+        if c.status == 200
+        and c.params.get("text", "").startswith(f"{model_name} v")
+        and not c.params.get("thread_ts")
+    ]
+
+
+def fake_services(*, clock=None, approvers=("UA", "UB"), emails=None, policy: str = "", **settings):
+    """Build Services over the in-memory fakes, with a hand-moved clock."""
+    from registry.policy import Policy, parse_policy
+    from registry.services import Services
+    from registry.settings import Settings
+    from tests.fakes import FakeDirectory, FakeGateway, RecordingNotifier
+
+    clock = clock or Clock(1_000_000.0)
+    config = Settings(
+        mlflow_tracking_uri="fake",
+        slack_channel="CNOTICES",
+        approvers=tuple(approvers),
+        policy=parse_policy(policy, "policy.yaml") if policy else Policy.empty(),
+        **settings,
+    )
+    return Services(
+        gateway=FakeGateway(clock),
+        notifier=RecordingNotifier(),
+        settings=config,
+        directory=FakeDirectory(approvers, emails),
+        clock=clock,
+    )
+
+
+def wait_idle(stack, settle: float = 1.5, timeout: float = 30.0) -> None:
+    """Wait until the stack's queue is empty, nothing is unacknowledged, for `settle` seconds."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    deadline = time.monotonic() + timeout
+    quiet_since, last = time.monotonic(), None
+    while time.monotonic() < deadline:
+        state = (client.llen(stack.queue), len(client.hkeys("unacked")))
+        if state != (0, 0) or state != last:
+            quiet_since = time.monotonic()
+        last = state
+        if state == (0, 0) and time.monotonic() - quiet_since >= settle:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{stack.name}'s worker did not go idle within {timeout}s")
+
+
+def responses_to(slack, response_url: str, count: int = 1, timeout: float = 20.0) -> list[dict]:
+    """Wait for `count` posts to a response URL; return their bodies, oldest first."""
+    from urllib.parse import quote
+
+    path = "/response/" + quote(response_url.rsplit("/", 1)[-1], safe="")
+    calls = wait_for(
+        lambda: (lambda found: found if len(found) >= count else None)(
+            [c for c in slack.calls("response_url") if c.path == path]
+        ),
+        f"{count} answer(s) at {path}",
+        timeout,
+    )
+    return [c.params for c in calls]
+
+
+def button_in(message: dict, action_id: str) -> dict:
+    """Return the button with `action_id` in a message's blocks."""
+    return next(
+        el
+        for block in message.get("blocks") or []
+        if block.get("type") == "actions"
+        for el in block["elements"]
+        if el.get("action_id") == action_id
+    )

@@ -29,6 +29,8 @@ def test_defaults_follow_the_spec():
     )
     assert s.nobody_may_approve and s.ui_url == "http://mlflow:5000"
     assert (s.sweep_interval, s.webhooks_url) == (60.0, "http://127.0.0.1:8000")
+    assert s.catchup_window == 24 * 3600
+    assert load(CATCHUP_WINDOW="90m").catchup_window == 5400
 
 
 def test_lists_and_rotation():
@@ -56,6 +58,8 @@ def test_lists_and_rotation():
         ({"SLACK_API_URL": "slack.com/api"}, "SLACK_API_URL"),
         ({"POLICY_FILE": "/nonexistent/policy.yaml"}, "POLICY_FILE"),
         ({"SWEEP_INTERVAL": "soon"}, "SWEEP_INTERVAL"),
+        ({"CATCHUP_WINDOW": "a day"}, "CATCHUP_WINDOW"),
+        ({"CATCHUP_WINDOW": "0"}, "CATCHUP_WINDOW"),
         ({"SLACK_COMMAND": "registry"}, "SLACK_COMMAND"),
         ({"PRODUCTION_ALIAS": "v1 prod"}, "PRODUCTION_ALIAS"),
         ({"REGISTRY_BOT_QUEUE": "two words"}, "REGISTRY_BOT_QUEUE"),
