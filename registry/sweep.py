@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 EXPIRED_REASON = "expired"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 
 @dataclass
@@ -114,8 +115,8 @@ def catch_up(svc: Services, mv: ModelVersion) -> str:
 
 def _unseen(mv: ModelVersion) -> bool:
     """Say whether a version is one /hooks/mlflow would stage and registry-bot never touched."""
-    if any(key.startswith(TAG) for key in mv.tags):
-        return False
+    if any(key.startswith(TAG) for key in mv.tags) or mv.tags.get(PROMPT_TAG) == "true":
+        return False  # ours already, or a prompt (MLflow keeps prompts as model versions)
     # A delivery for a name outside the model-name grammar is refused; so is its catch-up.
     return mv.stage == "None" and bool(_MODEL_NAME.match(mv.name))
 
