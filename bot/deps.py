@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from registry.decisions import LOOKUP_FAILED, may_decide
+from registry.decisions import TRY_AGAIN, LookupFailed, may_decide
 from registry.dedup import DeliveryLedger
 from registry.queue import Producer, QueueUnavailable
-from registry.services import ApproverDirectory, DirectoryUnavailable
+from registry.services import ApproverDirectory
 from registry.settings import Settings
 
 OTHER_WORKSPACE = "registry-bot serves a single workspace; this request came from another one."
@@ -28,8 +28,8 @@ class Deps:
         """Return why `user` may not `verb` on `model` ('' when they may); fail closed."""
         try:
             return may_decide(self.directory.clicker(user, model=model), verb)
-        except DirectoryUnavailable:
-            return LOOKUP_FAILED.format(verb=verb)
+        except LookupFailed:
+            return TRY_AGAIN  # fail closed; the directory logged what failed
 
     def enqueue(self, task: str, **kwargs: Any) -> bool:
         """Queue a task with primitive keyword arguments; False if the queue is down."""

@@ -192,10 +192,18 @@ class Unattended:
         return ts
 
     def find_posted(
-        self, event_type: str, nonce: str, *, limit: int = 200, channel: str = ""
+        self,
+        event_type: str,
+        nonce: str,
+        *,
+        channel: str = "",
+        thread_ts: str = "",
+        limit: int = 200,
     ) -> str:
         """Find a posted message as the inner notifier does."""
-        return self.inner.find_posted(event_type, nonce, limit=limit, channel=channel)
+        return self.inner.find_posted(
+            event_type, nonce, channel=channel, thread_ts=thread_ts, limit=limit
+        )
 
     def publish_home(self, user: str, view: dict) -> None:
         """Publish a Home tab as the inner notifier does."""
@@ -205,9 +213,9 @@ class Unattended:
         """Update a message as the inner notifier does."""
         self.inner.update(channel, ts, text, blocks)
 
-    def reply(self, channel: str, thread_ts: str, text: str) -> None:
+    def reply(self, channel: str, thread_ts: str, text: str, **meta: Any) -> None:
         """Reply in a thread as the inner notifier does."""
-        self.inner.reply(channel, thread_ts, text)
+        self.inner.reply(channel, thread_ts, text, **meta)
 
     def tell(
         self, to: Recipient, text: str, *, blocks: Blocks = None, replace: bool = False

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 
 from registry.freeze import hold_if_frozen
-from registry.messages import format_time
+from registry.messages import escape, format_time
 from registry.notice import refresh_notice, thread
 from registry.policy import Canary
 from registry.promotion import archive_decided, promote
@@ -39,7 +39,7 @@ def start_canary(svc: Services, mv: ModelVersion, canary: Canary, approvals: str
     thread(
         svc,
         mv,
-        f"{mv.name} v{mv.version} approved; canary until {format_time(until)}"
+        f"{escape(mv.name)} v{mv.version} approved; canary until {format_time(until)}"
         f"{' (needs a passing report)' if canary.require_report else ''}.",
     )
     return "canary_started"
@@ -57,7 +57,7 @@ def canary_verdict(
 ) -> str:
     """Apply a canary report: a failure archives the version, a pass lets it be promoted."""
     mv = svc.gateway.get_version(name, version)
-    if mv.tag("canary_state") not in ("running", "passed"):
+    if mv.tag("canary_state") not in ("running", "passed") or mv.tag("decision"):
         ctx = {"event_id": event_id, "model": mv.name, "version": mv.version}
         log.info("canary report for a version not in a canary window", extra=ctx)
         return "ignored"

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from registry.events import MODEL_NAME_PATTERN
+from registry.messages import escape
 
 HISTORY_DEFAULT = 10
 HISTORY_MAX = 100
@@ -54,7 +55,7 @@ def parse_command(text: str, *, command: str = "/registry") -> Command:
         raise CommandError(usage_line(command))
     verb, args = tokens[0].lower(), tokens[1:]
     if verb not in USAGE:
-        raise CommandError(f"Unknown command {verb[:40]!r}. {usage_line(command)}")
+        raise CommandError(f"Unknown command {escape(repr(verb[:40]))}. {usage_line(command)}")
     if verb == "help":
         return Command("help")
     model = _model(verb, args, command)
@@ -89,7 +90,9 @@ def _model(verb: str, args: list[str], command: str) -> str:
     if not args:
         raise CommandError(f"Usage: {command} {USAGE[verb]} (which model?)")
     if not re.match(MODEL_NAME_PATTERN, args[0]):
-        raise CommandError(f"{args[0][:60]!r} is not a model name. Usage: {command} {USAGE[verb]}")
+        raise CommandError(
+            f"{escape(repr(args[0][:60]))} is not a model name. Usage: {command} {USAGE[verb]}"
+        )
     return args[0]
 
 

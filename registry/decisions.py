@@ -17,7 +17,7 @@ from registry.governance import (
     slot_fills_on,
     slots_of,
 )
-from registry.messages import format_time, mentions
+from registry.messages import escape, format_time, mentions
 from registry.policy import Slot
 from registry.settings import Settings
 from registry.versions import ModelVersion
@@ -40,10 +40,14 @@ FROZEN_WAITING = (
     "{name} v{version} is already approved and waits for the change freeze to end "
     "({until}); nothing changed."
 )
-LOOKUP_FAILED = (
-    "registry-bot could not check with Slack who may {verb} (a user group lookup failed); "
-    "nothing changed. Please try again."
+TRY_AGAIN = (
+    "Slack could not tell registry-bot who you are just now, so nothing changed and nothing "
+    "was counted. Please try again in a minute."
 )
+
+
+class LookupFailed(RuntimeError):
+    """Slack could not say who someone is (users.info, users.lookupByEmail, a user group)."""
 
 
 @dataclass(frozen=True)
@@ -95,14 +99,15 @@ def judge_approval(
     if refusal:
         return refusal
     if is_requester(mv, clicker):
-        return Verdict("refused", OWN_VERSION.format(name=mv.name, version=mv.version))
+        return Verdict("refused", OWN_VERSION.format(name=escape(mv.name), version=mv.version))
     approvals = approvals_on(mv)
     if slots:
         return _judge_slots(mv, clicker, slots, approvals)
     if clicker.user in approvals:
         count = f"{len(approvals)} of {required} approvals"
         return Verdict(
-            "done", ALREADY_APPROVED_BY_YOU.format(name=mv.name, version=mv.version, count=count)
+            "done",
+            ALREADY_APPROVED_BY_YOU.format(name=escape(mv.name), version=mv.version, count=count),
         )
     if len(approvals) + 1 >= required:
         return Verdict("promote")
@@ -160,11 +165,11 @@ def settled_message(mv: ModelVersion) -> str:
     by = mv.tag("decided_by")
     at = mv.tag("decided_at")
     when = f" at {format_time(float(at))}" if at else ""
-    who = mentions(by)
+    who, name = mentions(by), escape(mv.name)
     if decision:
-        return f"{mv.name} v{mv.version} was already {decision} by {who or 'someone'}{when}."
+        return f"{name} v{mv.version} was already {decision} by {who or 'someone'}{when}."
     return (
-        f"{mv.name} v{mv.version} is no longer in Staging (now {mv.stage}); it was moved "
+        f"{name} v{mv.version} is no longer in Staging (now {mv.stage}); it was moved "
         "outside registry-bot, in MLflow itself. Nothing changed."
     )
 
@@ -182,13 +187,16 @@ def _settled(mv: ModelVersion) -> Verdict | None:
         return Verdict("done", settled_message(mv))
     if mv.tag("canary_state") in ("running", "passed"):
         until = format_time(float(mv.tag("canary_until") or 0))
-        return Verdict("done", CANARY_RUNNING.format(name=mv.name, version=mv.version, until=until))
+        text = CANARY_RUNNING.format(name=escape(mv.name), version=mv.version, until=until)
+        return Verdict("done", text)
     if mv.tag("freeze_state") == "waiting":
         until = mv.tag("freeze_until_text") or format_time(float(mv.tag("freeze_until") or 0))
-        return Verdict("done", FROZEN_WAITING.format(name=mv.name, version=mv.version, until=until))
+        text = FROZEN_WAITING.format(name=escape(mv.name), version=mv.version, until=until)
+        return Verdict("done", text)
     if mv.tag("gates") == "failed":
         return Verdict(
             "done",
-            f"{mv.name} v{mv.version} failed its promotion gates; there is nothing to decide.",
+            f"{escape(mv.name)} v{mv.version} failed its promotion gates; "
+            "there is nothing to decide.",
         )
     return None

@@ -22,6 +22,8 @@ from registry.versions import (
 
 log = logging.getLogger(__name__)
 
+CREATED_PAGE = 100  # versions per page when reading the newest first
+
 
 class MlflowGateway:
     """RegistryGateway over `MlflowClient`, in `stages` or `aliases` mode."""
@@ -94,6 +96,25 @@ class MlflowGateway:
             by_version.setdefault(str(version), []).append(alias)
         found = [replace(mv, aliases=tuple(by_version.get(mv.version, ()))) for mv in found]
         return sorted(found, key=lambda mv: int(mv.version), reverse=True)
+
+    def created_since(self, since: float) -> list[ModelVersion]:
+        """Return every model's versions created at or after `since`, newest first."""
+        floor = since * 1000  # MLflow keeps milliseconds
+        found: list[ModelVersion] = []
+        token = None
+        while True:
+            page = self.client.search_model_versions(
+                max_results=CREATED_PAGE,
+                order_by=["creation_timestamp DESC", "name ASC", "version_number DESC"],
+                page_token=token,
+            )
+            for mv in page:
+                if (mv.creation_timestamp or 0) < floor:
+                    return found
+                found.append(self._convert(mv))
+            token = page.token
+            if not token:
+                return found
 
     def production(self, name: str) -> ModelVersion | None:
         """Return the version now serving as Production, if any."""

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from registry.canary import start_canary
 from registry.decisions import (
-    LOOKUP_FAILED,
+    TRY_AGAIN,
     Clicker,
+    LookupFailed,
     approvals_on,
     judge_approval,
     judge_rejection,
@@ -17,6 +18,7 @@ from registry.decisions import (
 from registry.events import TrainingEvent
 from registry.freeze import approval_text, hold_if_frozen, slot_fills_tags
 from registry.governance import required_of, slots_of
+from registry.messages import escape
 from registry.notice import (
     metrics_of,
     model_channel,
@@ -27,7 +29,7 @@ from registry.notice import (
 from registry.policy import GateVerdict, evaluate, verdict_line
 from registry.promotion import archive_decided, promote
 from registry.record import prefixed, record, stamp
-from registry.services import DirectoryUnavailable, Recipient, Services
+from registry.services import Recipient, Services
 from registry.versions import ModelVersion, VersionNotFound
 
 log = logging.getLogger(__name__)
@@ -108,13 +110,17 @@ def approve(svc: Services, name: str, version: str, *, user: str, response_url: 
         return "missing"
     if mv.tag("decision") == "approved" and not mv.tag("announced"):
         return promote(svc, mv)  # a crash left it half done: finish it
-    clicker = _clicker(svc, mv, user, "approve", response_url, with_email=True)
+    to = Recipient(notice_channel(svc, mv), user, response_url)
+    mv = _resolve_requester(svc, mv)  # again, if it could not be done at notice time
+    # With the requester's Slack user known, their own click is recognised by ID alone.
+    needs_email = "@" in mv.tag("requested_by") and not mv.tag("requested_by_user")
+    clicker = _clicker(svc, mv, user, to, with_email=needs_email)
     if clicker is None:
-        return "refused"
+        return "try_again"
     slots = slots_of(svc.settings, name)
     verdict = judge_approval(mv, clicker, required=required_of(svc.settings, name), slots=slots)
     if verdict.action in ("refused", "done"):
-        svc.notifier.tell(Recipient(notice_channel(svc, mv), user, response_url), verdict.message)
+        svc.notifier.tell(to, verdict.message)
         return verdict.action
     approvals = ",".join([*approvals_on(mv), user])
     if slots:  # who could fill which slot, as Slack said at this click
@@ -158,14 +164,13 @@ def reject(
     if mv is None:
         return "missing"
     if not (mv.tag("decision") == "rejected" and not mv.tag("announced")):
-        clicker = _clicker(svc, mv, user, "reject", response_url)
+        to = Recipient(notice_channel(svc, mv), user, response_url)
+        clicker = _clicker(svc, mv, user, to)
         if clicker is None:
-            return "refused"
+            return "try_again"
         verdict = judge_rejection(mv, clicker)
         if verdict.action != "reject":
-            svc.notifier.tell(
-                Recipient(notice_channel(svc, mv), user, response_url), verdict.message
-            )
+            svc.notifier.tell(to, verdict.message)
             return verdict.action
         decided = {
             "decision": "rejected",
@@ -199,36 +204,38 @@ def _current(
     except VersionNotFound:
         svc.notifier.tell(
             Recipient(svc.settings.slack_channel, user, response_url),
-            f"{name} v{version} no longer exists in the registry; nothing changed.",
+            f"{escape(name)} v{version} no longer exists in the registry; nothing changed.",
         )
         return None
 
 
 def _clicker(
-    svc: Services,
-    mv: ModelVersion,
-    user: str,
-    verb: str,
-    response_url: str,
-    *,
-    with_email: bool = False,
+    svc: Services, mv: ModelVersion, user: str, to: Recipient, *, with_email: bool = False
 ) -> Clicker | None:
-    """Ask who the clicker is for this model; on a failed lookup tell them to try again."""
+    """Ask Slack who clicked, as the model's policy sees them; when it cannot say, tell the
+    clicker to try again (fail closed)."""
     try:
-        email = with_email and "@" in mv.tag("requested_by")
-        return svc.directory.clicker(user, with_email=email, model=mv.name)
-    except DirectoryUnavailable:
-        to = Recipient(notice_channel(svc, mv), user, response_url)
-        svc.notifier.tell(to, LOOKUP_FAILED.format(verb=verb))
+        return svc.directory.clicker(user, with_email=with_email, model=mv.name)
+    except LookupFailed as exc:
+        log.warning("click refused, lookup failed: %s", exc, extra={**_ctx("", mv), "user": user})
+        svc.notifier.tell(to, TRY_AGAIN)
         return None
 
 
 def _resolve_requester(svc: Services, mv: ModelVersion) -> ModelVersion:
-    """Find the Slack user behind an e-mail requester, so their own click is recognised."""
+    """Find the Slack user behind an e-mail requester, so their own click is recognised.
+
+    Best effort: when Slack cannot answer, the click compares e-mails instead (and is
+    refused if that lookup fails too).
+    """
     email = mv.tag("requested_by")
     if "@" not in email or mv.tag("requested_by_user"):
         return mv
-    user = svc.directory.user_for_email(email)
+    try:
+        user = svc.directory.user_for_email(email)
+    except LookupFailed as exc:
+        log.warning("requester not resolved: %s", exc, extra=_ctx("", mv))
+        return mv
     if not user:
         return mv
     svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.requested_by_user": user})

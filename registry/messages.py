@@ -101,7 +101,7 @@ def decided_notice(facts: NoticeFacts, outcome: Outcome) -> tuple[str, list[dict
     by = f" by {mentions(outcome.actors)}" if outcome.actors else ""
     line = f"*{outcome.verb}*{by} at {format_time(outcome.at)}"
     if outcome.reason:
-        line += f"\n>{_escape(outcome.reason)}"
+        line += f"\n>{escape(outcome.reason)}"
     blocks = [*_facts_blocks(facts, outcome.verb), {"type": "section", "text": _mrkdwn(line)}]
     return _headline(facts, f"{outcome.verb.lower()}"), blocks
 
@@ -111,6 +111,36 @@ def _approvals_block(facts: NoticeFacts) -> dict:
         return _context(approval_count(facts))
     lines = "\n".join(facts.slot_lines)
     return {"type": "section", "text": _mrkdwn(f"*Approvals* ({approval_count(facts)})\n{lines}")}
+
+
+def rollback_announcement(model: str, current: str, target: str, user: str, reason: str) -> str:
+    """Tell the channel that `user` rolled `model` back from v`current` to v`target`."""
+    why = escape(reason) if reason else "no reason given"
+    return (
+        f"{mention(user)} rolled {escape(model)} back from v{current} to v{target}"
+        f" (v{current} archived). Reason: {why}"
+    )
+
+
+def rollback_abandoned(model: str, target: str, user: str, serving: str) -> str:
+    """Tell the channel that a confirmed rollback was dropped because Production changed."""
+    return (
+        f"The rollback of {escape(model)} to v{target} that {mention(user)} confirmed was not"
+        f" carried out: Production changed to v{serving} meanwhile. Nothing was rolled back."
+    )
+
+
+def canary_overdue_note(model: str, version: str, ended: float, expires: float) -> str:
+    """Say, once in the thread, that a canary window ended without its passing report."""
+    then = (
+        f"it expires at {format_time(expires)} unless a passing report comes first"
+        if expires
+        else "it waits for a passing report (no approval_expires_after is set)"
+    )
+    return (
+        f"{escape(model)} v{version}: the canary window ended at {format_time(ended)} without a "
+        f"passing canary report, so it stays in Staging; {then}."
+    )
 
 
 def approval_count(facts: NoticeFacts) -> str:
@@ -128,7 +158,7 @@ def format_time(at: float) -> str:
 
 def mention(user: str) -> str:
     """Render a Slack user ID as a mention; leave e-mail addresses as they are."""
-    return f"<@{user}>" if user and user[0] in "UW" and user.isalnum() else _escape(user)
+    return f"<@{user}>" if user and user[0] in "UW" and user.isalnum() else escape(user)
 
 
 def mentions(users: str | Sequence[str]) -> str:
@@ -146,14 +176,14 @@ def metrics_table(current: Mapping[str, float], production: Mapping[str, float])
         value = current[name]
         if name in production:
             diff = value - production[name]
-            rows.append(f"{name} | {value:.4g} | {production[name]:.4g} | {diff:+.4g}")
+            rows.append(f"{escape(name)} | {value:.4g} | {production[name]:.4g} | {diff:+.4g}")
         else:
-            rows.append(f"{name} | {value:.4g} | – | –")
+            rows.append(f"{escape(name)} | {value:.4g} | – | –")
     return "```" + "\n".join(rows) + "```"
 
 
 def _headline(facts: NoticeFacts, state: str) -> str:
-    return f"{facts.model_name} v{facts.version} {state}"
+    return f"{escape(facts.model_name)} v{facts.version} {state}"
 
 
 def _facts_blocks(facts: NoticeFacts, state: str = "Staging candidate") -> list[dict]:
@@ -162,7 +192,7 @@ def _facts_blocks(facts: NoticeFacts, state: str = "Staging candidate") -> list[
         _mrkdwn(f"*Model*\n{_link(facts.version_url, title)}"),
         _mrkdwn(f"*Run*\n{_link(facts.run_url, facts.run_id[:12] or '–')}"),
         _mrkdwn(f"*Requested by*\n{mention(facts.requested_by) or '–'}"),
-        _mrkdwn(f"*Code version*\n{facts.git_commit[:12] or '–'}"),
+        _mrkdwn(f"*Code version*\n{escape(facts.git_commit[:12]) or '–'}"),
     ]
     prod = f"v{facts.production_version}" if facts.production_version else "none yet"
     blocks: list[dict] = [
@@ -170,11 +200,11 @@ def _facts_blocks(facts: NoticeFacts, state: str = "Staging candidate") -> list[
         {"type": "section", "fields": fields},
     ]
     if facts.description:
-        blocks.append({"type": "section", "text": _mrkdwn(_escape(facts.description[:2900]))})
+        blocks.append({"type": "section", "text": _mrkdwn(escape(facts.description[:2900]))})
     table = metrics_table(facts.metrics, facts.production_metrics)
     blocks.append({"type": "section", "text": _mrkdwn(f"*Metrics* (Production: {prod})\n{table}")})
     if facts.gate_lines:
-        gates = "\n".join(_escape(line) for line in facts.gate_lines)
+        gates = "\n".join(escape(line) for line in facts.gate_lines)
         blocks.append({"type": "section", "text": _mrkdwn(f"*Gates*\n{gates}")})
     return blocks
 
@@ -190,7 +220,9 @@ def _button(text: str, action_id: str, facts: NoticeFacts, style: str) -> dict:
 
 
 def _link(url: str, text: str) -> str:
-    return f"<{url}|{_escape(text)}>" if url else _escape(text)
+    # A `|` or `>` inside the URL (a model name can hold them) would end the link early.
+    target = escape(url).replace("|", "%7C")
+    return f"<{target}|{escape(text)}>" if url else escape(text)
 
 
 def _context(text: str) -> dict:
@@ -201,14 +233,13 @@ def _mrkdwn(text: str) -> dict:
     return {"type": "mrkdwn", "text": text}
 
 
-def escape(text: str) -> str:
-    """Escape text from outside (reasons, alert annotations) for Slack mrkdwn."""
-    return _escape(text)
+def escape(text: object) -> str:
+    """Return text from a person or a pipeline made inert for Slack mrkdwn.
 
-
-def _escape(text: str) -> str:
-    # Slack mrkdwn treats &, < and > as control characters.
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    Slack reads &, < and > as control characters (`<!channel>`, `<@U…>`, `<url|label>`);
+    every posting path puts outside text through here, and only here.
+    """
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def reject_modal(

@@ -27,8 +27,9 @@ from registry.policy import evaluate, verdict_line
 from registry.services import Services
 from registry.versions import ModelVersion
 
-# The Slack metadata event type that carries a notice's nonce.
+# The Slack metadata event types that carry a notice's nonce, and a told change's.
 NOTICE_EVENT = "registry_bot_notice"
+TOLD_EVENT = "registry_bot_told"
 
 
 def post_notice_once(svc: Services, mv: ModelVersion) -> str:
@@ -62,11 +63,40 @@ def refresh_notice(svc: Services, mv: ModelVersion, outcome: Outcome | None = No
     svc.notifier.update(channel, ts, text, blocks)
 
 
-def thread(svc: Services, mv: ModelVersion, text: str) -> None:
-    """Reply in the notice's thread, if the version has a notice."""
+def thread(svc: Services, mv: ModelVersion, text: str, *, once: str = "") -> None:
+    """Reply in the notice's thread, if the version has a notice; with `once`, only once."""
     channel, ts = mv.tag("notice_channel"), mv.tag("notice_ts")
-    if channel and ts:
+    if not (channel and ts):
+        return
+    if once:
+        tell_once(svc, mv, once, text, channel=channel, thread_ts=ts)
+    else:
         svc.notifier.reply(channel, ts, text)
+
+
+def tell_once(
+    svc: Services, mv: ModelVersion, key: str, text: str, *, channel: str, thread_ts: str = ""
+) -> None:
+    """Post `text` to `channel` (or the thread `thread_ts`) once, even across a crash.
+
+    As for the notice, a nonce is tagged (`registry_bot.<key>_nonce`) before posting and
+    travels in the message metadata, so a rerun finds a post it never heard back about;
+    only a rerun pays for that lookup.
+    """
+    tag = f"{key}_nonce"
+    nonce = mv.tag(tag)
+    if nonce and svc.notifier.find_posted(TOLD_EVENT, nonce, channel=channel, thread_ts=thread_ts):
+        return
+    nonce = uuid.uuid4().hex
+    svc.gateway.set_tags(mv.name, mv.version, {f"registry_bot.{tag}": nonce})
+    metadata = {
+        "event_type": TOLD_EVENT,
+        "event_payload": {"model": mv.name, "version": mv.version, "nonce": nonce},
+    }
+    if thread_ts:
+        svc.notifier.reply(channel, thread_ts, text, metadata=metadata)
+    else:
+        svc.notifier.post(text, [], channel=channel, metadata=metadata)
 
 
 def notice_channel(svc: Services, mv: ModelVersion) -> str:
@@ -139,6 +169,13 @@ def canary_line(mv: ModelVersion) -> str:
     if state not in ("running", "passed") or not until:
         return ""
     who = mentions(mv.tag("canary_approved_by"))
+    if mv.tag("canary_overdue"):
+        expires = float(mv.tag("canary_expires_at") or 0)
+        then = f"; it expires {format_time(expires)} unless one comes" if expires else ""
+        return (
+            f":hourglass: Approved by {who}; the canary window ended "
+            f"{format_time(float(until))} without a passing report{then}."
+        )
     needs = " and a passing canary report" if mv.tag("canary_require_report") == "true" else ""
     if state == "passed":
         needs = " (the canary report passed)"

@@ -9,14 +9,14 @@ from dataclasses import replace
 from registry import lifecycle
 from registry.commands import Command
 from registry.governance import (
-    active_freeze,
     approvers_line,
     freeze_line,
     required_of,
 )
-from registry.messages import mention
+from registry.messages import escape
 from registry.notice import model_channel
-from registry.record import record, stamp
+from registry.promotion import finish_rollback, rollback_intent, rollback_pending
+from registry.record import stamp
 from registry.reports import (
     RollbackPlan,
     RollbackRefused,
@@ -29,6 +29,8 @@ from registry.services import Recipient, Services
 from registry.versions import ModelVersion, VersionNotFound
 
 log = logging.getLogger(__name__)
+
+ROLLED_BACK = "Done: {model} v{target} is Production again."
 
 
 def answer_command(
@@ -62,8 +64,12 @@ def answer_command(
 def rollback(
     svc: Services, plan: RollbackPlan, *, user: str, channel: str, response_url: str
 ) -> str:
-    """Carry out a confirmed rollback plan, if it still holds."""
+    """Carry out a confirmed rollback plan, if it still holds: record it first, then do it."""
+    to = Recipient(channel, user, response_url)
     versions = svc.gateway.versions(plan.model)
+    target = next((mv for mv in versions if mv.version == plan.target), None)
+    if target is not None and _same_rollback(target, plan, user):
+        return _finish(svc, target, to)  # this task ran before and died half way
     try:
         fresh = plan_rollback(versions, plan.model, plan.target, plan.reason)
         if fresh.current != plan.current:
@@ -72,40 +78,31 @@ def rollback(
                 "nothing was rolled back."
             )
     except RollbackRefused as exc:
-        svc.notifier.tell(Recipient(channel, user, response_url), str(exc))
+        svc.notifier.tell(to, str(exc))
         return "refused"
-    now = stamp(svc)
-    svc.gateway.move(plan.model, plan.target, "Production")
-    by_version = {mv.version: mv for mv in versions}
-    why = plan.reason or "no reason given"
-    record(
-        svc,
-        by_version[plan.current],
-        "archived",
-        actor=user,
-        reason=f"rolled back to v{plan.target}: {why}",
-        extra={"production_until": now, "archived_at": now},
+    # Announced in the model's channel, wherever Confirm was clicked.
+    announce_in = model_channel(svc, plan.model)
+    intent = rollback_intent(plan.current, user, stamp(svc), plan.reason, announce_in)
+    svc.gateway.set_tags(plan.model, plan.target, intent)
+    return _finish(svc, svc.gateway.get_version(plan.model, plan.target), to)
+
+
+def _finish(svc: Services, target: ModelVersion, to: Recipient) -> str:
+    """Finish the rollback recorded on `target` and tell the person who confirmed it."""
+    outcome = finish_rollback(svc, target)
+    if outcome == "rolled_back":
+        done = ROLLED_BACK.format(model=escape(target.name), target=target.version)
+        svc.notifier.tell(to, done, replace=True)
+    return outcome
+
+
+def _same_rollback(target: ModelVersion, plan: RollbackPlan, user: str) -> bool:
+    """Say whether `target` carries this plan's rollback, recorded but not finished."""
+    return (
+        rollback_pending(target)
+        and target.tag("rollback_from") == plan.current
+        and target.tag("rollback_by") == user
     )
-    record(
-        svc,
-        by_version[plan.target],
-        "rolled_back",
-        actor=user,
-        reason=plan.reason,
-        previous=plan.current,
-        extra={"production_since": now, "production_until": "", "rolled_back_by": user},
-    )
-    text = (
-        f"{mention(user)} rolled {plan.model} back from v{plan.current} to v{plan.target}"
-        f" (v{plan.current} archived). Reason: {why}{_during_freeze(svc, plan.model)}"
-    )
-    svc.notifier.post(text, [], channel=model_channel(svc, plan.model))
-    svc.notifier.tell(
-        Recipient(channel, user, response_url),
-        f"Done: {plan.model} v{plan.target} is Production again.",
-        replace=True,
-    )
-    return "rolled_back"
 
 
 def _with_governance(
@@ -118,18 +115,6 @@ def _with_governance(
     freezes = svc.settings.policy.for_model(model).freeze
     frozen = freeze_line(freezes, float(svc.clock())) if status else ""
     return "\n".join([*lines, frozen] if frozen else lines)
-
-
-def _during_freeze(svc: Services, model: str) -> str:
-    """Say that a rollback ran during a change freeze, which never holds it back."""
-    window = active_freeze(svc.settings.policy.for_model(model).freeze, float(svc.clock()))
-    if window is None:
-        return ""
-    why = f" ({window.reason})" if window.reason else ""
-    return (
-        f"\nThis rollback ran during a change freeze until {window.until_text()}{why}: "
-        "rollback is never frozen."
-    )
 
 
 def _with_run_metrics(svc: Services, versions: list[ModelVersion]) -> list[ModelVersion]:

@@ -88,7 +88,7 @@ def plan_blocks(plan: RollbackPlan) -> tuple[str, list[dict]]:
     )
     why = f"\nReason: {escape(plan.reason)}" if plan.reason else ""
     text = (
-        f"Roll {plan.model} back from v{plan.current} to v{plan.target}?{served}{approved}"
+        f"Roll {escape(plan.model)} back from v{plan.current} to v{plan.target}?{served}{approved}"
         f" v{plan.current} will be archived; nothing is retrained.{why}"
     )
     fields = {"model": plan.model, "current": plan.current, "target": plan.target}
@@ -134,7 +134,7 @@ def status_text(model: str, versions: Sequence[ModelVersion], required: int) -> 
     """Describe the Production and Staging versions with metrics and approvals."""
     if not versions:
         return f"No model named {model} in the registry."
-    lines = [f"*{model}*"]
+    lines = [f"*{escape(model)}*"]
     prod = [mv for mv in versions if mv.stage == "Production"]
     lines += [_production_line(mv) for mv in prod] or ["Production: none"]
     staging = [mv for mv in versions if mv.stage == "Staging"]
@@ -157,7 +157,7 @@ def history_text(model: str, versions: Sequence[ModelVersion], count: int) -> st
     if not entries:
         return f"No recorded changes for {model} yet."
     return "\n".join(
-        [f"*{model}*: last {len(entries)} changes"] + [_entry_line(e) for e in entries]
+        [f"*{escape(model)}*: last {len(entries)} changes"] + [_entry_line(e) for e in entries]
     )
 
 
@@ -171,7 +171,7 @@ def _entry_line(entry: dict) -> str:
     if entry.get("actor"):
         line += f" by {mentions(entry['actor'])}"
     if entry.get("reason"):
-        line += f": {entry['reason']}"
+        line += f": {escape(entry['reason'])}"
     return line
 
 
@@ -190,5 +190,7 @@ def _staging_line(mv: ModelVersion, required: int) -> str:
 def _metrics(mv: ModelVersion) -> str:
     metrics = json.loads(mv.tag("metrics") or "{}")
     return (
-        (" · " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))) if metrics else ""
+        (" · " + ", ".join(f"{escape(k)}={v:.4g}" for k, v in sorted(metrics.items())))
+        if metrics
+        else ""
     )

@@ -42,18 +42,26 @@ class Notifier(Protocol):
         ...
 
     def find_posted(
-        self, event_type: str, nonce: str, *, limit: int = 200, channel: str = ""
+        self,
+        event_type: str,
+        nonce: str,
+        *,
+        channel: str = "",
+        thread_ts: str = "",
+        limit: int = 200,
     ) -> str:
-        """Return the ts of a recent message in the notice channel (or `channel`) carrying this
-        metadata nonce, or ''."""
+        """Return the ts of a recent message carrying this metadata nonce, or ''.
+
+        It looks in the notice channel (or `channel`), or in the thread `thread_ts`.
+        """
         ...
 
     def update(self, channel: str, ts: str, text: str, blocks: Sequence[dict]) -> None:
         """Replace a posted message."""
         ...
 
-    def reply(self, channel: str, thread_ts: str, text: str) -> None:
-        """Add a thread reply under a message."""
+    def reply(self, channel: str, thread_ts: str, text: str, **meta: Any) -> None:
+        """Add a thread reply under a message (`metadata=` as for `post`)."""
         ...
 
     def tell(
@@ -67,15 +75,12 @@ class Notifier(Protocol):
         ...
 
 
-class DirectoryUnavailable(RuntimeError):
-    """Slack could not say who someone is (a failed lookup): refuse, and ask to try again."""
-
-
 class ApproverDirectory(Protocol):
     """Answers 'who is this clicker?' for the decision rules.
 
-    A failed group lookup raises DirectoryUnavailable: nothing is ever allowed because
-    Slack did not answer.
+    Each method raises `registry.decisions.LookupFailed` when Slack cannot answer, so
+    nothing that depends on the answer is decided on a guess (SPEC 8): a failed
+    group lookup never lets anyone through.
     """
 
     def clicker(self, user: str, *, with_email: bool = False, model: str = "") -> Clicker:
@@ -88,7 +93,7 @@ class ApproverDirectory(Protocol):
         ...
 
     def user_for_email(self, email: str) -> str:
-        """Return the Slack user ID for an e-mail address, or ''."""
+        """Return the Slack user ID for an e-mail address, or '' when Slack has none."""
         ...
 
 

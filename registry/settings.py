@@ -13,7 +13,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from registry.events import USER_ID
-from registry.policy import Policy, PolicyError, load_policy
+from registry.policy import Policy, PolicyError, load_policy, parse_duration
 
 MODES = ("stages", "aliases")
 _CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,}$")
@@ -52,6 +52,7 @@ class Settings:
     event_sink_urls: tuple[str, ...] = ()
     event_sink_secret: str = ""
     sweep_interval: float = 60.0
+    catchup_window: float = 24 * 3600.0
     webhooks_url: str = "http://127.0.0.1:8000"
     webhooks_host: str = "127.0.0.1"
     webhooks_port: int = 8000
@@ -137,6 +138,7 @@ def _parse(env: Mapping[str, str]) -> Settings:
         event_sink_urls=tuple(_url(u, "EVENT_SINK_URLS") for u in _split(get("EVENT_SINK_URLS"))),
         event_sink_secret=_whsec_or_empty(get("EVENT_SINK_SECRET"), "EVENT_SINK_SECRET"),
         sweep_interval=float(_int(get("SWEEP_INTERVAL", "60"), "SWEEP_INTERVAL", 1, 86400)),
+        catchup_window=_window(get("CATCHUP_WINDOW", "24h")),
         webhooks_url=_url(get("WEBHOOKS_URL", "http://127.0.0.1:8000"), "WEBHOOKS_URL"),
         webhooks_host=get("WEBHOOKS_HOST", "127.0.0.1"),
         webhooks_port=_int(get("WEBHOOKS_PORT", "8000"), "WEBHOOKS_PORT", 0, 65535),
@@ -228,6 +230,13 @@ def _whsec_or_empty(value: str, name: str) -> str:
     if not 24 <= len(key) <= 64:
         raise SettingsError(f"{name} must decode to 24 to 64 bytes, not {len(key)}")
     return value
+
+
+def _window(value: str) -> float:
+    try:
+        return parse_duration(value)  # the policy file's syntax: 30m, 24h, 7d
+    except ValueError as exc:
+        raise SettingsError(f"CATCHUP_WINDOW: {exc}") from None
 
 
 def _policy(path: str) -> Policy:

@@ -84,13 +84,24 @@ class SlackNotifier:
         return str(resp["ts"])
 
     def find_posted(
-        self, event_type: str, nonce: str, *, limit: int = 200, channel: str = ""
+        self,
+        event_type: str,
+        nonce: str,
+        *,
+        channel: str = "",
+        thread_ts: str = "",
+        limit: int = 200,
     ) -> str:
-        """Return the ts of a recent message in the notice channel (or `channel`) carrying
-        this metadata nonce, or ''."""
-        resp = self.client.conversations_history(
-            channel=channel or self.channel, limit=limit, include_all_metadata=True
-        )
+        """Return the ts of a recent message (in a thread, with `thread_ts`) with this nonce."""
+        where = channel or self.channel
+        if thread_ts:
+            resp = self.client.conversations_replies(
+                channel=where, ts=thread_ts, limit=limit, include_all_metadata=True
+            )
+        else:
+            resp = self.client.conversations_history(
+                channel=where, limit=limit, include_all_metadata=True
+            )
         messages: list[dict] = resp.get("messages", [])
         for message in messages:
             meta = message.get("metadata") or {}
@@ -105,9 +116,11 @@ class SlackNotifier:
         """Replace a posted message."""
         self.client.chat_update(channel=channel, ts=ts, text=text, blocks=list(blocks))
 
-    def reply(self, channel: str, thread_ts: str, text: str) -> None:
+    def reply(self, channel: str, thread_ts: str, text: str, **meta: Any) -> None:
         """Add a thread reply under a message."""
-        self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
+        self.client.chat_postMessage(
+            channel=channel, thread_ts=thread_ts, text=text, metadata=meta.get("metadata")
+        )
 
     def publish_home(self, user: str, view: dict) -> None:
         """Show `view` as `user`'s App Home tab."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -10,19 +11,23 @@ from dataclasses import dataclass, field
 from registry import lifecycle
 from registry.canary import finish_canary
 from registry.decisions import approvals_on
+from registry.events import MODEL_NAME_PATTERN
 from registry.freeze import freeze_due
 from registry.governance import required_of
 from registry.locks import LockBusy
-from registry.messages import format_time
-from registry.promotion import archive_decided, promote
+from registry.messages import canary_overdue_note, escape, format_time
+from registry.notice import refresh_notice, thread
+from registry.promotion import archive_decided, finish_rollback, promote, rollback_pending
 from registry.protection import check_production
-from registry.record import record
+from registry.record import prefixed, record, stamp
 from registry.services import Services
-from registry.versions import ModelVersion
+from registry.versions import TAG, ModelVersion
 
 log = logging.getLogger(__name__)
 
 EXPIRED_REASON = "expired"
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+PROMPT_TAG = "mlflow.prompt.is_prompt"
 
 
 @dataclass
@@ -43,13 +48,14 @@ def sweep(
 ) -> SweepReport:
     """Sweep every registered model (or `models`), each under its lock."""
     report = SweepReport()
+    missed = missed_deliveries(svc)
     for name in models if models is not None else svc.gateway.model_names():
         try:
             with lock(name):
                 for mv in svc.gateway.versions(name):
-                    action = sweep_version(svc, mv)
-                    if action:
-                        report.add(action, mv)
+                    _note(report, sweep_version(svc, mv), mv)
+                for mv in missed.get(name, []):
+                    _note(report, catch_up(svc, mv), mv)
                 # After the versions: a decision finished above is no out-of-band change.
                 action, version = check_production(svc, name)
                 if action:
@@ -61,15 +67,25 @@ def sweep(
     return report
 
 
+def _note(report: SweepReport, action: str, mv: ModelVersion) -> None:
+    if action:
+        report.add(action, mv)
+
+
 def sweep_version(svc: Services, mv: ModelVersion) -> str:
     """Bring one version forward if it is due; return what was done, or ''."""
     if mv.tag("decision") and not mv.tag("announced"):
-        return _finish(svc, mv)  # a worker died half way through a decision
+        action = _finish(svc, mv)  # a worker died half way through a decision
+        mv = svc.gateway.get_version(mv.name, mv.version)
+        if not rollback_pending(mv):
+            return action
+    if rollback_pending(mv):
+        return finish_rollback(svc, mv)  # ... or half way through a rollback
     if mv.stage != "Staging":
         return ""
     if not mv.tag("notice_ts"):
         lifecycle.stage_version(svc, mv.name, mv.version, event_id="sweep")
-        return "noticed"  # reconciled: a lost event, a crashed worker, a lost MLflow delivery
+        return "noticed"  # reconciled: a lost event, a crashed worker, a version staged by hand
     if mv.tag("freeze_state") == "waiting":
         return freeze_due(svc, mv)  # promoted once the freeze is over
     if mv.tag("canary_state") in ("running", "passed"):
@@ -77,6 +93,41 @@ def sweep_version(svc: Services, mv: ModelVersion) -> str:
     if mv.tag("gates") == "failed" or mv.tag("decision"):
         return ""
     return _expire_or_remind(svc, mv)
+
+
+def missed_deliveries(svc: Services) -> dict[str, list[ModelVersion]]:
+    """Return, by model, the versions registered elsewhere in CATCHUP_WINDOW that we never saw.
+
+    Only while `/hooks/mlflow` is enabled: these are versions whose MLflow delivery was
+    lost (SPEC 8). The registry is read newest first and only back to the window's start.
+    """
+    if not svc.settings.mlflow_webhook_secret:
+        return {}
+    since = float(svc.clock()) - svc.settings.catchup_window
+    missed: dict[str, list[ModelVersion]] = {}
+    for mv in svc.gateway.created_since(since):
+        if _unseen(mv):
+            missed.setdefault(mv.name, []).append(mv)
+    return missed
+
+
+def catch_up(svc: Services, mv: ModelVersion) -> str:
+    """Handle a version whose MLflow delivery was lost, exactly as the delivery would have."""
+    fresh = svc.gateway.get_version(mv.name, mv.version)  # under the lock: a delivery may have
+    if not _unseen(fresh) or fresh.status != "READY":  # come meanwhile, or it is not ready yet
+        return ""
+    result = lifecycle.stage_version(
+        svc, mv.name, mv.version, event_id=f"catchup-{mv.name}-{mv.version}"
+    )
+    return "caught_up" if result.outcome in ("noticed", "gate_failed") else ""
+
+
+def _unseen(mv: ModelVersion) -> bool:
+    """Say whether a version is one /hooks/mlflow would stage and registry-bot never touched."""
+    if any(key.startswith(TAG) for key in mv.tags) or mv.tags.get(PROMPT_TAG) == "true":
+        return False  # ours already, or a prompt (MLflow keeps prompts as model versions)
+    # A delivery for a name outside the model-name grammar is refused; so is its catch-up.
+    return mv.stage == "None" and bool(_MODEL_NAME.match(mv.name))
 
 
 def _finish(svc: Services, mv: ModelVersion) -> str:
@@ -89,12 +140,30 @@ def _finish(svc: Services, mv: ModelVersion) -> str:
 
 
 def _canary_due(svc: Services, mv: ModelVersion) -> str:
-    if svc.clock() < float(mv.tag("canary_until") or 0):
+    until = float(mv.tag("canary_until") or 0)
+    if svc.clock() < until:
         return ""
     if mv.tag("canary_require_report") == "true" and mv.tag("canary_state") != "passed":
-        return ""  # the window is over but no passing report yet: keep waiting for one
+        return _canary_overdue(svc, mv, until)
     finish_canary(svc, mv)
     return "promoted"
+
+
+def _canary_overdue(svc: Services, mv: ModelVersion, until: float) -> str:
+    """A window over without its passing report: say so once, then expire it (SPEC 7)."""
+    expires_after = svc.settings.policy.for_model(mv.name).approval_expires_after
+    expires = until + expires_after if expires_after else 0.0
+    if expires and svc.clock() >= expires:
+        return _expire(svc, mv)
+    if mv.tag("canary_overdue"):
+        return ""
+    note = canary_overdue_note(mv.name, mv.version, until, expires)
+    thread(svc, mv, note, once="canary_overdue_told")
+    until_text = f"{expires:.3f}" if expires else ""
+    overdue = {"canary_overdue": stamp(svc), "canary_expires_at": until_text}
+    svc.gateway.set_tags(mv.name, mv.version, prefixed(overdue))
+    refresh_notice(svc, svc.gateway.get_version(mv.name, mv.version))
+    return "canary_overdue"
 
 
 def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
@@ -102,22 +171,7 @@ def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
     now = float(svc.clock())
     since = float(mv.tag("noticed_at") or mv.tag("staged_at") or now)
     if policy.approval_expires_after and now >= since + policy.approval_expires_after:
-        record(
-            svc,
-            mv,
-            "expired",
-            actor="registry-bot",
-            reason=EXPIRED_REASON,
-            extra={
-                "decision": "expired",
-                "decided_by": "",
-                "decided_at": f"{now:.3f}",
-                "reason": EXPIRED_REASON,
-            },
-        )
-        mv = svc.gateway.get_version(mv.name, mv.version)
-        archive_decided(svc, mv, "expired", "Expired")
-        return "expired"
+        return _expire(svc, mv)
     last = float(mv.tag("reminded_at") or since)
     if policy.remind_every and now >= last + policy.remind_every:
         count = f"{len(approvals_on(mv))} of {required_of(svc.settings, mv.name)} approvals"
@@ -127,8 +181,19 @@ def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
         svc.notifier.reply(
             mv.tag("notice_channel"),
             mv.tag("notice_ts"),
-            f"Reminder: {mv.name} v{mv.version} still awaits approval ({count}{expires}).",
+            f"Reminder: {escape(mv.name)} v{mv.version} still awaits approval ({count}{expires}).",
         )
         svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.reminded_at": f"{now:.3f}"})
         return "reminded"
     return ""
+
+
+def _expire(svc: Services, mv: ModelVersion) -> str:
+    """Record the expiry of a pending version, then archive and announce it."""
+    now = stamp(svc)
+    extra = {"decision": "expired", "decided_by": "", "decided_at": now, "reason": EXPIRED_REASON}
+    if mv.tag("canary_state"):
+        extra["canary_state"] = "expired"  # a late canary report must not revive it
+    record(svc, mv, "expired", actor="registry-bot", reason=EXPIRED_REASON, extra=extra)
+    archive_decided(svc, svc.gateway.get_version(mv.name, mv.version), "expired", "Expired")
+    return "expired"

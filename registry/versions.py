@@ -71,6 +71,14 @@ class RegistryGateway(Protocol):
 
     def versions(self, name: str) -> list[ModelVersion]: ...
 
+    def created_since(self, since: float) -> list[ModelVersion]:
+        """Return every model's versions created at or after `since` (Unix time), newest first.
+
+        It reads newest first and stops at `since`, so its cost follows the window, not
+        the registry's age.
+        """
+        ...
+
     def production(self, name: str) -> ModelVersion | None: ...
 
     def move(self, name: str, version: str, stage: str) -> list[str]: ...

@@ -8,6 +8,7 @@ import hmac
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -162,6 +163,7 @@ class Stack:
             "webhooks": ["-m", "webhooks"],
             "bot": ["-m", "bot"],
         }[service]
+        since = len(self.log_bytes(service))  # a restart appends: look only at what it writes
         # The child writes to its own copy of the descriptor: ours is closed at once.
         with open(self.workdir / f"{service}.log", "ab") as log:
             self.procs[service] = subprocess.Popen(
@@ -172,7 +174,7 @@ class Stack:
                 stderr=subprocess.STDOUT,
             )
         ready = {
-            "worker": lambda: b" ready." in self.log_bytes("worker"),
+            "worker": lambda: b" ready." in self.log_bytes("worker")[since:],
             "webhooks": lambda: url_answers(f"{self.webhooks_url}/healthz"),
             "bot": self._bot_ready,
         }[service]
@@ -592,10 +594,11 @@ class FaultyProxy:
     """An HTTP proxy in front of the MLflow server that can answer 500, stall or be down."""
 
     def __init__(self, upstream: str):
-        import threading
-
         self.upstream = upstream.rstrip("/")
         self.mode, self.remaining, self.stall = "pass", 0, 0.0
+        self.hang_rule = None  # (request -> bool, seconds): see hang_when
+        self.hung = threading.Event()
+        self.release = threading.Event()
         self.hits: list[tuple[float, str, int]] = []
         self.lock = threading.Lock()
         self.port = free_port()
@@ -605,8 +608,6 @@ class FaultyProxy:
 
     def start(self) -> None:
         """Listen (again) on the proxy's port."""
-        import threading
-
         from werkzeug.serving import make_server
 
         self.server = make_server("127.0.0.1", self.port, self.app, threaded=True)
@@ -624,10 +625,29 @@ class FaultyProxy:
         with self.lock:
             self.mode, self.remaining, self.stall = mode, count, stall
 
+    def hang_when(self, rule, seconds: float) -> None:
+        """Hold each request `rule(request)` picks for up to `seconds`, then drop it unsent.
+
+        Dropped, never forwarded late: the client is presumed dead by then (a worker
+        killed while it waited), and a write landing after its death would hide the gap.
+        """
+        self.hung.clear()
+        self.release.clear()
+        with self.lock:
+            self.hang_rule = (rule, seconds)
+
     def app(self, environ, start_response):
         from werkzeug.wrappers import Request, Response
 
         request = Request(environ)
+        rule = self.hang_rule
+        if rule is not None and rule[0](request):
+            self.hung.set()
+            self.release.wait(rule[1])
+            self.hits.append((time.time(), request.path, 503))
+            return Response('{"error_code": "TEMPORARILY_UNAVAILABLE"}', 503)(
+                environ, start_response
+            )
         with self.lock:
             faulty = self.remaining > 0 and "/api/" in request.path
             mode = self.mode if faulty else "pass"
@@ -652,6 +672,7 @@ class FaultyProxy:
         )(environ, start_response)
 
     def close(self) -> None:
+        self.release.set()
         self.stop()
 
 
@@ -743,6 +764,57 @@ def notices_for(slack, model_name: str) -> list:
         and c.params.get("text", "").startswith(f"{model_name} v")
         and not c.params.get("thread_ts")
     ]
+
+
+def fake_services(*, clock=None, approvers=("UA", "UB"), emails=None, policy: str = "", **settings):
+    """Build Services over the in-memory fakes, with a hand-moved clock."""
+    from registry.policy import Policy, parse_policy
+    from registry.services import Services
+    from registry.settings import Settings
+    from tests.fakes import FakeDirectory, FakeGateway, RecordingNotifier
+
+    clock = clock or Clock(1_000_000.0)
+    config = Settings(
+        mlflow_tracking_uri="fake",
+        slack_channel="CNOTICES",
+        approvers=tuple(approvers),
+        policy=parse_policy(policy, "policy.yaml") if policy else Policy.empty(),
+        **settings,
+    )
+    return Services(
+        gateway=FakeGateway(clock),
+        notifier=RecordingNotifier(),
+        settings=config,
+        directory=FakeDirectory(approvers, emails),
+        clock=clock,
+    )
+
+
+def unacked_on(client, queue: str) -> int:
+    """Count the messages of `queue` a worker holds unacknowledged.
+
+    kombu keeps every queue's unacked messages in one hash, shared by every test
+    session on the Redis; each value is [message, exchange, routing_key].
+    """
+    return sum(1 for raw in client.hvals("unacked") if json.loads(raw)[2] == queue)
+
+
+def wait_idle(stack, settle: float = 1.5, timeout: float = 30.0) -> None:
+    """Wait until the stack's queue is empty, nothing is unacknowledged, for `settle` seconds."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    deadline = time.monotonic() + timeout
+    quiet_since, last = time.monotonic(), None
+    while time.monotonic() < deadline:
+        state = (client.llen(stack.queue), unacked_on(client, stack.queue))
+        if state != (0, 0) or state != last:
+            quiet_since = time.monotonic()
+        last = state
+        if state == (0, 0) and time.monotonic() - quiet_since >= settle:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{stack.name}'s worker did not go idle within {timeout}s")
 
 
 def wait_notice(slack, model_name: str, timeout: float = 20.0):
@@ -904,3 +976,14 @@ def said_to(slack, response_url: str, timeout: float = 15.0) -> str:
     reply = found[-1].params
     assert reply.get("response_type") == "ephemeral" and reply.get("replace_original") is False
     return reply["text"]
+
+
+def button_in(message: dict, action_id: str) -> dict:
+    """Return the button with `action_id` in a message's blocks."""
+    return next(
+        el
+        for block in message.get("blocks") or []
+        if block.get("type") == "actions"
+        for el in block["elements"]
+        if el.get("action_id") == action_id
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import mlflow
@@ -10,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from registry.messages import APPROVE_ACTION, REJECT_ACTION
-from tests.support import buttons, log_model, notices_for, wait_notice
+from tests.support import buttons, log_model, notices_for, wait_idle, wait_notice
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +73,7 @@ def test_repeated_events_make_no_second_version_or_notice(stack, slack, mlflow_s
     other = stack.post_training(body)  # a new webhook-id for the same run
     assert other.status_code == 202 and other.json()["status"] == "queued"
 
-    _wait_worker_idle(stack)
+    wait_idle(stack)
     assert len(notices_for(slack, model_name)) == 1
     versions = MlflowClient(mlflow_server).search_model_versions(f"name = '{model_name}'")
     assert len(versions) == 1
@@ -86,7 +85,7 @@ def test_slack_429_is_retried_after_retry_after(stack, slack, mlflow_server, mod
     resp = stack.post_training({"model_name": model_name, "run_id": run_id})
     assert resp.status_code == 202
     wait_notice(slack, model_name)
-    _wait_worker_idle(stack)
+    wait_idle(stack)
     posts = slack.calls("chat.postMessage")
     limited = [c for c in posts if c.status == 429]
     assert limited, "the double never answered 429"
@@ -107,31 +106,3 @@ def test_aliases_mode_moves_no_stage(stacks, slack, mlflow_server, model_name):
     assert client.get_model_version_by_alias(model_name, "staging").version == "1"
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}@staging")
     assert list(loaded.predict([[0.0]])) == [5.0]
-
-
-def unacked_on(client, queue: str) -> int:
-    """Count the messages of `queue` a worker holds unacknowledged.
-
-    kombu keeps every queue's unacked messages in one hash, shared by every test
-    session on the Redis; each value is [message, exchange, routing_key].
-    """
-    return sum(1 for raw in client.hvals("unacked") if json.loads(raw)[2] == queue)
-
-
-def _wait_worker_idle(stack, settle: float = 1.5, timeout: float = 20) -> None:
-    """Wait until the stack's queue is empty and nothing new happened for `settle` seconds."""
-    import redis
-
-    client = redis.Redis.from_url(stack.redis_url)
-    deadline = time.monotonic() + timeout
-    quiet_since = time.monotonic()
-    last = None
-    while time.monotonic() < deadline:
-        state = (client.llen(stack.queue), unacked_on(client, stack.queue))
-        if state != (0, 0) or state != last:
-            quiet_since = time.monotonic()
-        last = state
-        if state == (0, 0) and time.monotonic() - quiet_since >= settle:
-            return
-        time.sleep(0.1)
-    raise AssertionError("worker did not go idle")

@@ -13,7 +13,7 @@ import requests
 from mlflow import MlflowClient
 
 from devkit.stack import stop
-from registry import lifecycle
+from registry import canary, lifecycle
 from registry.events import TrainingEvent
 from registry.messages import APPROVE_ACTION, button_value
 from registry.sweep import sweep
@@ -247,6 +247,72 @@ def test_reminder_then_expiry_on_a_controlled_clock(slack, mlflow_server, model_
     assert "actions" not in [b["type"] for b in update.params["blocks"]]
     assert "*Expired*" in json.dumps(update.params["blocks"])
     assert run() == {}
+
+
+CANARY_EXPIRY = """
+defaults:
+  approval_expires_after: 72h
+  canary:
+    duration: 30m
+    require_report: true
+"""
+
+
+def test_a_canary_window_ended_without_its_report_says_so_once_then_expires(
+    slack, mlflow_server, model_name
+):
+    clock = Clock()
+    svc = local_services(mlflow_server, slack, clock=clock, policy=CANARY_EXPIRY)
+    run_id = log_model(mlflow_server, constant=1.0)
+    staged = lifecycle.stage_training_event(
+        svc, TrainingEvent(model_name, run_id), event_id="evt-overdue"
+    )
+    assert lifecycle.approve(svc, model_name, staged.version, user="UAPPROVER1") == (
+        "canary_started"
+    )
+
+    def run() -> dict:
+        return {
+            k: len(v) for k, v in sweep(svc, lambda n: nullcontext(), [model_name]).done.items()
+        }
+
+    def notes() -> list[str]:
+        return [
+            r["text"]
+            for m in slack.messages("CNOTICES")
+            if m["ts"] == staged.notice_ts
+            for r in m["replies"]
+            if "canary window ended" in r["text"]
+        ]
+
+    clock.advance(30 * 60 - 1)
+    assert run() == {}  # still inside the window
+    clock.advance(2)
+    assert run() == {"canary_overdue": 1}
+    assert run() == {}
+    assert len(notes()) == 1 and "without a passing canary report" in notes()[0]
+    assert "expires at" in notes()[0]
+    update = updates_of(slack, staged.notice_ts)[-1]
+    assert "without a passing report" in json.dumps(update.params["blocks"])
+    clock.advance(72 * 3600 - 10)  # 72 h from the window's end, not from the approval
+    assert run() == {}
+    assert stage_of(mlflow_server, model_name, staged.version) == "Staging"
+    clock.advance(10)
+    assert run() == {"expired": 1}
+    assert run() == {}
+    assert len(notes()) == 1
+    assert stage_of(mlflow_server, model_name, staged.version) == "Archived"
+    tags = MlflowClient(mlflow_server).get_model_version(model_name, staged.version).tags
+    assert (tags["registry_bot.decision"], tags["registry_bot.canary_state"]) == (
+        "expired",
+        "expired",
+    )
+    assert "*Expired*" in json.dumps(updates_of(slack, staged.notice_ts)[-1].params["blocks"])
+    late = canary.canary_verdict(
+        svc, model_name, staged.version, passed=True, detail="", metrics={}, event_id="late"
+    )
+    assert late == "ignored"
+    assert stage_of(mlflow_server, model_name, staged.version) == "Archived"
 
 
 def test_reconciliation_posts_one_notice_for_a_version_staged_behind_our_back(

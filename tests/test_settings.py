@@ -40,6 +40,12 @@ def test_the_alertmanager_settings_are_read():
     )
 
 
+def test_the_catchup_window_is_read():
+    s = load()
+    assert s.catchup_window == 24 * 3600
+    assert load(CATCHUP_WINDOW="90m").catchup_window == 5400
+
+
 def test_lists_and_rotation():
     s = load(
         APPROVERS="U1AAA, U2BBB,U1AAA",
@@ -65,6 +71,8 @@ def test_lists_and_rotation():
         ({"SLACK_API_URL": "slack.com/api"}, "SLACK_API_URL"),
         ({"POLICY_FILE": "/nonexistent/policy.yaml"}, "POLICY_FILE"),
         ({"SWEEP_INTERVAL": "soon"}, "SWEEP_INTERVAL"),
+        ({"CATCHUP_WINDOW": "a day"}, "CATCHUP_WINDOW"),
+        ({"CATCHUP_WINDOW": "0"}, "CATCHUP_WINDOW"),
         ({"SLACK_COMMAND": "registry"}, "SLACK_COMMAND"),
         ({"PRODUCTION_ALIAS": "v1 prod"}, "PRODUCTION_ALIAS"),
         ({"REGISTRY_BOT_QUEUE": "two words"}, "REGISTRY_BOT_QUEUE"),

@@ -10,12 +10,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from registry import lifecycle, operations
 from registry.events import TrainingEvent
+from registry.promotion import rollback_pending
 from registry.record import history_of
 from registry.reports import RollbackRefused, plan_rollback
 from registry.services import Services
 from registry.settings import Settings
 from registry.sweep import sweep
-from tests.fakes import FakeDirectory, FakeGateway, RecordingNotifier
+from tests.fakes import Crash, FakeDirectory, FakeGateway, RecordingNotifier
 
 MODEL = "churn"
 APPROVERS = ["UA", "UB", "UC"]
@@ -31,6 +32,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.clock = 1_000_000.0
         self.runs_sent: set[str] = set()
         self.notifier = RecordingNotifier()  # Slack, like the registry, outlives our processes
+        self.just_swept = False  # whether the last step was a sweep
         self.restart()
 
     def now(self) -> float:
@@ -109,10 +111,48 @@ class Lifecycle(RuleBasedStateMachine):
                 "registry_bot.approvals": "UA,UB",
             },
         )
+        self.just_swept = False
+
+    @precondition(lambda self: self.gateway.versions(MODEL))
+    @rule(
+        data=st.data(),
+        change=st.sampled_from(["approve", "reject", "rollback"]),
+        writes=st.integers(1, 8),
+    )
+    def crash_mid_change(self, data, change: str, writes: int) -> None:
+        """A worker dies after its `writes`-th registry write of a change; nothing else runs."""
+        left = [writes]
+
+        def dies(op, version, arg) -> bool:
+            left[0] -= 1
+            return left[0] == 0
+
+        self.gateway.die_after = dies
+        try:
+            if change == "rollback":
+                self.rollback(data, user="UA")
+            elif change == "approve":
+                self.approve(data, user="UA")
+            else:
+                self.reject(data, user="UB", reason="drift")
+        except Crash:
+            pass
+        finally:
+            self.gateway.die_after = None
+        self.just_swept = False
 
     @rule()
     def sweep(self) -> None:
         sweep(self.svc, lambda name: nullcontext(), [MODEL])
+        self.just_swept = True
+
+    @invariant()
+    def a_sweep_leaves_nothing_half_done(self) -> None:
+        if not self.just_swept:
+            return
+        for mv in self.gateway.versions(MODEL):
+            assert not rollback_pending(mv), mv
+            assert not (mv.tag("decision") and not mv.tag("announced")), mv
 
     @invariant()
     def at_most_one_production(self) -> None:
@@ -135,7 +175,8 @@ class Lifecycle(RuleBasedStateMachine):
                 assert mv.tag("decided_by") or mv.tag("decision") == "expired"
             for entry in history_of(mv):
                 assert entry["at"] and ("actor" in entry)
-            if mv.stage == "Production":
+            half_done = (mv.tag("decision") and not mv.tag("announced")) or rollback_pending(mv)
+            if mv.stage == "Production" and not half_done:  # a crash may leave it mid-way
                 assert mv.tag("production_since")
 
 

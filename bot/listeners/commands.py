@@ -11,7 +11,7 @@ from slack_sdk import WebClient
 from bot.deps import QUEUE_DOWN, Deps
 from registry.commands import APPROVER_VERBS, CommandError, help_text, parse_command
 from registry.guard import PLAN_CANCELLED, PLAN_CONFIRMED, closed_plan
-from registry.messages import format_time, mention
+from registry.messages import escape, format_time, mention
 from registry.queue import TASK_COMMAND, TASK_ROLLBACK
 from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, parse_plan_value
 
@@ -115,7 +115,8 @@ def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Res
         line = PLAN_CONFIRMED.format(who=who, at=at, model=plan.model, target=plan.target)
         close_channel_plan(respond, body, line)
         return
-    text = ROLLING_BACK.format(model=plan.model, target=plan.target) if queued else QUEUE_DOWN
+    rolling = ROLLING_BACK.format(model=escape(plan.model), target=plan.target)
+    text = rolling if queued else QUEUE_DOWN
     # Replacing the plan removes its buttons, so it cannot be confirmed twice.
     respond(text=text, response_type="ephemeral", replace_original=queued)
 

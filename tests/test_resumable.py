@@ -1,0 +1,330 @@
+"""Multi-step changes record what they are about to do first; a rerun or the sweep finishes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from contextlib import nullcontext
+
+import pytest
+import redis
+from mlflow import MlflowClient
+
+from devkit.stack import descendants
+from registry import lifecycle, operations
+from registry.events import TrainingEvent
+from registry.messages import APPROVE_ACTION, button_value
+from registry.queue import TASK_SWEEP, Producer
+from registry.record import history_of
+from registry.reports import ROLLBACK_CONFIRM, plan_rollback
+from registry.settings import Settings
+from registry.sweep import sweep
+from tests.fakes import Crash
+from tests.support import (
+    FaultyProxy,
+    answered,
+    button_in,
+    click,
+    fake_services,
+    log_model,
+    slash,
+    wait_for,
+)
+
+MODEL = "churn"
+
+
+def promoted_twice():
+    """Return services with v1 promoted, then v2 promoted over it."""
+    svc = fake_services()
+    for run in ("run-1", "run-2"):
+        staged = lifecycle.stage_training_event(svc, TrainingEvent(MODEL, run), event_id=run)
+        assert lifecycle.approve(svc, MODEL, staged.version, user="UA") == "promoted"
+    return svc
+
+
+def changes(svc, version: str, kind: str) -> int:
+    return [e["type"] for e in history_of(svc.gateway.get_version(MODEL, version))].count(kind)
+
+
+def announcements(svc) -> list[str]:
+    return [text for text, _ in svc.notifier.posts if "rolled churn back" in text]
+
+
+def rollback(svc, reason: str = "drift", plan=None) -> str:
+    plan = plan or plan_rollback(svc.gateway.versions(MODEL), MODEL, "", reason)
+    return operations.rollback(svc, plan, user="UB", channel="COPS", response_url="")
+
+
+def assert_rolled_back_once(svc) -> None:
+    gw = svc.gateway
+    assert [mv.version for mv in gw.versions(MODEL) if mv.stage == "Production"] == ["1"]
+    assert gw.get_version(MODEL, "2").stage == "Archived"
+    assert changes(svc, "1", "rolled_back") == 1
+    assert changes(svc, "2", "archived") == 1
+    entry = history_of(gw.get_version(MODEL, "1"))[-1]
+    assert (entry["type"], entry["actor"], entry["reason"], entry["previous_version"]) == (
+        "rolled_back",
+        "UB",
+        "drift",
+        "2",
+    )
+    assert announcements(svc) == [
+        "<@UB> rolled churn back from v2 to v1 (v2 archived). Reason: drift"
+    ]
+
+
+def test_a_rollback_records_its_intent_before_it_moves_anything():
+    svc = promoted_twice()
+    svc.gateway.die_after = lambda op, version, arg: op == "set_tags"  # the first write
+    with pytest.raises(Crash):
+        rollback(svc)
+    target = svc.gateway.get_version(MODEL, "1")
+    assert target.stage == "Archived"  # nothing moved yet...
+    assert (target.tag("rollback_from"), target.tag("rollback_by")) == ("2", "UB")
+    assert target.tag("rollback_reason") == "drift" and target.tag("rollback_at")
+    assert sweep(svc, lambda name: nullcontext()).done == {"rolled_back": [(MODEL, "1")]}
+    assert_rolled_back_once(svc)
+
+
+def after_move(svc) -> None:
+    svc.gateway.die_after = lambda op, version, arg: op == "move"
+
+
+def after_archive_record(svc) -> None:
+    svc.gateway.die_after = lambda op, v, arg: v == "2" and "registry_bot.log" in arg
+
+
+def after_announcement(svc) -> None:
+    svc.notifier.die_after = lambda op, text: op == "post" and "rolled churn back" in text
+
+
+@pytest.mark.parametrize("dies", [after_move, after_archive_record, after_announcement])
+@pytest.mark.parametrize("finisher", ["sweep", "rerun"])
+def test_a_rollback_that_died_half_way_is_finished_once(dies, finisher):
+    svc = promoted_twice()
+    plan = plan_rollback(svc.gateway.versions(MODEL), MODEL, "", "drift")
+    dies(svc)
+    with pytest.raises(Crash):
+        rollback(svc, plan=plan)
+    if finisher == "sweep":
+        assert sweep(svc, lambda name: nullcontext()).done == {"rolled_back": [(MODEL, "1")]}
+    else:  # the queue redelivers the task: it finishes instead of answering "already Production"
+        svc.notifier.told.clear()
+        assert rollback(svc, plan=plan) == "rolled_back"
+        assert svc.notifier.told == [("UB", "Done: churn v1 is Production again.")]
+    assert_rolled_back_once(svc)
+    assert sweep(svc, lambda name: nullcontext()).done == {}
+    assert_rolled_back_once(svc)
+
+
+def test_a_rollback_overtaken_by_a_promotion_is_dropped_and_said_so():
+    svc = promoted_twice()
+    svc.gateway.die_after = lambda op, version, arg: op == "set_tags"
+    with pytest.raises(Crash):
+        rollback(svc)
+    staged = lifecycle.stage_training_event(svc, TrainingEvent(MODEL, "run-3"), event_id="r3")
+    assert lifecycle.approve(svc, MODEL, staged.version, user="UA") == "promoted"
+    assert sweep(svc, lambda name: nullcontext()).done == {"rollback_abandoned": [(MODEL, "1")]}
+    assert [mv.version for mv in svc.gateway.versions(MODEL) if mv.stage == "Production"] == ["3"]
+    assert changes(svc, "1", "rolled_back") == 0
+    dropped = [text for text, _ in svc.notifier.posts if "was not carried out" in text]
+    assert dropped == [
+        "The rollback of churn to v1 that <@UB> confirmed was not carried out: "
+        "Production changed to v3 meanwhile. Nothing was rolled back."
+    ]
+    assert sweep(svc, lambda name: nullcontext()).done == {}
+
+
+def test_a_second_rollback_to_the_same_version_is_announced_again():
+    svc = promoted_twice()
+    assert rollback(svc) == "rolled_back"
+    svc.clock.advance(60)
+    plan = plan_rollback(svc.gateway.versions(MODEL), MODEL, "2", "fixed")
+    assert operations.rollback(svc, plan, user="UA", channel="COPS", response_url="") == (
+        "rolled_back"
+    )
+    svc.clock.advance(60)
+    assert rollback(svc, "drift again") == "rolled_back"
+    assert changes(svc, "1", "rolled_back") == 2
+    assert len(announcements(svc)) == 3
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_a_decision_told_in_its_thread_but_not_marked_is_not_told_twice(decision):
+    svc = fake_services()
+    staged = lifecycle.stage_training_event(svc, TrainingEvent(MODEL, "run-1"), event_id="e")
+    svc.notifier.die_after = lambda op, text: op == "reply"  # told, not yet marked announced
+    with pytest.raises(Crash):
+        if decision == "approve":
+            lifecycle.approve(svc, MODEL, staged.version, user="UA")
+        else:
+            lifecycle.reject(svc, MODEL, staged.version, user="UA", reason="worse on EU")
+    assert len(svc.notifier.replies) == 1
+    assert sweep(svc, lambda name: nullcontext()).done == {
+        ("promoted" if decision == "approve" else "archived"): [(MODEL, "1")]
+    }
+    assert len(svc.notifier.replies) == 1
+    mv = svc.gateway.get_version(MODEL, "1")
+    assert mv.tag("announced") and mv.tag("decided_by") == "UA"
+    assert json.loads(mv.tags["registry_bot.log"])[-1]["actor"] == "UA"
+
+
+# -- real processes: the worker killed between a rollback's move and its record -------------
+
+
+def noticed_version(mlflow_server, model_name: str, run_id: str) -> tuple[str, str]:
+    """Wait until the run's version has its notice; return (version, notice ts)."""
+    client = MlflowClient(mlflow_server)
+
+    def found():
+        for mv in client.search_model_versions(f"name = '{model_name}'"):
+            if mv.run_id == run_id and mv.tags.get("registry_bot.notice_ts"):
+                return mv.version, mv.tags["registry_bot.notice_ts"]
+        return None
+
+    return wait_for(found, f"the notice for run {run_id}", timeout=60)
+
+
+def promoted(stack, slack, mlflow_server, model_name: str, constant: float) -> str:
+    """Train, send the event, approve the notice; return the version once it is announced."""
+    run_id = log_model(mlflow_server, constant=constant)
+    body = {"model_name": model_name, "run_id": run_id, "requested_by": "UREQUESTER"}
+    assert stack.post_training(body).status_code == 202
+    version, ts = noticed_version(mlflow_server, model_name, run_id)
+    click(
+        stack.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
+    client = MlflowClient(mlflow_server)
+    wait_for(
+        lambda: client.get_model_version(model_name, version).tags.get("registry_bot.announced"),
+        f"v{version} promoted",
+        timeout=60,
+    )
+    return version
+
+
+def kill_worker(stack) -> int:
+    """SIGKILL the worker's main process and its whole pool at once, as a lost node would."""
+    proc = stack.procs.pop("worker")
+    pids = [proc.pid, *descendants(proc.pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait(10)
+    return len(pids)
+
+
+def logged_entries(mlflow_server, model_name: str, version: str) -> list[dict]:
+    tags = MlflowClient(mlflow_server).get_model_version(model_name, version).tags
+    return json.loads(tags.get("registry_bot.log", "[]"))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_between_a_rollbacks_move_and_its_record(
+    stacks, slack, mlflow_server, model_name
+):
+    proxy = FaultyProxy(mlflow_server)
+    try:
+        stack = stacks.get(
+            services=("worker", "webhooks", "bot"), MLFLOW_TRACKING_URI=proxy.url, FAULTS="rollback"
+        )
+        v1 = promoted(stack, slack, mlflow_server, model_name, 1.0)
+        v2 = promoted(stack, slack, mlflow_server, model_name, 2.0)
+
+        moved = threading.Event()
+
+        def between_move_and_record(request) -> bool:
+            body = request.get_data(as_text=True)
+            if model_name not in body:
+                return False
+            if "transition-stage" in request.path and "Production" in body:
+                moved.set()  # this move goes through; the record after it never does
+                return False
+            return moved.is_set() and "model-versions/set-tag" in request.path
+
+        proxy.hang_when(between_move_and_record, 120)
+        text = f"rollback {model_name} {v1} bad drift"
+        _, url = slash(stack.bot_url, slack, text, user="UAPPROVER2")
+        plan = answered(slack, url)[0]
+        confirm = button_in(plan, ROLLBACK_CONFIRM)
+        value = confirm["value"]
+        click(stack.bot_url, slack, user="UAPPROVER2", action_id=ROLLBACK_CONFIRM, value=value)
+        wait_for(proxy.hung.is_set, "the worker to stop between the move and the record", 60)
+        client = MlflowClient(mlflow_server)
+        assert client.get_model_version(model_name, v1).current_stage == "Production"
+        entries = logged_entries(mlflow_server, model_name, v1)
+        assert "rolled_back" not in [e["type"] for e in entries]
+        intent = client.get_model_version(model_name, v1).tags
+        assert (intent["registry_bot.rollback_by"], intent["registry_bot.rollback_from"]) == (
+            "UAPPROVER2",
+            v2,
+        )
+        assert kill_worker(stack) >= 2
+        proxy.hang_rule = None
+        proxy.release.set()  # the held write is dropped, never sent: its sender is dead
+
+        restarted = time.monotonic()
+        stack.start("worker")
+        producer = Producer(
+            Settings(mlflow_tracking_uri=proxy.url, redis_url=stack.redis_url, queue=stack.queue)
+        )
+
+        def finished():
+            # What `python -m worker beat` sends every SWEEP_INTERVAL; the dead worker's model
+            # lock lapses within LOCK_TTL, until then the sweep skips the model.
+            producer.send(TASK_SWEEP)
+            try:
+                return wait_for(
+                    lambda: client.get_model_version(model_name, v1).tags.get(
+                        "registry_bot.rollback_done"
+                    ),
+                    "the sweep",
+                    timeout=5,
+                )
+            except AssertionError:
+                return None
+
+        wait_for(finished, "the rollback to be finished after the restart", timeout=120, interval=0)
+        recovered = time.monotonic() - restarted
+        # The killed task stays unacknowledged until Redis's visibility timeout; the
+        # sweeps sent meanwhile must all have run, though.
+        queue = redis.Redis.from_url(stack.redis_url)
+        wait_for(lambda: queue.llen(stack.queue) == 0, "the sweeps sent to run", timeout=60)
+    finally:
+        proxy.close()
+
+    print(f"\nrollback finished {recovered:.1f}s after the worker restarted")
+    assert recovered < 120
+    versions = client.search_model_versions(f"name = '{model_name}'")
+    assert sorted(v.version for v in versions if v.current_stage == "Production") == [v1]
+    assert client.get_model_version(model_name, v2).current_stage == "Archived"
+    entries = logged_entries(mlflow_server, model_name, v1)
+    rolled = [e for e in entries if e["type"] == "rolled_back"]
+    assert [(e["actor"], e["reason"], e["previous_version"]) for e in rolled] == [
+        ("UAPPROVER2", "bad drift", v2)
+    ]
+    archived = [
+        e
+        for e in logged_entries(mlflow_server, model_name, v2)
+        if e["type"] == "archived" and e["reason"].startswith("rolled back")
+    ]
+    assert [(e["actor"], e["reason"]) for e in archived] == [
+        ("UAPPROVER2", f"rolled back to v{v1}: bad drift")
+    ]
+    told = [
+        c.params["text"]
+        for c in slack.calls("chat.postMessage")
+        if c.status == 200 and f"rolled {model_name} back" in c.params.get("text", "")
+    ]
+    assert told == [
+        f"<@UAPPROVER2> rolled {model_name} back from v{v2} to v{v1} (v{v2} archived)."
+        " Reason: bad drift"
+    ]
