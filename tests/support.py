@@ -250,8 +250,9 @@ class StackFactory:
             SLACK_API_URL=self.slack.api_url,
             TRAINING_WEBHOOK_SECRET=TRAINING_SECRET,
             MLFLOW_WEBHOOK_SECRET=MLFLOW_SECRET,
-            # A queue of its own, so a test session never takes another session's tasks.
-            REGISTRY_BOT_QUEUE=f"registry-bot-test-{self.session}",
+            # A queue of its own: no stack takes another's tasks, even when a session's
+            # stacks outnumber Redis's 16 databases and two of them share one.
+            REGISTRY_BOT_QUEUE=f"registry-bot-test-{self.session}-{name}",
             WEBHOOKS_PORT=str(free_port()),
             BOT_PORT=str(free_port()),
             **self.base_env,
