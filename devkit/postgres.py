@@ -107,7 +107,8 @@ def _serve(server: Postgres, data: Path, owner: str | None) -> None:
 
 def _ready(server: Postgres) -> bool:
     if server.proc is not None and server.proc.poll() is not None:
-        raise RuntimeError(f"postgres exited: {server.log_path.read_text(errors='replace')[-1500:]}")
+        said = server.log_path.read_text(errors="replace")[-1500:]
+        raise RuntimeError(f"postgres exited: {said}")
     probe = [str(binaries() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(server.port)]
     return subprocess.run(probe, check=False).returncode == 0
 

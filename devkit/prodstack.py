@@ -35,6 +35,7 @@ SERVER_WORKERS = 2  # gunicorn workers of webhooks and of bot
 # Each copy of the worker service runs one task at a time; scale out by running copies.
 # An explicit count, as a container's CPU count is its host's, not its share.
 WORKER_CONCURRENCY = 1
+WORKER_COPIES = 2
 ALLOWED_HOSTS = "localhost,localhost:*,127.0.0.1,127.0.0.1:*"
 READY_TIMEOUT = 120.0
 # What each app service is told of the others, as compose's x-app-environment (and, per
@@ -112,7 +113,7 @@ class ProdStack:
     driver: str
     settings: dict[str, str]  # what compose's .env gives every app service
     slack: SlackDouble
-    workers: int = 2
+    workers: int = WORKER_COPIES
     mlflow_settings: dict[str, str] = field(default_factory=dict)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="prodstack-")))
     postgres: Postgres | None = None

@@ -109,11 +109,8 @@ def test_the_stack_runs_each_service_with_the_compose_command(service):
 
 def test_the_compose_database_is_the_stacks_and_its_driver_is_installed():
     db = _environment("postgres")
-    assert prodstack.DATABASE == {
-        "user": db["POSTGRES_USER"],
-        "password": db["POSTGRES_PASSWORD"],
-        "database": db["POSTGRES_DB"],
-    }
+    names = {"user": "POSTGRES_USER", "password": "POSTGRES_PASSWORD", "database": "POSTGRES_DB"}
+    assert {key: db[name] for key, name in names.items()} == prodstack.DATABASE
     uri = _argv(COMPOSE["mlflow"]["command"])
     scheme = urlsplit(uri[uri.index("--backend-store-uri") + 1]).scheme
     # A bare postgresql:// is psycopg 3 to SQLAlchemy 2.1: the URI must name the driver.
@@ -121,7 +118,7 @@ def test_the_compose_database_is_the_stacks_and_its_driver_is_installed():
 
 
 def test_the_stack_runs_as_many_worker_copies_as_compose():
-    assert COMPOSE["worker"]["deploy"]["replicas"] == ProdStack.__dataclass_fields__["workers"].default
+    assert COMPOSE["worker"]["deploy"]["replicas"] == prodstack.WORKER_COPIES
 
 
 def test_the_mlflow_server_has_the_compose_settings():
@@ -203,7 +200,9 @@ def _stage(stack: ProdStack, model_name: str, constant: float = 1.0) -> tuple[st
     assert _send(stack, {"model_name": model_name, "run_id": run_id}) == 202
     _until(lambda: len(_notices(stack, model_name)) > before, "a notice")
     client = MlflowClient(stack.mlflow_url)
-    newest = max(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: int(v.version))
+    newest = max(
+        client.search_model_versions(f"name = '{model_name}'"), key=lambda v: int(v.version)
+    )
     tag = "registry_bot.notice_ts"
     ts = _until(lambda: client.get_model_version(model_name, newest.version).tags.get(tag), tag)
     return str(newest.version), ts
@@ -338,7 +337,11 @@ def test_rollback_returns_the_previous_production(prod, model_name):
         if el["action_id"] == ROLLBACK_CONFIRM
     )
     click(
-        prod.bot_url, prod.slack, user="UAPPROVER2", action_id=ROLLBACK_CONFIRM, value=button["value"]
+        prod.bot_url,
+        prod.slack,
+        user="UAPPROVER2",
+        action_id=ROLLBACK_CONFIRM,
+        value=button["value"],
     )
     _until(lambda: _stages(prod, model_name) == {v1: "Production", v2: "Archived"}, "rollback")
     assert _alias(prod, model_name) == v1
