@@ -31,6 +31,11 @@ def binaries() -> Path:
     raise RuntimeError("no PostgreSQL found: `pip install -e '.[test]'` (pgserver) or install it")
 
 
+def database_url(driver: str, user: str, password: str, host: str, port: int, db: str) -> str:
+    """Return a SQLAlchemy URL that names its driver (a bare postgresql:// is psycopg 3)."""
+    return f"postgresql+{driver}://{user}:{password}@{host}:{port}/{db}"
+
+
 @dataclass
 class Postgres:
     """One running server: where it listens and how to stop it."""
@@ -46,10 +51,9 @@ class Postgres:
     def __post_init__(self) -> None:
         self.log_path = self.workdir / "postgres.log"
 
-    def url(self, driver: str, host: str = "127.0.0.1") -> str:
+    def url(self, driver: str) -> str:
         """Return the SQLAlchemy URL of the database through `driver` (psycopg2 or psycopg)."""
-        auth = f"{self.user}:{self.password}"
-        return f"postgresql+{driver}://{auth}@{host}:{self.port}/{self.database}"
+        return database_url(driver, self.user, self.password, "127.0.0.1", self.port, self.database)
 
     def pids(self) -> list[int]:
         """Return the server's main process id (its backends are its children)."""

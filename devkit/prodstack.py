@@ -3,7 +3,9 @@ run with the command and settings docker-compose.yml gives it (a test keeps them
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -282,9 +284,6 @@ def _copy_number(name: str) -> int:
 
 def _end(pids: list[int]) -> None:
     """Kill what a stopped service left behind (for example an MLflow server's workers)."""
-    import os
-    import signal
-
     for pid in pids:
         if alive(pid):
             os.kill(pid, signal.SIGTERM)

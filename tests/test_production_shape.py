@@ -21,7 +21,7 @@ import yaml
 from mlflow import MlflowClient
 
 from devkit import prodstack
-from devkit.postgres import Postgres
+from devkit.postgres import database_url
 from devkit.prodstack import DRIVERS, Addresses, ProdStack
 from devkit.slack_double import SlackDouble
 from registry.messages import APPROVE_ACTION, button_value
@@ -87,8 +87,9 @@ def _image_driver() -> str:
 def _compose_addresses() -> Addresses:
     """Return the compose stack's addresses, read from the compose file and the image."""
     db = _environment("postgres")
-    database = Postgres(
-        db["POSTGRES_USER"], db["POSTGRES_PASSWORD"], db["POSTGRES_DB"], POSTGRES_PORT, Path()
+    credentials = (db["POSTGRES_USER"], db["POSTGRES_PASSWORD"])
+    backend = database_url(
+        _image_driver(), *credentials, "postgres", POSTGRES_PORT, db["POSTGRES_DB"]
     )
     artifacts = next(v.split(":")[1] for v in COMPOSE["mlflow"]["volumes"] if "artifact" in v)
     return Addresses(
@@ -96,7 +97,7 @@ def _compose_addresses() -> Addresses:
         mlflow_port=_container_port("mlflow"),
         webhooks_port=_container_port("webhooks"),
         bot_port=_container_port("bot"),
-        backend_store_uri=database.url(_image_driver(), host="postgres"),
+        backend_store_uri=backend,
         artifacts=artifacts,
     )
 
@@ -154,11 +155,6 @@ def prod(request) -> Iterator[ProdStack]:
     )
     yield stack.start()
     stack.stop()
-
-
-@pytest.fixture
-def model_name(request) -> str:
-    return f"prod-{request.node.name[:20].strip('_[]-')}-{time.monotonic_ns() % 10**8}"
 
 
 def _until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
