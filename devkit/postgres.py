@@ -46,6 +46,7 @@ class Postgres:
     port: int
     workdir: Path
     proc: subprocess.Popen | None = None
+    bindir: Path = field(default_factory=lambda: binaries())
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,11 +79,30 @@ def start_postgres(*, user: str, password: str, database: str) -> Postgres:
     owner = _owner()
     if owner:
         shutil.chown(server.workdir, owner)
+        server.bindir = _reachable_copy(server.bindir, server.workdir)
     data = server.workdir / "data"
     _initdb(server, data, owner)
     _serve(server, data, owner)
     _run(server, "createdb", "-h", "127.0.0.1", "-p", str(server.port), "-U", user, database)
     return server
+
+
+def _reachable_copy(bindir: Path, workdir: Path) -> Path:
+    """Copy pgserver's programs, libraries and share files where the server's user can read
+    them: the virtual environment may sit under a directory only root can enter (/root)."""
+    install = bindir.parent
+    if install.name != "pginstall":
+        return bindir  # a system install: readable by everyone already
+    site = install.parent.parent
+    copy = workdir / "pg" / install.parent.name / install.name
+    for part in ("bin", "lib", "share"):
+        shutil.copytree(install / part, copy / part, symlinks=True)
+    # auditwheel put the shared libraries beside the package: the programs' RPATH says
+    # $ORIGIN/../../../pgserver.libs, so they keep that place relative to bin/.
+    libs = site / f"{install.parent.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, workdir / "pg" / libs.name, symlinks=True)
+    return copy / "bin"
 
 
 def _owner() -> str | None:
@@ -101,11 +121,14 @@ def _initdb(server: Postgres, data: Path, owner: str | None) -> None:
 
 
 def _serve(server: Postgres, data: Path, owner: str | None) -> None:
-    log = open(server.log_path, "ab")  # noqa: SIM115  (the server writes to it until stopped)
     args = ["-D", str(data), "-p", str(server.port), "-h", "127.0.0.1", "-k", str(server.workdir)]
-    server.proc = subprocess.Popen(
-        [str(binaries() / "postgres"), *args], stdout=log, stderr=subprocess.STDOUT, user=owner
-    )
+    with open(server.log_path, "ab") as log:  # the server keeps its own copy of the handle
+        server.proc = subprocess.Popen(
+            [str(server.bindir / "postgres"), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=owner,
+        )
     wait_until(lambda: _ready(server), READY_TIMEOUT, f"postgres on {server.port}", 0.2)
 
 
@@ -113,14 +136,14 @@ def _ready(server: Postgres) -> bool:
     if server.proc is not None and server.proc.poll() is not None:
         said = server.log_path.read_text(errors="replace")[-1500:]
         raise RuntimeError(f"postgres exited: {said}")
-    probe = [str(binaries() / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(server.port)]
+    probe = [str(server.bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(server.port)]
     return subprocess.run(probe, check=False).returncode == 0
 
 
 def _run(server: Postgres, program: str, *args: str, owner: str | None = None) -> None:
     env = {**os.environ, "PGPASSWORD": server.password}
     done = subprocess.run(
-        [str(binaries() / program), *args],
+        [str(server.bindir / program), *args],
         env=env,
         capture_output=True,
         text=True,

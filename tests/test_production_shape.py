@@ -255,6 +255,9 @@ def test_the_services_run_as_in_production(prod):
         assert len(prod.pids(door)) == 1 + 2  # the gunicorn arbiter and its two workers
     assert len(prod.pids("mlflow")) >= 1 + 2  # the CLI, uvicorn's parent, two server workers
     assert len(prod.pids("postgres")) > 1  # the postmaster and its backends
+    # The server comes from the test extra (pgserver's binaries), not from the machine.
+    postmaster = Path(f"/proc/{prod.pids('postgres')[0]}/exe").resolve()
+    assert "pgserver" in postmaster.parts, postmaster
     served = _cmdline(prod.procs["mlflow"].pid)
     assert served[served.index("--backend-store-uri") + 1].startswith(f"postgresql+{prod.driver}:")
 
