@@ -37,8 +37,10 @@ demo-event: install
 
 # Starts its own stack (MLflow server, Celery worker, gunicorn services, Slack double) and
 # writes bench/results/<date>.{json,md} and a latency plot; `$(BIN)/python -m bench --quick` checks it.
+# Then the scale-out curve on PostgreSQL (devkit/prodstack.py): bench/results/<date>-scaleout.*
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench scaleout
 
 LINT_PATHS := registry webhooks worker bot devkit bench tests
 

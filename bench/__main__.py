@@ -20,6 +20,8 @@ def main(argv: list[str]) -> int:
     """Start the stack, run every scenario, profile the misses, write and print the results."""
     args = _parser().parse_args(argv)
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # no "View run" lines
+    if args.scenario == "scaleout":
+        return scaleout(args.quick)
     plan, suffix = (QUICK, "-quick") if args.quick else (Plan(), "")
     started, day = time.monotonic(), date.today().isoformat()
     _load_services_code()
@@ -47,6 +49,26 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def scaleout(quick: bool) -> int:
+    """Measure the scale-out curve on the PostgreSQL stack; write and print the results."""
+    from bench.scaleout import QUICK_SCALE, ScalePlan, notes, run_scaleout, scale_table
+    from bench.scaleout import write_results as write_scaleout
+
+    plan, suffix = (QUICK_SCALE, "-quick") if quick else (ScalePlan(), "")
+    started, day = time.monotonic(), date.today().isoformat()
+    data = run_scaleout(plan, say)
+    data |= {"plan": asdict(plan), "day": day, "cpus": os.cpu_count()}
+    data["bench_seconds"] = round(time.monotonic() - started)
+    lines = notes(data, os.cpu_count() or 1)
+    paths = write_scaleout(day, suffix, data, lines)
+    print("\n".join([*scale_table(data), "", *lines]))
+    say(
+        f"done in {data['bench_seconds']} s; wrote "
+        + ", ".join(str(p.relative_to(REPO)) for p in paths)
+    )
+    return 0
+
+
 def _load_services_code() -> None:
     """Import the services' code once, up front: later in-process profiles then see one version."""
     # Others may edit the repo during a run; a module imported half way could mismatch the rest.
@@ -58,6 +80,12 @@ def _load_services_code() -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        choices=["scaleout"],
+        help="scaleout: the curve with 1, 2 and 4 worker processes on PostgreSQL",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="few events and short rates: check the harness"
     )

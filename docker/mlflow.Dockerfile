@@ -5,7 +5,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-RUN pip install mlflow==3.17.2 psycopg2-binary
+# The driver docker-compose.yml names in its backend-store URI (postgresql+psycopg2://).
+RUN pip install mlflow==3.17.2 "psycopg2-binary>=2.9,<3"
 
 # Run as a non-root user; /mlartifacts is created here so a fresh named volume
 # mounted on it inherits this ownership.

@@ -122,23 +122,27 @@ class MlflowGateway:
         return serving[0] if serving else None
 
     def move(self, name: str, version: str, stage: str) -> list[str]:
-        """Move a version to `stage`; return the versions this archived (Production only)."""
+        """Move a version to `stage`; a promotion archives every other Production version.
+
+        Return the versions archived. The new Production version (and its alias) moves
+        first, then each old one is archived by a transition of its own, so the served
+        model is never missing; the caller's per-model lock keeps exactly one at the end,
+        and calling this again after a crash half way finishes the archiving.
+        """
         if stage not in STAGES[1:]:
             raise RegistryError(f"cannot move a version to {stage!r}")
-        previous = []
-        if stage == "Production":  # only a promotion archives anything: skip the search else
-            previous = [
-                mv.version
-                for mv in self.versions(name)
-                if mv.stage == "Production" and mv.version != version
-            ]
-        if self.mode == "stages":
-            self._transition(name, version, stage)
-        else:
-            for old in previous:
-                self.set_tags(name, old, {STAGE_TAG: "Archived"})
-            self.set_tags(name, version, {STAGE_TAG: stage})
+        if stage != "Production":  # only a promotion archives anything: skip the search else
+            self._set_stage(name, version, stage)
+            self._point_aliases(name, version, stage)
+            return []
+        current = self.versions(name)
+        serving = [mv.version for mv in current if mv.stage == "Production"]
+        if version not in serving:
+            self._set_stage(name, version, stage)
         self._point_aliases(name, version, stage)
+        previous = [old for old in serving if old != version]
+        for old in previous:
+            self._set_stage(name, old, "Archived")
         return previous
 
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
@@ -271,10 +275,17 @@ class MlflowGateway:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def _transition(self, name: str, version: str, stage: str) -> None:
+    def _set_stage(self, name: str, version: str, stage: str) -> None:
+        """Put one version in `stage`: a stage transition, or in aliases mode a tag."""
+        if self.mode != "stages":
+            self.set_tags(name, version, {STAGE_TAG: stage})
+            return
+        # Never archive_existing_versions=True: through psycopg 3 (what SQLAlchemy 2.1 picks
+        # for postgresql://) MLflow 3.17's SQL store fails every such transition with
+        # "operator does not exist: integer <> character varying"; `move` archives instead.
         with _quiet_stage_warnings():
             self.client.transition_model_version_stage(
-                name, str(version), stage, archive_existing_versions=(stage == "Production")
+                name, str(version), stage, archive_existing_versions=False
             )
 
     def _point_aliases(self, name: str, version: str, stage: str) -> None:

@@ -20,8 +20,8 @@ def promote(svc: Services, mv: ModelVersion) -> str:
     """Finish an approval: Production, the old version archived, the record, the announcement."""
     gw, at = svc.gateway, mv.tag("decided_at") or stamp(svc)
     actor, previous = mv.tag("decided_by"), mv.tag("replaces")
-    if mv.stage != "Production":
-        gw.move(mv.name, mv.version, "Production")
+    if mv.stage != "Production" or _still_serving(svc, mv.name, previous):
+        gw.move(mv.name, mv.version, "Production")  # also archives the old one
     if not logged(mv, "promoted"):
         record(svc, mv, "promoted", actor=actor, previous=previous, extra={"production_since": at})
     if previous:
@@ -46,6 +46,11 @@ def promote(svc: Services, mv: ModelVersion) -> str:
     )
     gw.set_tags(mv.name, mv.version, prefixed({"announced": stamp(svc)}))
     return "promoted"
+
+
+def _still_serving(svc: Services, name: str, version: str) -> bool:
+    """Say whether `version` is still Production: a promotion that stopped half way."""
+    return bool(version) and svc.gateway.get_version(name, version).stage == "Production"
 
 
 def archive_decided(svc: Services, mv: ModelVersion, change: str, verb: str) -> str:

@@ -195,7 +195,8 @@ def test_rollback_to_the_previous_production(loop, slack, mlflow_server, model_n
 
     done_url = confirm(loop, slack, plan, "UAPPROVER2")
     wait_for(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "rollback")
-    assert stage_of(mlflow_server, model_name, v3) == "Archived"
+    # v2 moves first, then v3 is archived by a transition of its own: wait for the second.
+    wait_for(lambda: stage_of(mlflow_server, model_name, v3) == "Archived", "v3 archived")
     assert production_versions(mlflow_server, model_name) == [v2]
     replies = answered(slack, done_url, count=2)
     assert replies[0]["replace_original"] is True and replies[-1]["replace_original"] is True

@@ -1,0 +1,34 @@
+"""Finishing an approval that stopped half way, against the in-memory registry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from registry.promotion import promote
+from registry.record import prefixed
+from registry.services import Services
+from registry.settings import Settings
+from tests.fakes import FakeDirectory, FakeGateway, RecordingNotifier
+
+MODEL = "churn"
+
+
+def _services(gateway: FakeGateway) -> Services:
+    settings = Settings(mlflow_tracking_uri="fake", slack_channel="CNOTICES", approvers=("UA",))
+    return Services(gateway, RecordingNotifier(), settings, FakeDirectory(["UA"]), lambda: 1e6)
+
+
+def test_a_promotion_that_died_before_archiving_is_finished():
+    gateway = FakeGateway()
+    for run in ("run1", "run2"):
+        gateway.register(MODEL, run, "model", "", {})
+    decided = prefixed({"decided_by": "UA", "decided_at": "1000000", "replaces": "1"})
+    old, new = gateway.get_version(MODEL, "1"), gateway.get_version(MODEL, "2")
+    # The worker moved v2 to Production, then died before archiving v1: both serve.
+    gateway._put(replace(old, stage="Production"))
+    gateway._put(replace(new, stage="Production", tags={**new.tags, **decided}))
+
+    promote(_services(gateway), gateway.get_version(MODEL, "2"))
+
+    stages = {mv.version: mv.stage for mv in gateway.versions(MODEL)}
+    assert stages == {"1": "Archived", "2": "Production"}
