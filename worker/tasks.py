@@ -265,6 +265,7 @@ def _run(
     settings: Settings = task.app.registry_settings
     ctx = {"event_id": event_id, "model": model_name, "task": task.name}
     _observe_queue_wait(task)
+    _note_redelivery(task, ctx)
     try:
         with metrics().task_seconds.labels(task.name).time():
             if not lock:
@@ -296,6 +297,13 @@ def _observe_queue_wait(task: Task) -> None:
     )
     if enqueued and not task.request.retries:
         metrics().queue_wait.labels(task.name).observe(max(0.0, time.time() - float(enqueued)))
+
+
+def _note_redelivery(task: Task, ctx: dict) -> None:
+    """Log and count a task Redis gave back because the worker holding it died."""
+    if (task.request.delivery_info or {}).get("redelivered"):
+        metrics().redeliveries.labels(task.name).inc()
+        log.warning("redelivered: the worker that held this task died", extra=ctx)
 
 
 def _counted(task: Task, outcome: str) -> str:
