@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt import App, BoltContext, BoltResponse, Respond
+from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from bot.deps import OTHER_WORKSPACE, Deps
 from bot.listeners import commands, decisions
 from registry.approvers import SlackDirectory
 from registry.queue import Producer
 from registry.settings import Settings
-from registry.slack import web_client
+from registry.slack import retry_handlers, web_client
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
     @app.middleware
     def provide_deps(context: BoltContext, next):  # noqa: A002 (Bolt's argument name)
         context["deps"] = deps
+        if context.response_url:
+            context["respond"] = RetryingRespond(response_url=context.response_url)
         next()
 
     app.middleware(only_our_workspace)
@@ -39,6 +42,20 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
     commands.register(app, settings.slack_command)
     app.error(on_error)
     return app
+
+
+class RetryingRespond(Respond):
+    """Bolt's `respond`, retrying a response URL's 429s and 5xx as every other Slack call does.
+
+    Bolt's own retries only a refused connection, so a Slack hiccup would lose a refusal
+    or a "try again" silently: the person would never hear why nothing happened.
+    """
+
+    def __call__(self, text: str = "", **message: Any) -> WebhookResponse:  # type: ignore[override]
+        client = WebhookClient(
+            str(self.response_url), proxy=self.proxy, ssl=self.ssl, retry_handlers=retry_handlers()
+        )
+        return client.send(text=text, **message)
 
 
 def only_our_workspace(context: BoltContext, next, logger: logging.Logger):  # noqa: A002

@@ -265,6 +265,28 @@ def test_slack_500s_are_retried_without_duplicates(stack, slack, mlflow_server, 
     assert len([c for c in slack.calls("chat.postMessage") if c.status == 500]) >= 2
 
 
+def test_a_refusal_reaches_the_clicker_through_slack_500s(stacks, slack, mlflow_server, model_name):
+    loop = stacks.get(services=SERVICES)
+    version, ts = stage(loop, slack, mlflow_server, model_name)
+    slack.fail_next("response_url", status=500, count=2)
+    resp, url = click(
+        loop.bot_url,
+        slack,
+        user="UOUTSIDER",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
+    assert resp.status_code == 200
+    path = "/response/" + url.rsplit("/", 1)[-1]
+    told = _wait(
+        lambda: [c for c in slack.calls("response_url") if c.path == path and c.status == 200],
+        "the refusal",
+    )
+    assert "not one" in told[0].params["text"]
+    assert len([c for c in slack.calls("response_url") if c.path == path]) == 3
+
+
 @pytest.fixture(scope="module")
 def mlflow_proxy(mlflow_server):
     proxy = FaultyProxy(mlflow_server)
