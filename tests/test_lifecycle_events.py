@@ -13,9 +13,9 @@ from standardwebhooks.webhooks import Webhook
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from registry.messages import APPROVE_ACTION, button_value
 from registry.changes import LIFECYCLE_CHANNEL as CHANNEL
 from registry.changes import LifecycleEvent, event_for
+from registry.messages import APPROVE_ACTION, button_value
 from tests.support import click
 from tests.test_approvals import SERVICES, _wait, stage, stage_of, updates_of
 
