@@ -55,7 +55,10 @@ class RetryingRespond(Respond):
         client = WebhookClient(
             str(self.response_url), proxy=self.proxy, ssl=self.ssl, retry_handlers=retry_handlers()
         )
-        return client.send(text=text, **message)
+        resp = client.send(text=text, **message)
+        if resp.status_code != 200:
+            log.error("could not answer through the response URL: %s", resp.status_code)
+        return resp
 
 
 def only_our_workspace(context: BoltContext, next, logger: logging.Logger):  # noqa: A002

@@ -287,6 +287,25 @@ def test_a_refusal_reaches_the_clicker_through_slack_500s(stacks, slack, mlflow_
     assert len([c for c in slack.calls("response_url") if c.path == path]) == 3
 
 
+def test_an_answer_slack_keeps_refusing_fails_the_task_so_that_it_retries(slack):
+    from registry.services import Recipient
+    from registry.settings import Settings
+    from registry.slack import ResponseUrlFailed, SlackNotifier, web_client
+    from worker.tasks import is_transient
+
+    settings = Settings("x", slack_bot_token=slack.token, slack_api_url=slack.api_url)
+    notifier = SlackNotifier(web_client(settings), "CNOTICES")
+    to = Recipient("CNOTICES", "UAPPROVER1", slack.response_url(f"tell-{uuid.uuid4().hex}"))
+    slack.fail_next("response_url", status=500, count=4)  # one more than the client retries
+    with pytest.raises(ResponseUrlFailed) as failed:
+        notifier.tell(to, "Your approval is counted.")
+    assert is_transient(failed.value)
+    notifier.tell(to, "Your approval is counted.")  # the task's retry
+    path = "/response/" + to.response_url.rsplit("/", 1)[-1]
+    statuses = [c.status for c in slack.calls("response_url") if c.path == path]
+    assert statuses == [500, 500, 500, 500, 200]
+
+
 @pytest.fixture(scope="module")
 def mlflow_proxy(mlflow_server):
     proxy = FaultyProxy(mlflow_server)

@@ -35,6 +35,7 @@ from registry.queue import (
 from registry.reports import RollbackPlan
 from registry.services import Services
 from registry.settings import Settings
+from registry.slack import ResponseUrlFailed
 from registry.sweep import sweep as run_sweep
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, SlackApiError):
         status = getattr(exc.response, "status_code", 0)
         return status == 429 or status >= 500
+    if isinstance(exc, ResponseUrlFailed):
+        return True  # raised only for 429 and 5xx
     if isinstance(exc, RestException | MlflowException):
         status = getattr(exc, "get_http_status_code", lambda: 500)()
         return status >= 500 or status == 429 or "Max retries" in str(exc)
