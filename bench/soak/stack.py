@@ -114,7 +114,6 @@ class SoakStack:
     mlflow_proc: subprocess.Popen | None = None
     mlflow_key: str = ""
     sweep_interval: int = 60
-
     external_mlflow: str = ""  # an MLflow server someone else runs: used, never restarted
 
     @classmethod
@@ -125,13 +124,18 @@ class SoakStack:
         workdir = Path(tempfile.mkdtemp(prefix="registry-bot-soak-"))
         stack = cls(workdir, sweep_interval=sweep_interval, external_mlflow=mlflow_url)
         stack.mlflow_key = Fernet.generate_key().decode()  # kept across MLflow restarts
-        stack.start_redis()
-        if not mlflow_url:
-            stack.start_mlflow()
-        stack.slack.start()
-        for name, args in SERVICES.items():
-            stack.services[name] = Service(name, args, stack.workdir / f"{name}.log", _ready(name))
-            stack.start(name)
+        try:
+            stack.start_redis()
+            if not mlflow_url:
+                stack.start_mlflow()
+            stack.slack.start()
+            for name, args in SERVICES.items():
+                log = stack.workdir / f"{name}.log"
+                stack.services[name] = Service(name, args, log, _ready(name))
+                stack.start(name)
+        except BaseException:
+            stack.close(keep=True)  # whatever did start, stopped; its logs kept
+            raise
         return stack
 
     @property
