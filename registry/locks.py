@@ -24,7 +24,11 @@ def model_lock(
     client: redis.Redis, model_name: str, *, ttl: float = LOCK_TTL, wait: float = LOCK_WAIT
 ) -> Iterator[None]:
     """Hold the model's write lock; raise LockBusy if it is not free within `wait` seconds."""
-    lock = client.lock(f"registry-bot:lock:{model_name}", timeout=ttl, blocking_timeout=wait)
+    # Not thread-local: the keeper thread renews it, and redis-py keeps a thread-local
+    # lock's token where only the acquiring thread can see it.
+    lock = client.lock(
+        f"registry-bot:lock:{model_name}", timeout=ttl, blocking_timeout=wait, thread_local=False
+    )
     if not lock.acquire():
         raise LockBusy(f"lock for model {model_name} is busy")
     done = threading.Event()

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
 class WorkerMetrics:
-    """What the worker measures: task time, failures, queue wait, decisions, Slack errors."""
+    """What the worker measures: task time, failures, queue wait, decisions, redeliveries."""
 
     def __init__(self) -> None:
         # The default registry: in multiprocess mode its values live in shared files.
@@ -19,6 +19,9 @@ class WorkerMetrics:
         )
         self.decisions = Counter(
             "registry_bot_decisions", "Outcomes of decision tasks", ["outcome"]
+        )
+        self.redeliveries = Counter(
+            "registry_bot_redeliveries", "Tasks run again after their worker died", ["task"]
         )
         self.slack_errors = Counter(
             "registry_bot_slack_api_errors", "Slack API calls that failed", ["error"]

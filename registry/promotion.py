@@ -18,34 +18,41 @@ from registry.versions import ModelVersion
 
 def promote(svc: Services, mv: ModelVersion) -> str:
     """Finish an approval: Production, the old version archived, the record, the announcement."""
-    gw, at = svc.gateway, mv.tag("decided_at") or stamp(svc)
-    actor, previous = mv.tag("decided_by"), mv.tag("replaces")
-    if mv.stage != "Production" or _still_serving(svc, mv.name, previous):
-        gw.move(mv.name, mv.version, "Production")  # also archives the old one
-    if not logged(mv, "promoted"):
+    gw, at, actor = svc.gateway, mv.tag("decided_at") or stamp(svc), mv.tag("decided_by")
+    replaced = [mv.tag("replaces")] if mv.tag("replaces") else []
+    serving = mv.stage in ("Staging", "Production")
+    half_done = mv.stage == "Production" and _still_serving(svc, mv.name, mv.tag("replaces"))
+    if mv.stage == "Staging" or half_done:
+        # What the move archived, too: a worker killed while writing the decision may have
+        # left no `replaces`, and that version's audit entry must not be lost.
+        moved = gw.move(mv.name, mv.version, "Production")
+        replaced += [v for v in moved if v not in replaced]
+    # Otherwise a rerun found it replaced since it got there: never bring it back over the
+    # newer one, and never announce it as Production; still finish the records.
+    previous = replaced[0] if replaced else ""
+    if serving and not logged(mv, "promoted"):
         record(svc, mv, "promoted", actor=actor, previous=previous, extra={"production_since": at})
-    if previous:
-        old = gw.get_version(mv.name, previous)
-        if not logged(old, "archived", since=at):
-            record(
-                svc,
-                old,
-                "archived",
-                actor=actor,
-                reason=f"replaced by v{mv.version}",
-                extra={"production_until": at, "archived_at": at},
-            )
+    for version in replaced:
+        _record_replaced(svc, gw.get_version(mv.name, version), mv, actor, at)
     mv = gw.get_version(mv.name, mv.version)
     refresh_notice(svc, mv, Outcome("Approved", actor.split(","), float(at)))
-    was = f" v{previous} moved to Archived." if previous else ""
-    thread(
-        svc,
-        mv,
-        f"{escape(mv.name)} v{mv.version} is now Production, approved by {mentions(actor)}.{was}",
-        once="decision_told",
-    )
+    if serving:
+        was = f" v{previous} moved to Archived." if previous else ""
+        name, who = escape(mv.name), mentions(actor)
+        text = f"{name} v{mv.version} is now Production, approved by {who}.{was}"
+        thread(svc, mv, text, once="decision_told")
     gw.set_tags(mv.name, mv.version, prefixed({"announced": stamp(svc)}))
-    return "promoted"
+    return "promoted" if serving else "superseded"
+
+
+def _record_replaced(
+    svc: Services, old: ModelVersion, new: ModelVersion, actor: str, at: str
+) -> None:
+    """Log that `new` replaced `old` in Production, unless that is logged already."""
+    if not logged(old, "archived", since=at):
+        reason = f"replaced by v{new.version}"
+        extra = {"production_until": at, "archived_at": at}
+        record(svc, old, "archived", actor=actor, reason=reason, extra=extra)
 
 
 def _still_serving(svc: Services, name: str, version: str) -> bool:

@@ -31,6 +31,18 @@ TASK_ACCEPT = "registry_bot.accept"
 TASK_PUBLISH_HOME = "registry_bot.publish_home"
 TASK_ALERT = "registry_bot.alert"
 
+# A worker killed whole (main process and pool: a lost node, an OOM-killed container) never
+# acks what it held, and Redis gives a message back only once it has been unacked for
+# VISIBILITY_TIMEOUT seconds. A live worker renews what it holds every HELD_RENEW_EVERY
+# seconds (`renew_held`), so only a dead worker's messages ever grow that old, however long
+# a task runs or a retry's countdown waits; every worker looks for them at start and every
+# RESTORE_SCAN_EVERY seconds. A dead worker's work thus runs again at most
+# VISIBILITY_TIMEOUT + RESTORE_SCAN_EVERY seconds after its death, or at once when a worker
+# starts later than that (SPEC 8: within 2 minutes of a worker running again).
+VISIBILITY_TIMEOUT = 60
+HELD_RENEW_EVERY = 10
+RESTORE_SCAN_EVERY = 5
+
 
 class QueueUnavailable(RuntimeError):
     """The broker did not take the task; nothing was enqueued."""
@@ -48,10 +60,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # Redis redelivers unacked messages after this; tasks are far shorter, and
-        # nothing uses long countdowns (the sweep re-finds late work instead).
         "broker_transport_options": {
-            "visibility_timeout": 600,
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            # kombu scans only every (interval x throttle) seconds by default (100 s).
+            "unacked_restore_interval": RESTORE_SCAN_EVERY,
+            "unacked_restore_throttle": 1,
+            # The scan's mutex outlives a worker killed while scanning by this long, not 300 s.
+            "unacked_mutex_expire": 15,
             "socket_connect_timeout": 2,
             # A producer (webhooks, bot) must fail fast when Redis is down, so the
             # sender gets its 503 and the clicker is told to try again at once.
@@ -70,6 +85,20 @@ def celery_app(settings: Settings, **options: Any) -> Celery:
     app = Celery("registry_bot", broker=settings.redis_url, **options)
     app.conf.update(celery_config(settings))
     return app
+
+
+def renew_held(channel: Any, now: float | None = None) -> int:
+    """Mark every message `channel` holds unacked as just delivered; return how many."""
+    qos = channel.qos
+    # kombu's QoS lists the channel's unacked delivery tags in `_delivered` (acked ones stay
+    # in `_dirty` until flushed) and has no public way to read them.
+    held = [tag for tag in list(qos._delivered) if tag not in qos._dirty]
+    if held:
+        stamp = time.time() if now is None else now
+        with channel.conn_or_acquire() as client:
+            # XX: only renew what is still unacked, never re-add one acked meanwhile.
+            client.zadd(channel.unacked_index_key, dict.fromkeys(held, stamp), xx=True)
+    return len(held)
 
 
 class Producer:

@@ -48,6 +48,14 @@ EVENT_SCOPES: dict[str, tuple[str, ...]] = {
 COMMAND_SCOPES = ("commands",)
 
 
+class ResponseUrlFailed(RuntimeError):
+    """A response URL still answered 429 or 5xx after the retries: try the whole task again."""
+
+    def __init__(self, status: int, body: str):
+        super().__init__(f"response URL answered {status}: {body[:200]}")
+        self.status = status
+
+
 def retry_handlers() -> list:
     """Return bounded retry handlers: 429 (honouring Retry-After), 5xx and connection errors."""
     return [
@@ -138,9 +146,15 @@ class SlackNotifier:
         """
         blocks = list(blocks) if blocks else None
         if to.response_url:
-            WebhookClient(to.response_url, retry_handlers=retry_handlers()).send(
+            resp = WebhookClient(to.response_url, retry_handlers=retry_handlers()).send(
                 text=text, blocks=blocks, response_type="ephemeral", replace_original=replace
             )
+            # WebhookClient returns failures instead of raising them: a lost answer must not
+            # pass silently while Slack is only busy.
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise ResponseUrlFailed(resp.status_code, str(resp.body))
+            if resp.status_code != 200:  # expired or used up: no retry will help
+                log.warning("response URL refused an answer: %s %s", resp.status_code, resp.body)
         else:
             self.client.chat_postEphemeral(
                 channel=to.channel, user=to.user, text=text, blocks=blocks

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +20,15 @@ from typing import Any
 
 import requests
 
-from devkit.stack import free_port, service_env, stop, url_answers, wait_until
+from devkit.stack import (
+    alive,
+    descendants,
+    free_port,
+    service_env,
+    stop,
+    url_answers,
+    wait_until,
+)
 from registry.reports import ROLLBACK_CONFIRM
 
 REPO = Path(__file__).resolve().parent.parent
@@ -172,6 +182,8 @@ class Stack:
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                # Its own process group, so a test can kill the worker whole (main and pool).
+                process_group=0 if service == "worker" else None,
             )
         ready = {
             "worker": lambda: b" ready." in self.log_bytes("worker")[since:],
@@ -199,6 +211,16 @@ class Stack:
 
     def log(self, service: str) -> str:
         return self.log_bytes(service).decode(errors="replace")
+
+    def kill_worker(self) -> int:
+        """SIGKILL the worker's whole process group at once, as a lost node would; return
+        how many processes died."""
+        proc = self.procs.pop("worker")
+        pids = [proc.pid, *descendants(proc.pid)]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        wait_until(lambda: not any(alive(pid) for pid in pids), 10, "the worker's processes")
+        return len(pids)
 
     def stop(self, *services: str) -> None:
         for service in services or list(self.procs):

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -122,6 +123,88 @@ def test_worker_killed_mid_promotion_leaves_one_production(
     assert len([r for r in replies_to(slack, ts2) if "now Production" in r]) == 1
 
 
+RECOVERY_LIMIT = 120.0  # SPEC 8: within 2 minutes of a worker running again
+
+
+def test_whole_worker_killed_with_events_and_clicks_in_flight(faults, slack, mlflow_server):
+    # Two versions awaiting a decision, and five runs about to be sent as events.
+    clicked = [f"m-{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    staged = {m: stage(faults, slack, mlflow_server, m) for m in clicked}
+    events = {
+        f"m-{uuid.uuid4().hex[:10]}": log_model(mlflow_server, constant=float(i)) for i in range(5)
+    }
+    # Slack takes each post and update but answers late, so the worker dies mid-task.
+    slack.set_delay("chat.postMessage", 5, after=True)
+    slack.set_delay("chat.update", 5, after=True)
+    try:
+        for model, run_id in events.items():
+            assert faults.post_training({"model_name": model, "run_id": run_id}).status_code == 202
+        for model, (version, ts) in staged.items():
+            approve_click(faults, slack, model, version, ts)
+        wait_for(
+            lambda: held(faults) >= 2 and any(notices_for(slack, m) for m in events),
+            "the worker to be mid-task",
+            timeout=60,
+        )
+        assert faults.kill_worker() >= 3  # the main process and its two pool processes
+    finally:
+        slack.set_delay("chat.postMessage", 0, after=True)
+        slack.set_delay("chat.update", 0, after=True)
+    restarted = time.monotonic()
+    faults.start("worker")
+    client = MlflowClient(mlflow_server)
+    wait_for(
+        lambda: (
+            all(noticed(client, m) for m in events) and all(announced(client, m) for m in clicked)
+        ),
+        "every event noticed and every click decided",
+        timeout=RECOVERY_LIMIT,
+    )
+    took = time.monotonic() - restarted
+    assert took <= RECOVERY_LIMIT, f"recovered {took:.0f}s after the restart"
+    wait_for(lambda: not held(faults) and not redis_len(faults), "the queue to drain", timeout=60)
+    for model in events:
+        versions = client.search_model_versions(f"name = '{model}'")
+        assert [(v.version, v.current_stage) for v in versions] == [("1", "Staging")]
+        assert len(notices_for(slack, model)) == 1
+    for model, (version, ts) in staged.items():
+        assert production_versions(mlflow_server, model) == [version]
+        log = json.loads(client.get_model_version(model, version).tags["registry_bot.log"])
+        assert [e["type"] for e in log].count("promoted") == 1
+        assert len([r for r in replies_to(slack, ts) if "now Production" in r]) == 1
+
+
+def approve_click(stack, slack, model: str, version: str, ts: str) -> None:
+    resp, _ = click(
+        stack.bot_url,
+        slack,
+        user="UAPPROVER1",
+        action_id=APPROVE_ACTION,
+        value=button_value(model, version),
+        message_ts=ts,
+    )
+    assert resp.status_code == 200
+
+
+def noticed(client: MlflowClient, model: str) -> bool:
+    versions = client.search_model_versions(f"name = '{model}'")
+    return any(v.tags.get("registry_bot.notice_ts") for v in versions)
+
+
+def announced(client: MlflowClient, model: str) -> bool:
+    versions = client.search_model_versions(f"name = '{model}'")
+    return any(v.tags.get("registry_bot.announced") for v in versions)
+
+
+def held(stack) -> int:
+    """Count the messages of the stack's queue that a worker took and has not acked."""
+    import redis
+
+    unacked = redis.Redis.from_url(stack.redis_url).hvals("unacked")
+    # Other stacks and sessions may share the database: count this queue's only.
+    return sum(1 for raw in unacked if json.loads(raw)[2] == stack.queue)
+
+
 def test_an_event_delivered_fifty_times_at_once(stack, slack, mlflow_server, model_name):
     run_id = log_model(mlflow_server, constant=1.0)
     body = json.dumps({"model_name": model_name, "run_id": run_id}).encode()
@@ -191,6 +274,47 @@ def test_slack_500s_are_retried_without_duplicates(stack, slack, mlflow_server, 
     time.sleep(1.0)
     assert len(notices_for(slack, model_name)) == 1
     assert len([c for c in slack.calls("chat.postMessage") if c.status == 500]) >= 2
+
+
+def test_a_refusal_reaches_the_clicker_through_slack_500s(stacks, slack, mlflow_server, model_name):
+    loop = stacks.get(services=SERVICES)
+    version, ts = stage(loop, slack, mlflow_server, model_name)
+    slack.fail_next("response_url", status=500, count=2)
+    resp, url = click(
+        loop.bot_url,
+        slack,
+        user="UOUTSIDER",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
+    assert resp.status_code == 200
+    path = "/response/" + url.rsplit("/", 1)[-1]
+    told = wait_for(
+        lambda: [c for c in slack.calls("response_url") if c.path == path and c.status == 200],
+        "the refusal",
+    )
+    assert "not one" in told[0].params["text"]
+    assert len([c for c in slack.calls("response_url") if c.path == path]) == 3
+
+
+def test_an_answer_slack_keeps_refusing_fails_the_task_so_that_it_retries(slack):
+    from registry.services import Recipient
+    from registry.settings import Settings
+    from registry.slack import ResponseUrlFailed, SlackNotifier, web_client
+    from worker.tasks import is_transient
+
+    settings = Settings("x", slack_bot_token=slack.token, slack_api_url=slack.api_url)
+    notifier = SlackNotifier(web_client(settings), "CNOTICES")
+    to = Recipient("CNOTICES", "UAPPROVER1", slack.response_url(f"tell-{uuid.uuid4().hex}"))
+    slack.fail_next("response_url", status=500, count=4)  # one more than the client retries
+    with pytest.raises(ResponseUrlFailed) as failed:
+        notifier.tell(to, "Your approval is counted.")
+    assert is_transient(failed.value)
+    notifier.tell(to, "Your approval is counted.")  # the task's retry
+    path = "/response/" + to.response_url.rsplit("/", 1)[-1]
+    statuses = [c.status for c in slack.calls("response_url") if c.path == path]
+    assert statuses == [500, 500, 500, 500, 200]
 
 
 @pytest.fixture(scope="module")

@@ -120,6 +120,27 @@ def test_redis_down_answers_503_fast_then_recovers(stacks, redis_url, tmp_path):
         stop(server)
 
 
+def test_a_claim_left_by_a_request_that_died_lets_the_retry_through(stacks):
+    stack = stacks.make()
+    stack.start("webhooks")
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        msg_id = f"msg_claimed_{time.time_ns()}"
+        # Redis took the first request's claim, then went down before answering it.
+        client.set(f"registry-bot:seen:training:{msg_id}", "claimed", ex=2)
+        body = json.dumps(GOOD).encode()
+        before = client.llen(stack.queue)
+        retried = stack.post_training(body, headers=signed_headers(body, msg_id=msg_id))
+        assert retried.status_code == 202 and retried.json()["status"] == "queued"
+        assert client.llen(stack.queue) == before + 1
+        again = stack.post_training(body, headers=signed_headers(body, msg_id=msg_id))
+        assert again.status_code == 202 and again.json()["status"] == "duplicate"
+        assert client.llen(stack.queue) == before + 1
+    finally:
+        stack.stop()
+        client.delete(stack.queue)
+
+
 def test_forged_mlflow_delivery_is_refused(stack):
     body = json.dumps(
         {"entity": "model_version", "action": "created", "data": {"name": "forged", "version": "1"}}

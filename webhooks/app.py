@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -46,6 +47,8 @@ from webhooks.openapi import openapi_document
 log = logging.getLogger(__name__)
 
 DEDUP_TTL = 7 * 24 * 3600  # longer than any sender's retry schedule
+CLAIM_TTL = 5  # seconds; an enqueue takes milliseconds
+CLAIMED, QUEUED = "claimed", "queued"
 QUEUE_DOWN = "queue unavailable"
 ALERTS_OFF = "Alertmanager alerts are not enabled (ALERTMANAGER_TOKEN)"
 
@@ -99,18 +102,20 @@ class Receiver:
         )
 
     def enqueue_once(self, dedup_key: str, task: str, kwargs: dict[str, Any]) -> str:
-        """Enqueue unless `dedup_key` was seen; return "queued" or "duplicate"."""
+        """Enqueue unless `dedup_key` was queued already; return "queued" or "duplicate"."""
         key = f"registry-bot:seen:{dedup_key}"
-        try:
-            if not self.redis.set(key, "1", nx=True, ex=DEDUP_TTL):
-                return "duplicate"
-        except redis.RedisError as exc:
-            raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
+        if not self._claim(key):
+            return "duplicate"
         try:
             self.producer.send(task, **kwargs)
         except QueueUnavailable as exc:
-            self.redis.delete(key)  # let the sender's retry through once the queue is back
+            with contextlib.suppress(redis.RedisError):
+                self.redis.delete(key)  # let the sender's retry through once the queue is back
             raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
+        # Should this fail, the claim lapses and a resend is queued again: harmless, as every
+        # task is idempotent, where a lost event would not be.
+        with contextlib.suppress(redis.RedisError):
+            self.redis.set(key, QUEUED, ex=DEDUP_TTL)
         return "queued"
 
     def enqueue(self, task: str, kwargs: dict[str, Any]) -> None:
@@ -118,6 +123,28 @@ class Receiver:
         try:
             self.producer.send(task, **kwargs)
         except QueueUnavailable as exc:
+            raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
+
+    def _claim(self, key: str) -> bool:
+        """Claim `key` for this request; False if it was queued already.
+
+        The claim lasts CLAIM_TTL until the task is queued: one left by a request that died
+        (Redis took the SET and went down before answering it) lapses, so the sender's
+        retry is queued instead of being called a duplicate for ever. A request that finds
+        a live claim waits for it to turn into "queued" or to lapse.
+        """
+        deadline = time.monotonic() + CLAIM_TTL + 1
+        try:
+            while True:
+                if self.redis.set(key, CLAIMED, nx=True, ex=CLAIM_TTL):
+                    return True
+                seen = self.redis.get(key)
+                if seen is not None and seen != CLAIMED.encode():
+                    return False  # queued (or marked "1" before claims existed)
+                if time.monotonic() > deadline:
+                    raise Refused(503, QUEUE_DOWN, ["the event is being queued"], reason="queue")
+                time.sleep(0.01)
+        except redis.RedisError as exc:
             raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
 
-from registry.queue import TASK_SWEEP, celery_app
+from celery import Celery, bootsteps
+
+from registry.queue import HELD_RENEW_EVERY, TASK_SWEEP, celery_app, renew_held
 from registry.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def create_celery(settings: Settings | None = None, *, require_slack: bool = False) -> Celery:
@@ -16,6 +20,7 @@ def create_celery(settings: Settings | None = None, *, require_slack: bool = Fal
         settings = Settings.from_env(require=required)
     app = celery_app(settings, include=["worker.tasks"])
     app.conf.beat_schedule = beat_schedule(settings)
+    app.steps["consumer"].add(RenewHeld)
     app.registry_settings = settings  # type: ignore[attr-defined]
     return app
 
@@ -30,3 +35,32 @@ def beat_schedule(settings: Settings) -> dict:
             "options": {"expires": settings.sweep_interval},
         }
     }
+
+
+class RenewHeld(bootsteps.StartStopStep):
+    """Keep the messages this worker holds from looking abandoned (registry.queue.renew_held)."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.tref = None
+
+    def start(self, parent) -> None:
+        # Started again on every reconnect, with the new connection's channel.
+        channel = parent.task_consumer.channel
+        self.tref = parent.timer.call_repeatedly(HELD_RENEW_EVERY, self.renew, (channel,))
+
+    def renew(self, channel) -> None:
+        """Renew what the channel holds; a broker that is down now is retried next time."""
+        try:
+            renew_held(channel)
+        except Exception as exc:  # kombu and redis-py raise several types for a lost broker
+            log.warning("could not renew held messages: %s", exc)
+
+    def stop(self, parent) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    shutdown = stop

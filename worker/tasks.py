@@ -40,6 +40,7 @@ from registry.queue import (
 from registry.reports import RollbackPlan
 from registry.services import Services
 from registry.settings import Settings
+from registry.slack import ResponseUrlFailed
 from registry.sweep import sweep as run_sweep
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,7 @@ def _run(
     settings: Settings = task.app.registry_settings
     ctx = {"event_id": event_id, "model": model_name, "task": task.name}
     _observe_queue_wait(task)
+    _note_redelivery(task, ctx)
     try:
         with metrics().task_seconds.labels(task.name).time():
             if not lock:
@@ -426,6 +428,13 @@ def _observe_queue_wait(task: Task) -> None:
         metrics().queue_wait.labels(task.name).observe(max(0.0, time.time() - float(enqueued)))
 
 
+def _note_redelivery(task: Task, ctx: dict) -> None:
+    """Log and count a task Redis gave back because the worker holding it died."""
+    if (task.request.delivery_info or {}).get("redelivered"):
+        metrics().redeliveries.labels(task.name).inc()
+        log.warning("redelivered: the worker that held this task died", extra=ctx)
+
+
 def _counted(task: Task, outcome: str) -> str:
     if task.name in (
         TASK_APPROVE,
@@ -450,6 +459,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, SlackApiError):
         status = getattr(exc.response, "status_code", 0)
         return status == 429 or status >= 500
+    if isinstance(exc, ResponseUrlFailed):
+        return True  # raised only for 429 and 5xx
     if isinstance(exc, RestException | MlflowException):
         status = getattr(exc, "get_http_status_code", lambda: 500)()
         return status >= 500 or status == 429 or "Max retries" in str(exc)
