@@ -10,7 +10,7 @@ from registry.messages import format_time
 from registry.notice import refresh_notice, thread
 from registry.policy import Canary
 from registry.promotion import archive_decided, promote
-from registry.record import prefixed, record, stamp
+from registry.record import format_stamp, prefixed, record, stamp, time_of
 from registry.services import Services
 from registry.versions import ModelVersion
 
@@ -28,7 +28,7 @@ def start_canary(svc: Services, mv: ModelVersion, canary: Canary, approvals: str
         extra={
             "approvals": approvals,
             "canary_state": "running",
-            "canary_until": f"{until:.3f}",
+            "canary_until": format_stamp(until),
             "canary_approved_by": approvals,
             "canary_require_report": "true" if canary.require_report else "false",
         },
@@ -88,7 +88,7 @@ def canary_verdict(
         extra={"canary_state": "passed", "canary_report": report},
     )
     mv = svc.gateway.get_version(name, version)
-    if svc.clock() >= float(mv.tag("canary_until") or 0):
+    if svc.clock() >= (time_of(mv, "canary_until") or 0.0):
         return finish_canary(svc, mv)
     refresh_notice(svc, mv)
     return "canary_passed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from registry.messages import format_time, mentions
+from registry.record import time_of
 from registry.versions import ModelVersion
 
 NOT_APPROVER = "Only approvers may {verb} model versions; you are not one."
@@ -82,8 +83,8 @@ def settled_message(mv: ModelVersion) -> str:
     """Say what already happened to a version that is no longer awaiting a decision."""
     decision = mv.tag("decision")
     by = mv.tag("decided_by")
-    at = mv.tag("decided_at")
-    when = f" at {format_time(float(at))}" if at else ""
+    at = time_of(mv, "decided_at")
+    when = f" at {format_time(at)}" if at is not None else ""
     who = mentions(by)
     if decision:
         return f"{mv.name} v{mv.version} was already {decision} by {who or 'someone'}{when}."
@@ -105,7 +106,7 @@ def _settled(mv: ModelVersion) -> Verdict | None:
     if mv.stage != "Staging" or mv.tag("decision"):
         return Verdict("done", settled_message(mv))
     if mv.tag("canary_state") in ("running", "passed"):
-        until = format_time(float(mv.tag("canary_until") or 0))
+        until = format_time(time_of(mv, "canary_until") or 0.0)
         return Verdict("done", CANARY_RUNNING.format(name=mv.name, version=mv.version, until=until))
     if mv.tag("gates") == "failed":
         return Verdict(

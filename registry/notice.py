@@ -15,6 +15,7 @@ from registry.messages import (
     staging_notice,
 )
 from registry.policy import evaluate, verdict_line
+from registry.record import time_of
 from registry.services import Services
 from registry.versions import ModelVersion
 
@@ -102,8 +103,8 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
 
 def canary_line(mv: ModelVersion) -> str:
     """Describe a canary window in progress, or '' when there is none."""
-    state, until = mv.tag("canary_state"), mv.tag("canary_until")
-    if state not in ("running", "passed") or not until:
+    state, until = mv.tag("canary_state"), time_of(mv, "canary_until")
+    if state not in ("running", "passed") or until is None:
         return ""
     who = mentions(mv.tag("canary_approved_by"))
     needs = " and a passing canary report" if mv.tag("canary_require_report") == "true" else ""
@@ -111,7 +112,7 @@ def canary_line(mv: ModelVersion) -> str:
         needs = " (the canary report passed)"
     return (
         f":hourglass: Approved by {who}; canary in Staging until "
-        f"{format_time(float(until))}{needs}, then Production."
+        f"{format_time(until)}{needs}, then Production."
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from registry.messages import format_time, mentions
-from registry.record import history_of
+from registry.record import history_of, parse_time, time_of
 from registry.versions import ModelVersion
 
 ROLLBACK_CONFIRM = "rollback_confirm"
@@ -71,16 +71,17 @@ def previous_production(
 ) -> ModelVersion | None:
     """Return the version that entered Production most recently before `current`."""
     served = [mv for mv in versions if mv.version != current.version and mv.tag("production_until")]
-    return max(served, key=lambda mv: float(mv.tag("production_until")), default=None)
+    return max(served, key=lambda mv: time_of(mv, "production_until") or 0.0, default=None)
 
 
 def plan_blocks(plan: RollbackPlan) -> tuple[str, list[dict]]:
     """Render a rollback plan with Confirm and Cancel buttons."""
     served = ""
-    if plan.target_since:
-        served = f" It last served from {format_time(float(plan.target_since))}"
-        if plan.target_until:
-            served += f" to {format_time(float(plan.target_until))}"
+    since, until = parse_time(plan.target_since), parse_time(plan.target_until)
+    if since is not None:
+        served = f" It last served from {format_time(since)}"
+        if until is not None:
+            served += f" to {format_time(until)}"
         served += "."
     approved = (
         f" Approved by {mentions(plan.target_approved_by)}." if plan.target_approved_by else ""
@@ -146,7 +147,7 @@ def status_text(model: str, versions: Sequence[ModelVersion], required: int) -> 
 def history_entries(versions: Sequence[ModelVersion], count: int) -> list[dict]:
     """Return the model's last `count` lifecycle changes across versions, newest first."""
     entries = [{**e, "version": mv.version} for mv in versions for e in history_of(mv)]
-    entries.sort(key=lambda e: (-float(e.get("at", 0)), _RANK.get(e.get("type", ""), 0)))
+    entries.sort(key=lambda e: (-(parse_time(e.get("at")) or 0.0), _RANK.get(e.get("type", ""), 0)))
     return entries[:count]
 
 
@@ -164,7 +165,8 @@ def history_text(model: str, versions: Sequence[ModelVersion], count: int) -> st
 
 def _entry_line(entry: dict) -> str:
     line = (
-        f"{format_time(float(entry.get('at', 0)))} · v{entry['version']} {entry.get('type', '?')}"
+        f"{format_time(parse_time(entry.get('at')) or 0.0)} · v{entry['version']} "
+        f"{entry.get('type', '?')}"
     )
     line = line.replace("rolled_back", "rolled back to")
     if entry.get("previous_version"):
@@ -177,8 +179,8 @@ def _entry_line(entry: dict) -> str:
 
 
 def _production_line(mv: ModelVersion) -> str:
-    since = mv.tag("production_since")
-    when = f" since {format_time(float(since))}" if since else ""
+    since = time_of(mv, "production_since")
+    when = f" since {format_time(since)}" if since is not None else ""
     who = f", approved by {mentions(mv.tag('decided_by'))}" if mv.tag("decided_by") else ""
     return f"Production: v{mv.version}{when}{who}{_metrics(mv)}"
 

@@ -13,7 +13,7 @@ from registry.decisions import approvals_on
 from registry.locks import LockBusy
 from registry.messages import format_time
 from registry.promotion import archive_decided, promote
-from registry.record import record
+from registry.record import format_stamp, record, time_of
 from registry.services import Services
 from registry.versions import ModelVersion
 
@@ -80,7 +80,7 @@ def _finish(svc: Services, mv: ModelVersion) -> str:
 
 
 def _canary_due(svc: Services, mv: ModelVersion) -> str:
-    if svc.clock() < float(mv.tag("canary_until") or 0):
+    if svc.clock() < (time_of(mv, "canary_until") or 0.0):
         return ""
     if mv.tag("canary_require_report") == "true" and mv.tag("canary_state") != "passed":
         return ""  # the window is over but no passing report yet: keep waiting for one
@@ -91,7 +91,7 @@ def _canary_due(svc: Services, mv: ModelVersion) -> str:
 def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
     policy = svc.settings.policy.for_model(mv.name)
     now = float(svc.clock())
-    since = float(mv.tag("noticed_at") or mv.tag("staged_at") or now)
+    since = time_of(mv, "noticed_at") or time_of(mv, "staged_at") or now
     if policy.approval_expires_after and now >= since + policy.approval_expires_after:
         record(
             svc,
@@ -102,14 +102,14 @@ def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
             extra={
                 "decision": "expired",
                 "decided_by": "",
-                "decided_at": f"{now:.3f}",
+                "decided_at": format_stamp(now),
                 "reason": EXPIRED_REASON,
             },
         )
         mv = svc.gateway.get_version(mv.name, mv.version)
         archive_decided(svc, mv, "expired", "Expired")
         return "expired"
-    last = float(mv.tag("reminded_at") or since)
+    last = time_of(mv, "reminded_at") or since
     if policy.remind_every and now >= last + policy.remind_every:
         count = f"{len(approvals_on(mv))} of {svc.settings.required_approvals} approvals"
         expires = ""
@@ -120,6 +120,6 @@ def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
             mv.tag("notice_ts"),
             f"Reminder: {mv.name} v{mv.version} still awaits approval ({count}{expires}).",
         )
-        svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.reminded_at": f"{now:.3f}"})
+        svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.reminded_at": format_stamp(now)})
         return "reminded"
     return ""

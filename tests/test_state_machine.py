@@ -11,8 +11,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from registry import lifecycle, operations
 from registry.events import TrainingEvent
 from registry.record import history_of
-from registry.services import Services
 from registry.reports import RollbackRefused, plan_rollback
+from registry.services import Services
 from registry.settings import Settings
 from registry.sweep import sweep
 from tests.fakes import FakeDirectory, FakeGateway, RecordingNotifier
