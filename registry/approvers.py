@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -12,6 +13,8 @@ from registry.decisions import Clicker
 from registry.settings import Settings
 
 CACHE_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class SlackDirectory:
@@ -50,6 +53,21 @@ class SlackDirectory:
             return self.client.users_lookupByEmail(email=email)["user"]["id"]
         except SlackApiError:
             return ""
+
+    def display_name(self, user: str) -> str:
+        """Return the name Slack shows for `user`, or '' if Slack does not say (never raises)."""
+        return str(self._cached(f"name:{user}", lambda: self._display_name(user)))
+
+    def _display_name(self, user: str) -> str:
+        # Only for the record's readers: a failed lookup costs a name, never a decision.
+        try:
+            info = self.client.users_info(user=user)["user"]
+        except (SlackApiError, OSError) as exc:
+            log.warning("users.info failed, recording the ID alone: %s", exc, extra={"user": user})
+            return ""
+        profile = info.get("profile") or {}
+        name = profile.get("display_name") or profile.get("real_name") or info.get("name")
+        return str(name or "")
 
     def _members(self, group: str) -> frozenset[str]:
         return frozenset(self.client.usergroups_users_list(usergroup=group)["users"])

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from registry.messages import format_time
 from registry.notice import refresh_notice, thread
+from registry.people import people_tags
 from registry.policy import Canary
 from registry.promotion import archive_decided, promote
 from registry.record import format_stamp, prefixed, record, stamp, time_of
@@ -31,6 +32,7 @@ def start_canary(svc: Services, mv: ModelVersion, canary: Canary, approvals: str
             "canary_until": format_stamp(until),
             "canary_approved_by": approvals,
             "canary_require_report": "true" if canary.require_report else "false",
+            **people_tags(svc, mv, *approvals.split(",")),
         },
     )
     mv = svc.gateway.get_version(mv.name, mv.version)

@@ -9,6 +9,10 @@ from registry.record import time_of
 from registry.versions import ModelVersion
 
 NOT_APPROVER = "Only approvers may {verb} model versions; you are not one."
+NOT_APPROVER_NOR_REQUESTER = (
+    "Only approvers may reject model versions, and a requester may withdraw their own; "
+    "you are neither an approver nor the requester of this one."
+)
 NO_APPROVERS = "No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody may {verb}."
 OWN_VERSION = "You requested {name} v{version}, so someone else has to approve it."
 CANARY_RUNNING = (
@@ -54,11 +58,27 @@ def judge_approval(mv: ModelVersion, clicker: Clicker, *, required: int) -> Verd
 
 
 def judge_rejection(mv: ModelVersion, clicker: Clicker) -> Verdict:
-    """Decide what a Reject (or its modal's submission) on `mv` does.
+    """Decide what a Reject (or its modal's submission) on `mv` does: 'reject' or 'withdraw'.
 
-    The requester may reject (withdraw) their own candidate: that never promotes anything.
+    The requester may always withdraw their own candidate, approver or not (SPEC 6):
+    that never promotes anything.
     """
-    return _refusal(clicker, "reject") or _settled(mv) or Verdict("reject")
+    if is_requester(mv, clicker):
+        return _settled(mv) or Verdict("withdraw")
+    return _rejection_refusal(clicker) or _settled(mv) or Verdict("reject")
+
+
+def may_reject(clicker: Clicker, requester: str) -> str:
+    """Return why `clicker` may not open the Reject modal of a candidate `requester` asked for.
+
+    '' when they may: an approver, or the requester (a Slack user ID or e-mail) themselves.
+    The worker decides again from the record (`judge_rejection`).
+    """
+    mine = {clicker.user.lower(), clicker.email.lower()} - {""}
+    if requester and requester.lower() in mine:
+        return ""
+    refusal = _rejection_refusal(clicker)
+    return refusal.message if refusal else ""
 
 
 def may_decide(clicker: Clicker, verb: str) -> str:
@@ -100,6 +120,13 @@ def _refusal(clicker: Clicker, verb: str) -> Verdict | None:
     if not clicker.is_approver:
         return Verdict("refused", NOT_APPROVER.format(verb=verb))
     return None
+
+
+def _rejection_refusal(clicker: Clicker) -> Verdict | None:
+    refusal = _refusal(clicker, "reject")
+    if refusal and not clicker.nobody_may_approve:
+        return Verdict("refused", NOT_APPROVER_NOR_REQUESTER)
+    return refusal
 
 
 def _settled(mv: ModelVersion) -> Verdict | None:

@@ -10,6 +10,7 @@ from registry.canary import start_canary
 from registry.decisions import approvals_on, judge_approval, judge_rejection
 from registry.events import TrainingEvent
 from registry.notice import metrics_of, notice_channel, post_notice_once, refresh_notice
+from registry.people import people_tags
 from registry.policy import GateVerdict, evaluate, verdict_line
 from registry.promotion import archive_decided, promote
 from registry.record import prefixed, record, stamp
@@ -112,10 +113,12 @@ def approve(svc: Services, name: str, version: str, *, user: str, response_url: 
             "decided_at": stamp(svc),
             "approvals": approvals,
             "replaces": replaces,
+            **people_tags(svc, mv, user),
         }
         svc.gateway.set_tags(name, version, prefixed(decided))
         return promote(svc, svc.gateway.get_version(name, version))
-    record(svc, mv, "approval", actor=user, extra={"approvals": approvals})
+    extra = {"approvals": approvals, **people_tags(svc, mv, user)}
+    record(svc, mv, "approval", actor=user, extra=extra)
     mv = svc.gateway.get_version(name, version)
     refresh_notice(svc, mv)
     count = f"{len(approvals_on(mv))} of {svc.settings.required_approvals}"
@@ -133,9 +136,11 @@ def reject(
     mv = _current(svc, name, version, user=user, response_url=response_url)
     if mv is None:
         return "missing"
+    verb = "Rejected"
     if not (mv.tag("decision") == "rejected" and not mv.tag("announced")):
-        verdict = judge_rejection(mv, svc.directory.clicker(user))
-        if verdict.action != "reject":
+        clicker = svc.directory.clicker(user, with_email="@" in mv.tag("requested_by"))
+        verdict = judge_rejection(mv, clicker)
+        if verdict.action not in ("reject", "withdraw"):
             svc.notifier.tell(
                 Recipient(notice_channel(svc, mv), user, response_url), verdict.message
             )
@@ -145,10 +150,14 @@ def reject(
             "decided_by": user,
             "decided_at": stamp(svc),
             "reason": reason,
+            **people_tags(svc, mv, user),
         }
+        if verdict.action == "withdraw" and not mv.tag("requested_by_user"):
+            decided["requested_by_user"] = user  # the Slack user behind an e-mail requester
         svc.gateway.set_tags(name, version, prefixed(decided))
         mv = svc.gateway.get_version(name, version)
-    return archive_decided(svc, mv, "rejected", "Rejected")
+        verb = "Withdrawn" if verdict.action == "withdraw" else verb
+    return archive_decided(svc, mv, "rejected", verb)
 
 
 def request_tags(event: TrainingEvent, event_id: str) -> dict[str, str]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 
 from registry.decisions import approvals_on
 from registry.messages import (
+    MetricGate,
     NoticeFacts,
     Outcome,
     decided_notice,
@@ -14,8 +16,9 @@ from registry.messages import (
     mentions,
     staging_notice,
 )
-from registry.policy import evaluate, verdict_line
+from registry.policy import Gate, GateVerdict, better_direction, evaluate, verdict_note
 from registry.record import time_of
+from registry.reports import outcome_of, standing
 from registry.services import Services
 from registry.versions import ModelVersion
 
@@ -54,6 +57,11 @@ def refresh_notice(svc: Services, mv: ModelVersion, outcome: Outcome | None = No
     svc.notifier.update(channel, ts, text, blocks)
 
 
+def redraw_notice(svc: Services, mv: ModelVersion) -> None:
+    """Redraw the version's notice from its record, so it says where the version is now."""
+    refresh_notice(svc, mv, outcome_of(mv))
+
+
 def thread(svc: Services, mv: ModelVersion, text: str) -> None:
     """Reply in the notice's thread, if the version has a notice."""
     channel, ts = mv.tag("notice_channel"), mv.tag("notice_ts")
@@ -72,8 +80,8 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
     run = gw.run_summary(mv.run_id)
     metrics = json.loads(mv.tag("metrics") or "{}") or (dict(run.metrics) if run else {})
     prod = gw.production(mv.name)
-    if prod and prod.version == mv.version:
-        # Promoted already: compare with the version it replaced, as the approvers did.
+    if mv.tag("decision") == "approved" or (prod and prod.version == mv.version):
+        # Approved: compare with the version it replaced, as the approvers did.
         prod = gw.get_version(mv.name, mv.tag("replaces")) if mv.tag("replaces") else None
     ui = settings.ui_url
     prod_metrics = metrics_of(svc, prod) if prod else {}
@@ -87,6 +95,7 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
         run_url=f"{ui}/#/experiments/{run.experiment_id}/runs/{mv.run_id}" if ui and run else "",
         version_url=f"{ui}/#/models/{mv.name}/versions/{mv.version}" if ui else "",
         requested_by=mv.tag("requested_by") or (run.user if run else ""),
+        requester=mv.tag("requested_by_user") or mv.tag("requested_by"),
         git_commit=run.git_commit if run else "",
         description=mv.tag("description"),
         metrics=metrics,
@@ -95,10 +104,22 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
         approvals=tuple(approvals_on(mv)),
         required_approvals=settings.required_approvals,
         nobody_may_approve=settings.nobody_may_approve,
-        gate_lines=[verdict_line(v) for v in verdicts],
+        gates=metric_gates(gates, verdicts),
         gates_passed=mv.tag("gates") != "failed",
         status_line=canary_line(mv),
+        standing=standing(mv),
     )
+
+
+def metric_gates(gates: Sequence[Gate], verdicts: Sequence[GateVerdict]) -> dict[str, MetricGate]:
+    """Group the gates' verdicts by metric, with the direction the gates give it."""
+    found: dict[str, MetricGate] = {}
+    for metric in dict.fromkeys(v.gate.metric for v in verdicts):
+        notes = "; ".join(verdict_note(v) for v in verdicts if v.gate.metric == metric)
+        direction = better_direction(gates, metric)
+        higher = None if direction is None else direction == "higher"
+        found[metric] = MetricGate(higher, notes)
+    return found
 
 
 def canary_line(mv: ModelVersion) -> str:

@@ -9,7 +9,9 @@ from dataclasses import replace
 from registry import lifecycle
 from registry.commands import Command
 from registry.messages import mention
-from registry.record import record, stamp
+from registry.notice import redraw_notice
+from registry.people import people_tags
+from registry.record import LEFT_PRODUCTION, record, stamp
 from registry.reports import (
     RollbackPlan,
     RollbackRefused,
@@ -22,6 +24,8 @@ from registry.services import Recipient, Services
 from registry.versions import ModelVersion, VersionNotFound
 
 log = logging.getLogger(__name__)
+
+NO_REASON = "No reason was given."
 
 
 def answer_command(
@@ -71,35 +75,45 @@ def rollback(
     now = stamp(svc)
     svc.gateway.move(plan.model, plan.target, "Production")
     by_version = {mv.version: mv for mv in versions}
-    why = plan.reason or "no reason given"
+    current, target = by_version[plan.current], by_version[plan.target]
+    why = f": {plan.reason}" if plan.reason else ""
     record(
         svc,
-        by_version[plan.current],
+        current,
         "archived",
         actor=user,
-        reason=f"rolled back to v{plan.target}: {why}",
-        extra={"production_until": now, "archived_at": now},
+        reason=f"rolled back to v{plan.target}{why}",
+        extra={"production_until": now, "archived_at": now, **people_tags(svc, current, user)},
+        details={"replaced_by": plan.target, "via": "rollback"},
     )
     record(
         svc,
-        by_version[plan.target],
+        target,
         "rolled_back",
         actor=user,
         reason=plan.reason,
         previous=plan.current,
-        extra={"production_since": now, "production_until": "", "rolled_back_by": user},
+        extra={"production_since": now, "rolled_back_by": user, **people_tags(svc, target, user)},
+        drop=LEFT_PRODUCTION,  # Production again: it is no longer archived
     )
-    text = (
-        f"{mention(user)} rolled {plan.model} back from v{plan.current} to v{plan.target}"
-        f" (v{plan.current} archived). Reason: {why}"
-    )
-    svc.notifier.post(text, [], channel=channel)
+    for version in (plan.current, plan.target):
+        redraw_notice(svc, svc.gateway.get_version(plan.model, version))
+    svc.notifier.post(rollback_announcement(plan, user), [], channel=channel)
     svc.notifier.tell(
         Recipient(channel, user, response_url),
         f"Done: {plan.model} v{plan.target} is Production again.",
         replace=True,
     )
     return "rolled_back"
+
+
+def rollback_announcement(plan: RollbackPlan, user: str) -> str:
+    """Say in the channel who rolled back what, and why if they said."""
+    why = f" Reason: {plan.reason}" if plan.reason else f" {NO_REASON}"
+    return (
+        f"{mention(user)} rolled {plan.model} back from v{plan.current} to v{plan.target}"
+        f" (v{plan.current} archived).{why}"
+    )
 
 
 def _with_run_metrics(svc: Services, versions: list[ModelVersion]) -> list[ModelVersion]:

@@ -8,8 +8,17 @@ sweep) runs it again and completes it without doing anything twice.
 from __future__ import annotations
 
 from registry.messages import Outcome, mentions
-from registry.notice import refresh_notice, thread
-from registry.record import format_stamp, logged, prefixed, record, stamp, time_of
+from registry.notice import redraw_notice, refresh_notice, thread
+from registry.record import (
+    LEFT_PRODUCTION,
+    format_stamp,
+    logged,
+    prefixed,
+    record,
+    stamp,
+    time_of,
+)
+from registry.reports import outcome_of
 from registry.services import Services
 from registry.versions import ModelVersion
 
@@ -17,26 +26,28 @@ from registry.versions import ModelVersion
 def promote(svc: Services, mv: ModelVersion) -> str:
     """Finish an approval: Production, the old version archived, the record, the announcement."""
     gw = svc.gateway
-    decided = time_of(mv, "decided_at") or svc.clock()
-    at = format_stamp(decided)
     actor, previous = mv.tag("decided_by"), mv.tag("replaces")
-    if mv.stage != "Production":
-        gw.move(mv.name, mv.version, "Production")
-    if not logged(mv, "promoted"):
-        record(svc, mv, "promoted", actor=actor, previous=previous, extra={"production_since": at})
-    if previous:
-        old = gw.get_version(mv.name, previous)
-        if not logged(old, "archived", since=at):
-            record(
-                svc,
-                old,
-                "archived",
-                actor=actor,
-                reason=f"replaced by v{mv.version}",
-                extra={"production_until": at, "archived_at": at},
-            )
+    displaced = gw.move(mv.name, mv.version, "Production") if mv.stage != "Production" else []
+    # What the move archived, in case Production changed since the decision (a rollback).
+    previous = displaced[0] if displaced else previous
+    promoted = logged(mv, "promoted")
+    # When it entered Production: now, or as recorded by a run that died after recording it.
+    since = time_of(mv, "production_since") if promoted else None
+    at = format_stamp(since) if since is not None else stamp(svc)
+    if not promoted:
+        record(
+            svc,
+            mv,
+            "promoted",
+            actor=actor,
+            previous=previous,
+            extra={"production_since": at},
+            drop=LEFT_PRODUCTION,
+        )
+    for old in [previous, *displaced[1:]] if previous else []:
+        _archive_replaced(svc, gw.get_version(mv.name, old), by=mv, actor=actor, at=at)
     mv = gw.get_version(mv.name, mv.version)
-    refresh_notice(svc, mv, Outcome("Approved", actor.split(","), decided))
+    redraw_notice(svc, mv)
     was = f" v{previous} moved to Archived." if previous else ""
     thread(
         svc,
@@ -45,6 +56,24 @@ def promote(svc: Services, mv: ModelVersion) -> str:
     )
     gw.set_tags(mv.name, mv.version, prefixed({"announced": stamp(svc)}))
     return "promoted"
+
+
+def _archive_replaced(
+    svc: Services, old: ModelVersion, *, by: ModelVersion, actor: str, at: str
+) -> None:
+    """Record that `by` replaced `old` in Production (once), and redraw old's notice."""
+    if not logged(old, "archived", since=at):
+        record(
+            svc,
+            old,
+            "archived",
+            actor=actor,
+            reason=f"replaced by v{by.version}",
+            extra={"production_until": at, "archived_at": at},
+            details={"replaced_by": by.version},
+        )
+        old = svc.gateway.get_version(old.name, old.version)
+    redraw_notice(svc, old)
 
 
 def archive_decided(svc: Services, mv: ModelVersion, change: str, verb: str) -> str:
@@ -58,8 +87,10 @@ def archive_decided(svc: Services, mv: ModelVersion, change: str, verb: str) -> 
             svc, mv, change, actor=by, reason=reason, extra={"archived_at": format_stamp(decided)}
         )
     mv = svc.gateway.get_version(mv.name, mv.version)
-    refresh_notice(svc, mv, Outcome(verb, [u for u in by.split(",") if u], decided, reason))
-    who = f" by {mentions(by)}" if by else ""
-    thread(svc, mv, f"{mv.name} v{mv.version} was {verb.lower()}{who} and archived.")
+    # The record says whether it was a rejection or the requester's withdrawal.
+    outcome = outcome_of(mv) or Outcome(verb, [u for u in by.split(",") if u], decided, reason)
+    refresh_notice(svc, mv, outcome)
+    who = f" by {'the requester ' if outcome.by_requester else ''}{mentions(by)}" if by else ""
+    thread(svc, mv, f"{mv.name} v{mv.version} was {outcome.verb.lower()}{who} and archived.")
     svc.gateway.set_tags(mv.name, mv.version, prefixed({"announced": stamp(svc)}))
     return change

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -20,6 +20,8 @@ from registry.versions import ModelVersion, RegistryGateway
 TAG_PREFIX = "registry_bot."
 LOG_TAG = TAG_PREFIX + "log"
 LOG_LIMIT = 25  # entries kept per version; MLflow caps a tag value at a few KB
+# The state tags that stop being true once a version is Production (again).
+LEFT_PRODUCTION = ("production_until", "archived_at")
 
 
 class Recorder(Protocol):
@@ -124,12 +126,23 @@ def record(
     reason: str = "",
     previous: str = "",
     extra: Mapping[str, str] | None = None,
+    details: Mapping[str, str] | None = None,
+    drop: Sequence[str] = (),
 ) -> None:
-    """Append a lifecycle change to the version's durable log, with any extra tags; publish it."""
+    """Append a lifecycle change to the version's durable log, with any extra tags; publish it.
+
+    `details` go into the log entry only (what the notice's state line reads); `drop`
+    names state tags the change makes untrue, which are deleted so that no tag
+    describes a state the version has left.
+    """
     now = svc.clock()
     entry = {"type": change, "at": format_stamp(now), "actor": actor, "reason": reason}
     if previous:
         entry["previous_version"] = previous
+    entry.update(details or {})
     svc.gateway.set_tags(mv.name, mv.version, entry_tags(mv, entry, extra))
+    stale = [key for key in prefixed(dict.fromkeys(drop, "")) if key in mv.tags]
+    if stale:
+        svc.gateway.delete_tags(mv.name, mv.version, stale)
     at = parse_time(entry["at"]) or now  # what a reader of the log gets, to the millisecond
     svc.emit(event_for(change, mv.name, mv.version, entry, at=at))

@@ -5,7 +5,7 @@ mypy checks them against the Protocols the domain code runs against (see the end
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +80,11 @@ class FakeGateway:
         mv = self.get_version(name, version)
         self._put(replace(mv, tags={**mv.tags, **{k: str(v) for k, v in tags.items()}}))
 
+    def delete_tags(self, name: str, version: str, keys: Iterable[str]) -> None:
+        mv = self.get_version(name, version)
+        gone = set(keys)
+        self._put(replace(mv, tags={k: v for k, v in mv.tags.items() if k not in gone}))
+
     def run_summary(self, run_id: str) -> RunSummary | None:
         return self.runs.get(run_id)
 
@@ -122,8 +127,14 @@ class RecordingNotifier:
 class FakeDirectory:
     """Approvers by a fixed list; e-mails by a dict."""
 
-    def __init__(self, approvers: Sequence[str], emails: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        approvers: Sequence[str],
+        emails: Mapping[str, str] | None = None,
+        names: Mapping[str, str] | None = None,
+    ):
         self.approvers, self.emails = set(approvers), dict(emails or {})
+        self.names = dict(names or {})
 
     def clicker(self, user: str, *, with_email: bool = False) -> Clicker:
         return Clicker(
@@ -135,6 +146,9 @@ class FakeDirectory:
 
     def user_for_email(self, email: str) -> str:
         return next((u for u, e in self.emails.items() if e == email), "")
+
+    def display_name(self, user: str) -> str:
+        return self.names.get(user, "")
 
 
 if TYPE_CHECKING:

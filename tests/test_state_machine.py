@@ -10,7 +10,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from registry import lifecycle, operations
 from registry.events import TrainingEvent
-from registry.record import history_of
+from registry.record import history_of, time_of
 from registry.reports import RollbackRefused, plan_rollback
 from registry.services import Services
 from registry.settings import Settings
@@ -99,14 +99,17 @@ class Lifecycle(RuleBasedStateMachine):
             if mv.stage == "Staging" and not mv.tag("decision")
         ]
         mv = data.draw(st.sampled_from(staged))
+        current = self.gateway.production(MODEL)
         self.gateway.set_tags(
             MODEL,
             mv.version,
             {
                 "registry_bot.decision": "approved",
                 "registry_bot.decided_by": "UA,UB",
+                # The form earlier releases wrote: a resumed decision reads it all the same.
                 "registry_bot.decided_at": f"{self.now():.3f}",
                 "registry_bot.approvals": "UA,UB",
+                "registry_bot.replaces": current.version if current else "",
             },
         )
 
@@ -137,6 +140,27 @@ class Lifecycle(RuleBasedStateMachine):
                 assert entry["at"] and ("actor" in entry)
             if mv.stage == "Production":
                 assert mv.tag("production_since")
+
+    @invariant()
+    def no_tag_describes_a_state_the_version_has_left(self) -> None:
+        for mv in self.gateway.versions(MODEL):
+            if mv.stage == "Production":
+                assert not (mv.tag("production_until") or mv.tag("archived_at")), mv.tags
+            if mv.stage == "Archived" and mv.tag("production_since"):
+                left, since = time_of(mv, "production_until"), time_of(mv, "production_since")
+                assert left is not None and since is not None and left >= since, mv.tags
+
+    @invariant()
+    def every_decided_notice_says_where_its_version_is_now(self) -> None:
+        shown = dict(self.notifier.updates)  # the last update of each notice
+        for mv in self.gateway.versions(MODEL):
+            if mv.tag("decision") and mv.tag("announced"):
+                headline = shown[mv.tag("notice_ts")]
+                expected = "production" if mv.stage == "Production" else "archived"
+                if mv.tag("decision") != "approved":
+                    expected = {"rejected": "rejected", "expired": "expired"}[mv.tag("decision")]
+                    expected = "withdrawn" if "withdrawn" in headline else expected
+                assert expected in headline, (mv.version, mv.stage, headline)
 
 
 TestLifecycle = Lifecycle.TestCase
