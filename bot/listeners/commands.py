@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
@@ -10,8 +12,16 @@ from slack_sdk import WebClient
 from bot.deps import QUEUE_DOWN, Deps
 from registry.commands import APPROVER_VERBS, CommandError, help_text, parse_command
 from registry.decisions import may_decide
+from registry.messages import REASON_BLOCK, REASON_INPUT
 from registry.queue import TASK_COMMAND, TASK_ROLLBACK
-from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, parse_plan_value
+from registry.reports import (
+    REASON_LIMIT,
+    ROLLBACK_CANCEL,
+    ROLLBACK_CONFIRM,
+    ROLLBACK_MODAL,
+    parse_plan_value,
+    rollback_modal,
+)
 
 CANCELLED = "Rollback cancelled; nothing changed."
 ROLLING_BACK = "Rolling {model} back to v{target}…"
@@ -23,6 +33,7 @@ def register(app: App, command: str) -> None:
     app.event("app_mention")(on_mention)
     app.action(ROLLBACK_CONFIRM)(on_rollback_confirm)
     app.action(ROLLBACK_CANCEL)(on_rollback_cancel)
+    app.view(ROLLBACK_MODAL)(on_rollback_submitted)
 
 
 def on_slash_command(ack: Ack, command: dict, context: BoltContext, respond: Respond) -> None:
@@ -87,8 +98,10 @@ def handle_text(
         reply(QUEUE_DOWN)
 
 
-def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> None:
-    """Queue a confirmed rollback if an approver confirmed it."""
+def on_rollback_confirm(
+    ack: Ack, body: dict, context: BoltContext, client: WebClient, respond: Respond
+) -> None:
+    """Refuse non-approvers; ask an approver for the (optional) reason in a modal."""
     ack()
     deps: Deps = context["deps"]
     user = body["user"]["id"]
@@ -98,20 +111,37 @@ def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Res
         respond(text=refusal, response_type="ephemeral", replace_original=False)
         return
     channel = (body.get("channel") or {}).get("id", deps.settings.slack_channel)
+    modal = rollback_modal(plan, channel=channel, response_url=body.get("response_url", ""))
+    # A trigger_id is valid for 3 seconds: open the modal here, never from the worker.
+    client.views_open(trigger_id=body["trigger_id"], view=modal)
+
+
+def on_rollback_submitted(ack: Ack, body: dict, view: dict, context: BoltContext) -> None:
+    """Close the modal and queue the rollback with the reason given (which may be none)."""
+    ack()
+    deps: Deps = context["deps"]
+    meta: dict[str, Any] = json.loads(view["private_metadata"])
+    typed = view["state"]["values"].get(REASON_BLOCK, {}).get(REASON_INPUT, {}).get("value")
+    user, response_url = body["user"]["id"], meta.get("response_url", "")
     queued = deps.enqueue(
         TASK_ROLLBACK,
-        event_id=f"rollback-{plan.model}-{plan.target}",
-        model_name=plan.model,
-        current=plan.current,
-        target=plan.target,
-        reason=plan.reason,
+        event_id=f"rollback-{meta['model']}-{meta['target']}",
+        model_name=meta["model"],
+        current=meta["current"],
+        target=meta["target"],
+        reason=(typed or "").strip()[:REASON_LIMIT],
         user=user,
-        channel=channel,
-        response_url=body.get("response_url", ""),
+        channel=meta["channel"],
+        response_url=response_url,
     )
-    text = ROLLING_BACK.format(model=plan.model, target=plan.target) if queued else QUEUE_DOWN
-    # Replacing the plan removes its buttons, so it cannot be confirmed twice.
-    respond(text=text, response_type="ephemeral", replace_original=queued)
+    text = ROLLING_BACK.format(model=meta["model"], target=meta["target"]) if queued else QUEUE_DOWN
+    if response_url:
+        # Replacing the plan removes its buttons, so it cannot be confirmed twice.
+        Respond(response_url=response_url)(
+            text=text, response_type="ephemeral", replace_original=queued
+        )
+    elif not queued:
+        context.client.chat_postEphemeral(channel=meta["channel"], user=user, text=QUEUE_DOWN)
 
 
 def on_rollback_cancel(ack: Ack, respond: Respond) -> None:

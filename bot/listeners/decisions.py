@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.deps import QUEUE_DOWN, Deps
-from registry.decisions import may_decide
+from registry.decisions import Clicker, may_decide, may_reject
 from registry.messages import (
     APPROVE_ACTION,
     REASON_BLOCK,
     REASON_INPUT,
     REJECT_ACTION,
     REJECT_MODAL,
+    button_requester,
     parse_button_value,
     reject_modal,
 )
@@ -33,7 +35,7 @@ def register(app: App) -> None:
 
 def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> None:
     """Acknowledge at once; refuse non-approvers; queue the approval."""
-    click = _authorised_click(ack, context, body, "approve", respond)
+    click = _authorised_click(ack, context, body, respond, lambda who: may_decide(who, "approve"))
     if click is None:
         return
     deps, user, model, version = click
@@ -52,8 +54,16 @@ def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> 
 def on_reject(
     ack: Ack, body: dict, context: BoltContext, client: WebClient, respond: Respond
 ) -> None:
-    """Acknowledge; refuse non-approvers; open the reason modal while trigger_id is valid."""
-    click = _authorised_click(ack, context, body, "reject", respond)
+    """Acknowledge; refuse all but approvers and the requester; open the reason modal in time.
+
+    The notice's Reject button names the requester (Slack hands the value back as it was
+    posted), so the requester may withdraw without the bot asking MLflow; the worker
+    checks the record again before anything changes.
+    """
+    requester = button_requester(body["actions"][0]["value"])
+    click = _authorised_click(
+        ack, context, body, respond, lambda who: may_reject(who, requester), email=requester
+    )
     if click is None:
         return
     deps, _, model, version = click
@@ -67,14 +77,23 @@ def on_reject(
 
 
 def _authorised_click(
-    ack: Ack, context: BoltContext, body: dict, verb: str, respond: Respond
+    ack: Ack,
+    context: BoltContext,
+    body: dict,
+    respond: Respond,
+    rule: Callable[[Clicker], str],
+    *,
+    email: str = "",
 ) -> tuple[Deps, str, str, str] | None:
-    """Ack a button click; return (deps, user, model, version), or None after a refusal."""
+    """Ack a button click; return (deps, user, model, version), or None after a refusal.
+
+    `email` names a requester known only by e-mail: then the clicker's e-mail is looked up.
+    """
     ack()
     deps: Deps = context["deps"]
     user = body["user"]["id"]
     model, version = parse_button_value(body["actions"][0]["value"])
-    refusal = may_decide(deps.directory.clicker(user), verb)
+    refusal = rule(deps.directory.clicker(user, with_email="@" in email))
     if refusal:
         _ephemeral(respond, refusal)
         return None
