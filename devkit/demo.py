@@ -58,6 +58,7 @@ SERVICES: dict[str, list[str]] = {
     "bot": ["-m", "bot"],
 }
 MLFLOW_ENV = {"MLFLOW_WEBHOOK_CACHE_TTL": "1"}
+POLICY = Path(__file__).with_name("demo-policy.yaml")  # gates, so notices show verdicts
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 8.0
 
@@ -229,6 +230,7 @@ def demo_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
         SLACK_CHANNEL=CHANNEL,
         SLACK_API_URL=config.url("sandbox") + "/api/",
         APPROVERS=",".join(APPROVERS),
+        POLICY_FILE=str(POLICY),
         TRAINING_WEBHOOK_SECRET=TRAINING_SECRET,
         WEBHOOKS_PORT=str(config.ports["webhooks"]),
         WEBHOOKS_URL=config.url("webhooks"),
@@ -378,7 +380,9 @@ class SandboxServer:
         self.server.server_close()
 
 
-def start_sandbox(config: DemoConfig, on_train: Callable[[], str]) -> SandboxServer:
+def start_sandbox(
+    config: DemoConfig, on_train: Callable[[], str | Mapping[str, str]]
+) -> SandboxServer:
     """Serve the Slack Web API and the channel page on the sandbox port."""
     from devkit.sandbox.app import create_sandbox
 
@@ -493,10 +497,17 @@ def send_event(config: DemoConfig, run: TrainedRun) -> str:
 
 def train_and_send(config: DemoConfig) -> str:
     """Train, log and send one run; say what was sent."""
+    return sandbox_train(config)["message"]
+
+
+def sandbox_train(config: DemoConfig) -> dict[str, str]:
+    """Train, log and send one run; return what was sent and the run's ID (for the page)."""
     with _TRAINING:  # the page's button and the first run must not interleave runs
         run = train(config.url("mlflow"))
         send_event(config, run)
-    return SENT.format(run=run.run_id[:8], model=MODEL, who=USERS[REQUESTER]["name"], **run.metrics)
+    who = USERS[REQUESTER]["name"]
+    sent = SENT.format(run=run.run_id[:12], model=MODEL, who=who, **run.metrics)
+    return {"message": sent, "run_id": run.run_id}
 
 
 def _git_tags() -> dict[str, str]:
@@ -523,7 +534,7 @@ def _quiet_mlflow() -> None:
 
 def start(config: DemoConfig, procs: Processes) -> SandboxServer:
     """Start every piece in dependency order; return the sandbox."""
-    sandbox = start_sandbox(config, lambda: train_and_send(config))
+    sandbox = start_sandbox(config, lambda: sandbox_train(config))
     env = demo_env(config, demo_redis(config, procs))
     # The sandbox answers auth.test, which the bot calls at start, so it goes first.
     started = {
