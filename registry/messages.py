@@ -39,7 +39,7 @@ class MetricGate:
     """What a metric's gates say: which way is better (None: they do not say), and the verdict."""
 
     higher_is_better: bool | None
-    verdict: str = ""  # e.g. "✅ ≥ 0.9" or "❌ < min 0.9 (short by 0.05)"
+    verdict: str = ""  # e.g. "✓ ≥ 0.9" or "✗ < min 0.9 (short by 0.05)"
 
 
 @dataclass(frozen=True)

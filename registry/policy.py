@@ -50,6 +50,9 @@ NOT_FINITE_METRIC = "{metric}: {value!r} is not a finite number"
 NO_PRODUCTION = "no Production to compare"
 PASS_MARK = "✅"
 FAIL_MARK = "❌"
+# Inside the notice's monospace table: marks every monospace font has, unlike emoji.
+NOTE_PASS = "✓"
+NOTE_FAIL = "✗"
 
 
 class PolicyError(ValueError):
@@ -444,10 +447,10 @@ def gate_rule(gate: Gate) -> str:
 
 
 def verdict_note(verdict: GateVerdict) -> str:
-    """Return a gate's verdict to show beside its metric: `✅ ≥ 0.9`, `❌ < min 0.9 (…)`."""
+    """Return a gate's verdict to show beside its metric: `✓ ≥ 0.9`, `✗ < min 0.9 (…)`."""
     if not verdict.passed:
-        return f"{FAIL_MARK} {verdict.detail}"
-    note = f"{PASS_MARK} {gate_rule(verdict.gate)}"
+        return f"{NOTE_FAIL} {verdict.detail}"
+    note = f"{NOTE_PASS} {gate_rule(verdict.gate)}"
     if verdict.gate.no_worse_than_production is not None and verdict.production_value is None:
         note += f" ({NO_PRODUCTION})"
     return note

@@ -195,11 +195,11 @@ def test_reject_names_the_requester_who_may_withdraw_and_approve_does_not():
 CANDIDATE = {"accuracy": 0.856, "f1": 0.76164, "latency_ms": 41.3, "auc": 0.91, "loss": 0.2}
 PRODUCTION = {"accuracy": 0.854, "f1": 0.73842, "latency_ms": 38.0, "auc": 0.9, "loss": 0.2}
 GATES = {
-    "accuracy": MetricGate(True, "✅ ≥ 0.8"),
-    "f1": MetricGate(True, "✅ ≥ Production − 0.01"),
-    "latency_ms": MetricGate(False, "✅ ≤ 50"),
-    "loss": MetricGate(False, "✅ ≤ 1"),
-    "recall": MetricGate(True, "❌ missing from the run"),
+    "accuracy": MetricGate(True, "✓ ≥ 0.8"),
+    "f1": MetricGate(True, "✓ ≥ Production − 0.01"),
+    "latency_ms": MetricGate(False, "✓ ≤ 50"),
+    "loss": MetricGate(False, "✓ ≤ 1"),
+    "recall": MetricGate(True, "✗ missing from the run"),
 }
 
 
@@ -208,26 +208,26 @@ def test_metrics_table_aligns_columns_with_one_precision_per_metric_and_marks_ch
     assert table.splitlines() == [
         "```",
         "metric      candidate  production   change          gate",
-        "accuracy       0.8560      0.8540  +0.0020  better  ✅ ≥ 0.8",
+        "accuracy       0.8560      0.8540  +0.0020  better  ✓ ≥ 0.8",
         "auc            0.9100      0.9000  +0.0100          no gate: direction unknown",
-        "f1             0.7616      0.7384  +0.0232  better  ✅ ≥ Production − 0.01",
-        "latency_ms      41.30       38.00    +3.30  worse   ✅ ≤ 50",
-        "loss           0.2000      0.2000  +0.0000  same    ✅ ≤ 1",
-        "recall              –           –        –          ❌ missing from the run",
+        "f1             0.7616      0.7384  +0.0232  better  ✓ ≥ Production − 0.01",
+        "latency_ms      41.30       38.00    +3.30  worse   ✓ ≤ 50",
+        "loss           0.2000      0.2000  +0.0000  same    ✓ ≤ 1",
+        "recall              –           –        –          ✗ missing from the run",
         "```",
     ]
 
 
 def test_the_marker_follows_the_gates_direction_not_the_sign():
-    lower = {"latency_ms": MetricGate(False, "✅ ≤ 50")}
+    lower = {"latency_ms": MetricGate(False, "✓ ≤ 50")}
     faster = metrics_table({"latency_ms": 30.0}, {"latency_ms": 40.0}, lower)
     slower = metrics_table({"latency_ms": 50.0}, {"latency_ms": 40.0}, lower)
     assert "-10.00  better" in faster and "+10.00  worse" in slower
-    higher = {"accuracy": MetricGate(True, "✅ ≥ 0.8")}
+    higher = {"accuracy": MetricGate(True, "✓ ≥ 0.8")}
     assert "-0.0100  worse" in metrics_table({"accuracy": 0.9}, {"accuracy": 0.91}, higher)
-    band = {"width": MetricGate(None, "✅ ≥ 1, ≤ 2")}  # a band: neither way is better
+    band = {"width": MetricGate(None, "✓ ≥ 1, ≤ 2")}  # a band: neither way is better
     row = metrics_table({"width": 1.5}, {"width": 1.2}, band).splitlines()[2]
-    assert "better" not in row and "worse" not in row and row.endswith("✅ ≥ 1, ≤ 2")
+    assert "better" not in row and "worse" not in row and row.endswith("✓ ≥ 1, ≤ 2")
 
 
 def test_metrics_without_production_or_without_gates_say_so():
@@ -241,8 +241,8 @@ def test_metrics_without_production_or_without_gates_say_so():
 
 
 def test_the_table_escapes_what_slack_would_read_as_markup():
-    table = metrics_table({"a<b>": 1.0}, {}, {"a<b>": MetricGate(True, "❌ < min 2")})
-    assert "a&lt;b&gt;" in table and "❌ &lt; min 2" in table and "<" not in table
+    table = metrics_table({"a<b>": 1.0}, {}, {"a<b>": MetricGate(True, "✗ < min 2")})
+    assert "a&lt;b&gt;" in table and "✗ &lt; min 2" in table and "<" not in table
 
 
 def test_precision_follows_the_size_of_the_values_and_the_change():

@@ -615,9 +615,9 @@ def test_a_gate_rule_reads_as_what_it_asks(gate, rule):
 
 def test_a_verdict_note_gives_the_rule_when_it_passes_and_the_shortfall_when_not():
     gate = Gate("f1", no_worse_than_production=0.01)
-    assert verdict_note(verdict(gate, 0.9, 0.85)) == "✅ ≥ Production − 0.01"
-    assert verdict_note(verdict(gate, 0.8)) == "✅ ≥ Production − 0.01 (no Production to compare)"
+    assert verdict_note(verdict(gate, 0.9, 0.85)) == "✓ ≥ Production − 0.01"
+    assert verdict_note(verdict(gate, 0.8)) == "✓ ≥ Production − 0.01 (no Production to compare)"
     failed = verdict(gate, 0.8, 0.85)
-    assert verdict_note(failed) == "❌ vs Production 0.85: worse by 0.05 (tolerance 0.01)"
+    assert verdict_note(failed) == "✗ vs Production 0.85: worse by 0.05 (tolerance 0.01)"
     assert failed.detail == "vs Production 0.85: worse by 0.05 (tolerance 0.01)"
-    assert verdict_note(verdict(Gate("acc", min=0.9), None)) == "❌ missing from the run"
+    assert verdict_note(verdict(Gate("acc", min=0.9), None)) == "✗ missing from the run"
