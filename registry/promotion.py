@@ -10,33 +10,47 @@ from __future__ import annotations
 
 from registry.governance import active_freeze
 from registry.messages import Outcome, escape, mentions, rollback_abandoned, rollback_announcement
-from registry.notice import model_channel, refresh_notice, tell_once, thread
-from registry.record import logged, prefixed, record, stamp
+from registry.notice import model_channel, redraw_notice, refresh_notice, tell_once, thread
+from registry.people import people_tags
+from registry.record import (
+    LEFT_PRODUCTION,
+    format_stamp,
+    logged,
+    prefixed,
+    record,
+    stamp,
+    time_of,
+)
+from registry.reports import outcome_of
 from registry.services import Services
 from registry.versions import ModelVersion
 
 
 def promote(svc: Services, mv: ModelVersion) -> str:
     """Finish an approval: Production, the old version archived, the record, the announcement."""
-    gw, at = svc.gateway, mv.tag("decided_at") or stamp(svc)
+    gw = svc.gateway
     actor, previous = mv.tag("decided_by"), mv.tag("replaces")
-    if mv.stage != "Production":
-        gw.move(mv.name, mv.version, "Production")
-    if not logged(mv, "promoted"):
-        record(svc, mv, "promoted", actor=actor, previous=previous, extra={"production_since": at})
-    if previous:
-        old = gw.get_version(mv.name, previous)
-        if not logged(old, "archived", since=at):
-            record(
-                svc,
-                old,
-                "archived",
-                actor=actor,
-                reason=f"replaced by v{mv.version}",
-                extra={"production_until": at, "archived_at": at},
-            )
+    displaced = gw.move(mv.name, mv.version, "Production") if mv.stage != "Production" else []
+    # What the move archived, in case Production changed since the decision (a rollback).
+    previous = displaced[0] if displaced else previous
+    promoted = logged(mv, "promoted")
+    # When it entered Production: now, or as recorded by a run that died after recording it.
+    since = time_of(mv, "production_since") if promoted else None
+    at = format_stamp(since) if since is not None else stamp(svc)
+    if not promoted:
+        record(
+            svc,
+            mv,
+            "promoted",
+            actor=actor,
+            previous=previous,
+            extra={"production_since": at},
+            drop=LEFT_PRODUCTION,
+        )
+    for old in [previous, *displaced[1:]] if previous else []:
+        _archive_replaced(svc, gw.get_version(mv.name, old), by=mv, actor=actor, at=at)
     mv = gw.get_version(mv.name, mv.version)
-    refresh_notice(svc, mv, Outcome("Approved", actor.split(","), float(at)))
+    redraw_notice(svc, mv)
     was = f" v{previous} moved to Archived." if previous else ""
     thread(
         svc,
@@ -48,20 +62,43 @@ def promote(svc: Services, mv: ModelVersion) -> str:
     return "promoted"
 
 
+def _archive_replaced(
+    svc: Services, old: ModelVersion, *, by: ModelVersion, actor: str, at: str
+) -> None:
+    """Record that `by` replaced `old` in Production (once), and redraw old's notice."""
+    if not logged(old, "archived", since=at):
+        record(
+            svc,
+            old,
+            "archived",
+            actor=actor,
+            reason=f"replaced by v{by.version}",
+            extra={"production_until": at, "archived_at": at},
+            details={"replaced_by": by.version},
+        )
+        old = svc.gateway.get_version(old.name, old.version)
+    redraw_notice(svc, old)
+
+
 def archive_decided(svc: Services, mv: ModelVersion, change: str, verb: str) -> str:
     """Archive a version whose decision is recorded, log it and announce it (resumable)."""
-    by, at, reason = mv.tag("decided_by"), mv.tag("decided_at"), mv.tag("reason")
+    by, reason = mv.tag("decided_by"), mv.tag("reason")
+    decided = time_of(mv, "decided_at") or svc.clock()
     if mv.stage != "Archived":
         svc.gateway.move(mv.name, mv.version, "Archived")
     if not logged(mv, change):
-        record(svc, mv, change, actor=by, reason=reason, extra={"archived_at": at})
+        record(
+            svc, mv, change, actor=by, reason=reason, extra={"archived_at": format_stamp(decided)}
+        )
     mv = svc.gateway.get_version(mv.name, mv.version)
-    refresh_notice(svc, mv, Outcome(verb, [u for u in by.split(",") if u], float(at), reason))
-    who = f" by {mentions(by)}" if by else ""
+    # The record says whether it was a rejection or the requester's withdrawal.
+    outcome = outcome_of(mv) or Outcome(verb, [u for u in by.split(",") if u], decided, reason)
+    refresh_notice(svc, mv, outcome)
+    who = f" by {'the requester ' if outcome.by_requester else ''}{mentions(by)}" if by else ""
     thread(
         svc,
         mv,
-        f"{escape(mv.name)} v{mv.version} was {verb.lower()}{who} and archived.",
+        f"{escape(mv.name)} v{mv.version} was {outcome.verb.lower()}{who} and archived.",
         once="decision_told",
     )
     svc.gateway.set_tags(mv.name, mv.version, prefixed({"announced": stamp(svc)}))
@@ -91,7 +128,13 @@ def rollback_pending(mv: ModelVersion) -> bool:
 
 
 def finish_rollback(svc: Services, mv: ModelVersion) -> str:
-    """Finish a recorded rollback to `mv`: Production, the log, the archive, the announcement."""
+    """Finish a recorded rollback to `mv`: Production, the log, the archive, the notices,
+    the announcement.
+
+    Each step is done once: the log entries by `logged`, the announcement by its nonce;
+    the tags that describe a state the target left are dropped and both notices are
+    redrawn with where each version is now, which is harmless to repeat.
+    """
     gw = svc.gateway
     at, by, old_version = mv.tag("rollback_at"), mv.tag("rollback_by"), mv.tag("rollback_from")
     channel = mv.tag("rollback_channel") or model_channel(svc, mv.name)
@@ -100,16 +143,19 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
         if current is not None and current.version != old_version:
             return _abandon_rollback(svc, mv, current.version, channel)
         gw.move(mv.name, mv.version, "Production")
+    when = format_stamp(time_of(mv, "rollback_at") or svc.clock())  # as the record writes times
     reason = mv.tag("rollback_reason")
     old = gw.get_version(mv.name, old_version)
     if not logged(old, "archived", since=at):
+        why = f": {reason}" if reason else ""
         record(
             svc,
             old,
             "archived",
             actor=by,
-            reason=f"rolled back to v{mv.version}: {reason or 'no reason given'}",
-            extra={"production_until": at, "archived_at": at},
+            reason=f"rolled back to v{mv.version}{why}",
+            extra={"production_until": when, "archived_at": when, **people_tags(svc, old, by)},
+            details={"replaced_by": mv.version, "via": "rollback"},
         )
     if not logged(mv, "rolled_back", since=at):
         record(
@@ -119,14 +165,26 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
             actor=by,
             reason=reason,
             previous=old_version,
-            extra={"production_since": at, "production_until": "", "rolled_back_by": by},
+            extra={"production_since": when, "rolled_back_by": by, **people_tags(svc, mv, by)},
+            drop=LEFT_PRODUCTION,  # Production again: it is no longer archived
         )
+    else:
+        _drop_left_production(svc, gw.get_version(mv.name, mv.version))  # a run died between
+    for version in (old_version, mv.version):
+        redraw_notice(svc, gw.get_version(mv.name, version))
     mv = gw.get_version(mv.name, mv.version)
     text = rollback_announcement(mv.name, old_version, mv.version, by, reason)
     text += during_freeze(svc, mv.name)
     tell_once(svc, mv, "rollback_told", text, channel=channel)
     gw.set_tags(mv.name, mv.version, prefixed({"rollback_done": at, "rollback_state": "done"}))
     return "rolled_back"
+
+
+def _drop_left_production(svc: Services, mv: ModelVersion) -> None:
+    """Delete state tags a version in Production again must not carry (archived_at, ...)."""
+    stale = [key for key in prefixed(dict.fromkeys(LEFT_PRODUCTION, "")) if key in mv.tags]
+    if stale:
+        svc.gateway.delete_tags(mv.name, mv.version, stale)
 
 
 def _abandon_rollback(svc: Services, mv: ModelVersion, now_serving: str, channel: str) -> str:
@@ -143,7 +201,7 @@ def during_freeze(svc: Services, model: str) -> str:
     window = active_freeze(svc.settings.policy.for_model(model).freeze, float(svc.clock()))
     if window is None:
         return ""
-    why = f" ({window.reason})" if window.reason else ""
+    why = f" ({escape(window.reason)})" if window.reason else ""
     return (
         f"\nThis rollback ran during a change freeze until {window.until_text()}{why}: "
         "rollback is never frozen."
