@@ -30,10 +30,14 @@ def promote(svc: Services, mv: ModelVersion) -> str:
     """Finish an approval: Production, the old version archived, the record, the announcement."""
     gw = svc.gateway
     actor, previous = mv.tag("decided_by"), mv.tag("replaces")
+    # Promoted already and still Production: a run died after recording it. Promoted, then
+    # moved away meanwhile: it enters Production again now, and that is recorded.
+    promoted = logged(mv, "promoted") and mv.stage == "Production"
     displaced = gw.move(mv.name, mv.version, "Production") if mv.stage != "Production" else []
-    # What the move archived, in case Production changed since the decision (a rollback).
+    # What the move archived (Production may have changed since the decision: a rollback),
+    # and what a run that died after its move archived without recording it.
+    displaced += [v for v in _left_unrecorded(svc, mv) if v not in displaced]
     previous = displaced[0] if displaced else previous
-    promoted = logged(mv, "promoted")
     # When it entered Production: now, or as recorded by a run that died after recording it.
     since = time_of(mv, "production_since") if promoted else None
     at = format_stamp(since) if since is not None else stamp(svc)
@@ -47,6 +51,8 @@ def promote(svc: Services, mv: ModelVersion) -> str:
             extra={"production_since": at},
             drop=LEFT_PRODUCTION,
         )
+    else:  # a run died after recording it, maybe before dropping what it left
+        _drop_left_production(svc, gw.get_version(mv.name, mv.version))
     for old in [previous, *displaced[1:]] if previous else []:
         _archive_replaced(svc, gw.get_version(mv.name, old), by=mv, actor=actor, at=at)
     mv = gw.get_version(mv.name, mv.version)
@@ -60,6 +66,18 @@ def promote(svc: Services, mv: ModelVersion) -> str:
     )
     gw.set_tags(mv.name, mv.version, prefixed({"announced": stamp(svc)}))
     return "promoted"
+
+
+def _left_unrecorded(svc: Services, mv: ModelVersion) -> list[str]:
+    """Return the versions that left Production with no record of it: entered, never left."""
+    return [
+        other.version
+        for other in svc.gateway.versions(mv.name)
+        if other.version != mv.version
+        and other.stage != "Production"
+        and other.tag("production_since")
+        and not other.tag("production_until")
+    ]
 
 
 def _archive_replaced(
@@ -140,7 +158,7 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
     channel = mv.tag("rollback_channel") or model_channel(svc, mv.name)
     if mv.stage != "Production":
         current = gw.production(mv.name)
-        if current is not None and current.version != old_version:
+        if current is not None and _moved_since(current, old_version, mv):
             return _abandon_rollback(svc, mv, current.version, channel)
         gw.move(mv.name, mv.version, "Production")
     when = format_stamp(time_of(mv, "rollback_at") or svc.clock())  # as the record writes times
@@ -157,6 +175,11 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
             extra={"production_until": when, "archived_at": when, **people_tags(svc, old, by)},
             details={"replaced_by": mv.version, "via": "rollback"},
         )
+    # A change that died after its move may have left another version out of Production
+    # unrecorded (an earlier rollback this one overtook, say): it was replaced by now.
+    for other in _left_unrecorded(svc, mv):
+        if other != old_version:
+            _archive_replaced(svc, gw.get_version(mv.name, other), by=mv, actor=by, at=when)
     if not logged(mv, "rolled_back", since=at):
         record(
             svc,
@@ -178,6 +201,15 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
     tell_once(svc, mv, "rollback_told", text, channel=channel)
     gw.set_tags(mv.name, mv.version, prefixed({"rollback_done": at, "rollback_state": "done"}))
     return "rolled_back"
+
+
+def _moved_since(current: ModelVersion, old_version: str, target: ModelVersion) -> bool:
+    """Say whether Production changed since the rollback to `target` was recorded: another
+    version serves, or the one it would replace entered Production again after it."""
+    entered = time_of(current, "production_since")
+    asked = time_of(target, "rollback_at")
+    later = entered is not None and asked is not None and entered > asked
+    return current.version != old_version or later
 
 
 def _drop_left_production(svc: Services, mv: ModelVersion) -> None:

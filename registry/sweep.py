@@ -52,6 +52,11 @@ def sweep(
     for name in models if models is not None else svc.gateway.model_names():
         try:
             with lock(name):
+                # A rollback that died after its move goes first: finishing a decision before
+                # it would move Production again and leave the version it moved away unlogged.
+                for mv in svc.gateway.versions(name):
+                    if _rollback_moved(mv):
+                        _note(report, finish_rollback(svc, mv), mv)
                 for mv in svc.gateway.versions(name):
                     _note(report, sweep_version(svc, mv), mv)
                 for mv in missed.get(name, []):
@@ -67,6 +72,11 @@ def sweep(
     return report
 
 
+def _rollback_moved(mv: ModelVersion) -> bool:
+    """Say whether a rollback to `mv` is half done with its target already Production."""
+    return rollback_pending(mv) and mv.stage == "Production"
+
+
 def _note(report: SweepReport, action: str, mv: ModelVersion) -> None:
     if action:
         report.add(action, mv)
@@ -75,12 +85,15 @@ def _note(report: SweepReport, action: str, mv: ModelVersion) -> None:
 def sweep_version(svc: Services, mv: ModelVersion) -> str:
     """Bring one version forward if it is due; return what was done, or ''."""
     if mv.tag("decision") and not mv.tag("announced"):
+        # Read afresh: finishing another version's change in this sweep may have moved it.
+        mv = svc.gateway.get_version(mv.name, mv.version)
         action = _finish(svc, mv)  # a worker died half way through a decision
         mv = svc.gateway.get_version(mv.name, mv.version)
         if not rollback_pending(mv):
             return action
     if rollback_pending(mv):
-        return finish_rollback(svc, mv)  # ... or half way through a rollback
+        # ... or half way through a rollback (read afresh, as above)
+        return finish_rollback(svc, svc.gateway.get_version(mv.name, mv.version))
     if mv.stage != "Staging":
         return ""
     if not mv.tag("notice_ts"):
