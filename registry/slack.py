@@ -32,6 +32,7 @@ WEB_API_SCOPES: dict[str, tuple[str, ...]] = {
     "chat.postEphemeral": ("chat:write",),  # replies to mentions and to Home tab clicks
     # find_posted reads the notice channel, which may be public or private.
     "conversations.history": ("channels:history", "groups:history"),
+    "conversations.replies": ("channels:history", "groups:history"),  # a thread's told posts
     "users.info": ("users:read", "users:read.email"),  # an approver's e-mail
     "users.lookupByEmail": ("users:read.email",),  # a requester given by e-mail
     "usergroups.users.list": ("usergroups:read",),  # APPROVER_GROUP's members
