@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from registry.decisions import TRY_AGAIN, LookupFailed, may_decide
+from registry.decisions import TRY_AGAIN, LookupFailed, may_decide, may_reject
 from registry.dedup import DeliveryLedger
 from registry.queue import Producer, QueueUnavailable
 from registry.services import ApproverDirectory
@@ -24,9 +24,18 @@ class Deps:
     producer: Producer
     ledger: DeliveryLedger
 
-    def refusal(self, user: str, verb: str, model: str) -> str:
-        """Return why `user` may not `verb` on `model` ('' when they may); fail closed."""
+    def refusal(self, user: str, verb: str, model: str, *, requester: str = "") -> str:
+        """Return why `user` may not `verb` on `model` ('' when they may); fail closed.
+
+        For "reject", `requester` (a Slack user ID or e-mail) may always open it, to
+        withdraw their own candidate; a requester known only by e-mail needs the
+        clicker's e-mail, and a lookup that fails refuses with "try again" all the same.
+        """
         try:
+            if verb == "reject":
+                with_email = "@" in requester
+                clicker = self.directory.clicker(user, with_email=with_email, model=model)
+                return may_reject(clicker, requester)
             return may_decide(self.directory.clicker(user, model=model), verb)
         except LookupFailed:
             return TRY_AGAIN  # fail closed; the directory logged what failed

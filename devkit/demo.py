@@ -62,6 +62,7 @@ SERVICES: dict[str, list[str]] = {
     "bot": ["-m", "bot"],
 }
 MLFLOW_ENV = {"MLFLOW_WEBHOOK_CACHE_TTL": "1"}
+POLICY = Path(__file__).with_name("demo-policy.yaml")  # gates, so notices show verdicts
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 8.0
 
@@ -252,6 +253,7 @@ def demo_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
         SLACK_CHANNEL=CHANNEL,
         SLACK_API_URL=config.url("sandbox") + "/api/",
         APPROVERS=",".join(APPROVERS),
+        POLICY_FILE=str(POLICY),
         TRAINING_WEBHOOK_SECRET=TRAINING_SECRET,
         ALERTMANAGER_TOKEN=ALERTMANAGER_TOKEN,
         WEBHOOKS_PORT=str(config.ports["webhooks"]),
@@ -408,7 +410,9 @@ class SandboxServer:
 
 
 def start_sandbox(
-    config: DemoConfig, on_train: Callable[[], str], on_alert: Callable[[], str] | None = None
+    config: DemoConfig,
+    on_train: Callable[[], str | Mapping[str, str]],
+    on_alert: Callable[[], str] | None = None,
 ) -> SandboxServer:
     """Serve the Slack Web API and the channel page on the sandbox port."""
     from devkit.sandbox.app import create_sandbox
@@ -527,10 +531,17 @@ def send_event(config: DemoConfig, run: TrainedRun) -> str:
 
 def train_and_send(config: DemoConfig) -> str:
     """Train, log and send one run; say what was sent."""
+    return sandbox_train(config)["message"]
+
+
+def sandbox_train(config: DemoConfig) -> dict[str, str]:
+    """Train, log and send one run; return what was sent and the run's ID (for the page)."""
     with _TRAINING:  # the page's button and the first run must not interleave runs
         run = train(config.url("mlflow"))
         send_event(config, run)
-    return SENT.format(run=run.run_id[:8], model=MODEL, who=USERS[REQUESTER]["name"], **run.metrics)
+    who = USERS[REQUESTER]["name"]
+    sent = SENT.format(run=run.run_id[:12], model=MODEL, who=who, **run.metrics)
+    return {"message": sent, "run_id": run.run_id}
 
 
 # -- an alert, as Alertmanager sends one -------------------------------------------------------
@@ -622,7 +633,7 @@ def _quiet_mlflow() -> None:
 
 def start(config: DemoConfig, procs: Processes) -> SandboxServer:
     """Start every piece in dependency order; return the sandbox."""
-    sandbox = start_sandbox(config, lambda: train_and_send(config), lambda: fire_alert(config))
+    sandbox = start_sandbox(config, lambda: sandbox_train(config), lambda: fire_alert(config))
     env = demo_env(config, demo_redis(config, procs))
     # The sandbox answers auth.test, which the bot calls at start, so it goes first.
     started = {

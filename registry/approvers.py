@@ -72,6 +72,25 @@ class SlackDirectory:
         except UNANSWERED as exc:
             raise _failed("users.lookupByEmail", email, exc) from exc
 
+    def display_name(self, user: str) -> str:
+        """Return the name Slack shows for `user`, or '' if Slack does not say (never raises).
+
+        Unlike the lookups a decision needs, this one does not fail closed: a name is
+        only for the record's readers, so a failure costs the name, never the decision
+        (and, like any failure, is not cached).
+        """
+        try:
+            return str(self._cached(f"name:{user}", lambda: self._display_name(user)))
+        except UNANSWERED as exc:
+            log.warning("users.info failed, recording the ID alone: %s", exc, extra={"user": user})
+            return ""
+
+    def _display_name(self, user: str) -> str:
+        info = self.client.users_info(user=user)["user"]
+        profile = info.get("profile") or {}
+        name = profile.get("display_name") or profile.get("real_name") or info.get("name")
+        return str(name or "")
+
     def _members(self, group: str) -> frozenset[str]:
         try:
             return frozenset(self.client.usergroups_users_list(usergroup=group)["users"])

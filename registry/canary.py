@@ -9,9 +9,10 @@ from collections.abc import Mapping
 from registry.freeze import hold_if_frozen
 from registry.messages import escape, format_time
 from registry.notice import refresh_notice, thread
+from registry.people import people_tags
 from registry.policy import Canary
 from registry.promotion import archive_decided, promote
-from registry.record import prefixed, record, stamp
+from registry.record import format_stamp, prefixed, record, stamp, time_of
 from registry.services import Services
 from registry.versions import ModelVersion
 
@@ -29,9 +30,10 @@ def start_canary(svc: Services, mv: ModelVersion, canary: Canary, approvals: str
         extra={
             "approvals": approvals,
             "canary_state": "running",
-            "canary_until": f"{until:.3f}",
+            "canary_until": format_stamp(until),
             "canary_approved_by": approvals,
             "canary_require_report": "true" if canary.require_report else "false",
+            **people_tags(svc, mv, *approvals.split(",")),
         },
     )
     mv = svc.gateway.get_version(mv.name, mv.version)
@@ -89,7 +91,7 @@ def canary_verdict(
         extra={"canary_state": "passed", "canary_report": report},
     )
     mv = svc.gateway.get_version(name, version)
-    if svc.clock() >= float(mv.tag("canary_until") or 0):
+    if svc.clock() >= (time_of(mv, "canary_until") or 0.0):
         return finish_canary(svc, mv)
     refresh_notice(svc, mv)
     return "canary_passed"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -49,8 +48,13 @@ class LifecycleEvent:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
 
 
-def event_for(change: str, model: str, version: str, entry: Mapping[str, str]) -> LifecycleEvent:
-    """Build the published event from a recorded log entry."""
+def event_for(
+    change: str, model: str, version: str, entry: Mapping[str, str], *, at: float
+) -> LifecycleEvent:
+    """Build the published event from a recorded log entry and its time as a Unix time.
+
+    The entry keeps its time as ISO 8601 text (registry.record); subscribers get a number.
+    """
     return LifecycleEvent(
         type=EVENT_TYPES.get(change, change),
         model_name=model,
@@ -58,5 +62,5 @@ def event_for(change: str, model: str, version: str, entry: Mapping[str, str]) -
         previous_version=str(entry.get("previous_version", "")),
         actor=str(entry.get("actor", "")),
         reason=str(entry.get("reason", "")),
-        at=float(entry.get("at", time.time())),
+        at=at,
     )

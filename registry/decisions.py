@@ -19,10 +19,15 @@ from registry.governance import (
 )
 from registry.messages import escape, format_time, mentions
 from registry.policy import Slot
+from registry.record import time_of
 from registry.settings import Settings
 from registry.versions import ModelVersion
 
 NOT_APPROVER = "Only approvers may {verb} model versions; you are not one."
+NOT_APPROVER_NOR_REQUESTER = (
+    "Only approvers may reject model versions, and a requester may withdraw their own; "
+    "you are neither an approver nor the requester of this one."
+)
 NO_APPROVERS = "No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody may {verb}."
 OWN_VERSION = "You requested {name} v{version}, so someone else has to approve it."
 CANARY_RUNNING = (
@@ -63,7 +68,8 @@ class Clicker:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a click does: 'refused', 'done' (nothing to do), 'count', 'promote' or 'reject'."""
+    """What a click does: 'refused', 'done' (nothing to do), 'count', 'promote', 'reject'
+    or 'withdraw' (the requester's own rejection)."""
 
     action: str
     message: str = ""
@@ -123,22 +129,41 @@ def _judge_slots(
     if clicker.user in approvals:
         count = f"{seated(before)} of {sum(s.count for s in slots)} approvals"
         return Verdict(
-            "done", ALREADY_APPROVED_BY_YOU.format(name=mv.name, version=mv.version, count=count)
+            "done",
+            ALREADY_APPROVED_BY_YOU.format(name=escape(mv.name), version=mv.version, count=count),
         )
     after = fill_slots(slots, {**eligible, clicker.user: clicker.slots}, [*approvals, clicker.user])
     if seated(after) == seated(before):
         template = SLOT_FULL if clicker.slots else IN_NO_SLOT
         missing = missing_text(slots, before)
-        return Verdict("done", template.format(name=mv.name, version=mv.version, missing=missing))
+        return Verdict(
+            "done", template.format(name=escape(mv.name), version=mv.version, missing=missing)
+        )
     return Verdict("promote" if all_filled(slots, after) else "count")
 
 
 def judge_rejection(mv: ModelVersion, clicker: Clicker) -> Verdict:
-    """Decide what a Reject (or its modal's submission) on `mv` does.
+    """Decide what a Reject (or its modal's submission) on `mv` does: 'reject' or 'withdraw'.
 
-    The requester may reject (withdraw) their own candidate: that never promotes anything.
+    The requester may always withdraw their own candidate, approver or not (SPEC 6):
+    that never promotes anything.
     """
-    return _refusal(clicker, "reject") or _settled(mv) or Verdict("reject")
+    if is_requester(mv, clicker):
+        return _settled(mv) or Verdict("withdraw")
+    return _rejection_refusal(clicker) or _settled(mv) or Verdict("reject")
+
+
+def may_reject(clicker: Clicker, requester: str) -> str:
+    """Return why `clicker` may not open the Reject modal of a candidate `requester` asked for.
+
+    '' when they may: an approver, or the requester (a Slack user ID or e-mail) themselves.
+    The worker decides again from the record (`judge_rejection`).
+    """
+    mine = {clicker.user.lower(), clicker.email.lower()} - {""}
+    if requester and requester.lower() in mine:
+        return ""
+    refusal = _rejection_refusal(clicker)
+    return refusal.message if refusal else ""
 
 
 def may_decide(clicker: Clicker, verb: str) -> str:
@@ -163,8 +188,8 @@ def settled_message(mv: ModelVersion) -> str:
     """Say what already happened to a version that is no longer awaiting a decision."""
     decision = mv.tag("decision")
     by = mv.tag("decided_by")
-    at = mv.tag("decided_at")
-    when = f" at {format_time(float(at))}" if at else ""
+    at = time_of(mv, "decided_at")
+    when = f" at {format_time(at)}" if at is not None else ""
     who, name = mentions(by), escape(mv.name)
     if decision:
         return f"{name} v{mv.version} was already {decision} by {who or 'someone'}{when}."
@@ -182,15 +207,22 @@ def _refusal(clicker: Clicker, verb: str) -> Verdict | None:
     return None
 
 
+def _rejection_refusal(clicker: Clicker) -> Verdict | None:
+    refusal = _refusal(clicker, "reject")
+    if refusal and not clicker.nobody_may_approve:
+        return Verdict("refused", NOT_APPROVER_NOR_REQUESTER)
+    return refusal
+
+
 def _settled(mv: ModelVersion) -> Verdict | None:
     if mv.stage != "Staging" or mv.tag("decision"):
         return Verdict("done", settled_message(mv))
     if mv.tag("canary_state") in ("running", "passed"):
-        until = format_time(float(mv.tag("canary_until") or 0))
+        until = format_time(time_of(mv, "canary_until") or 0.0)
         text = CANARY_RUNNING.format(name=escape(mv.name), version=mv.version, until=until)
         return Verdict("done", text)
     if mv.tag("freeze_state") == "waiting":
-        until = mv.tag("freeze_until_text") or format_time(float(mv.tag("freeze_until") or 0))
+        until = mv.tag("freeze_until_text") or format_time(time_of(mv, "freeze_until") or 0.0)
         text = FROZEN_WAITING.format(name=escape(mv.name), version=mv.version, until=until)
         return Verdict("done", text)
     if mv.tag("gates") == "failed":

@@ -18,9 +18,10 @@ from registry.governance import (
     slot_label,
     slots_of,
 )
+from registry.messages import escape
 from registry.notice import refresh_notice, thread
 from registry.promotion import promote
-from registry.record import TAG_PREFIX, prefixed, record, stamp
+from registry.record import TAG_PREFIX, format_stamp, prefixed, record, stamp
 from registry.services import Services
 from registry.versions import ModelVersion
 
@@ -51,20 +52,20 @@ def approval_text(svc: Services, mv: ModelVersion) -> str:
     """Tell an approver what their counted approval did."""
     if mv.tag("freeze_state") == "waiting":
         return FROZEN.format(
-            name=mv.name,
+            name=escape(mv.name),
             version=mv.version,
-            until=mv.tag("freeze_until_text"),
-            why=f" ({mv.tag('freeze_reason')})" if mv.tag("freeze_reason") else "",
+            until=escape(mv.tag("freeze_until_text")),
+            why=f" ({escape(mv.tag('freeze_reason'))})" if mv.tag("freeze_reason") else "",
         )
     slots = slots_of(svc.settings, mv.name)
     approvals = approvals_on(mv)
     if not slots:
         count = f"{len(approvals)} of {svc.settings.required_approvals}"
-        return COUNTED.format(name=mv.name, version=mv.version, count=count)
+        return COUNTED.format(name=escape(mv.name), version=mv.version, count=count)
     filled = fill_slots(slots, slot_fills_on(mv), approvals)
     mine = [s for s in slots if approvals and approvals[-1] in filled.get(s.key, ())]
     return SLOT_COUNTED.format(
-        name=mv.name,
+        name=escape(mv.name),
         version=mv.version,
         slot=slot_label(mine[0]) if mine else "an approver",
         missing=missing_text(slots, filled),
@@ -106,7 +107,7 @@ def _hold(
         extra={
             "approvals": approvals,
             "freeze_state": "waiting",
-            "freeze_until": f"{window.end:.3f}",
+            "freeze_until": format_stamp(window.end),
             "freeze_until_text": window.until_text(),
             "freeze_reason": window.reason,
             "freeze_approved_by": approvals,
@@ -147,7 +148,7 @@ def _reset(svc: Services, mv: ModelVersion, now_serving: str) -> str:
     refresh_notice(svc, mv)
     was = mv.tag("freeze_production")
     text = FREEZE_OVER_CHANGED.format(
-        name=mv.name,
+        name=escape(mv.name),
         version=mv.version,
         now=f"v{now_serving}" if now_serving else "none",
         was=f"v{was}" if was else "none",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -149,6 +149,17 @@ class MlflowGateway:
         """Set tags on a version."""
         for key, value in tags.items():
             self.client.set_model_version_tag(name, str(version), key, str(value))
+
+    def delete_tags(self, name: str, version: str, keys: Iterable[str]) -> None:
+        """Remove tags from a version; a tag it does not have is no error."""
+        from mlflow.exceptions import MlflowException
+
+        for key in keys:
+            try:
+                self.client.delete_model_version_tag(name, str(version), key)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
 
     def run_summary(self, run_id: str) -> RunSummary | None:
         """Return the run's metrics, git commit and user, or None if it is gone."""

@@ -8,7 +8,6 @@ one moment and one set of versions, without I/O (time comes in as a number).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,8 +17,9 @@ from cronsim import CronSim, CronSimError
 
 from registry.messages import mention, mentions
 from registry.policy import Approvers, Freeze, Slot
+from registry.record import history_of, parse_time
 from registry.settings import Settings
-from registry.versions import TAG, ModelVersion
+from registry.versions import ModelVersion
 
 SLOT_FILLS_TAG = "slot_fills"  # {user: [slot keys they could fill]} at the time of their click
 # Record entries through which registry-bot made (or accepted) a version Production.
@@ -315,7 +315,12 @@ class Drift:
 
     @property
     def key(self) -> str:
-        """Name this change, so it is alerted once: from what, since when, to what."""
+        """Name this change, so it is alerted once: from what, since when, to what.
+
+        `since` is read from the record (either form of time) and written here as
+        seconds, so a key recorded or carried by a button before times were ISO 8601
+        still names the same change.
+        """
         return f"{self.sanctioned or '-'}@{self.since:.3f}->{','.join(self.current) or '-'}"
 
     @property
@@ -384,19 +389,5 @@ def alerted_keys(versions: Sequence[ModelVersion]) -> set[str]:
     return keys
 
 
-def history_of(mv: ModelVersion) -> list[dict]:
-    """Return the version's recorded changes (as registry.record keeps them), oldest first."""
-    # Read here rather than imported: registry.record needs the Services this module feeds.
-    try:
-        entries = json.loads(mv.tags.get(TAG + "log", "[]"))
-    except ValueError:
-        return []
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-
-
 def _at(entry: Mapping) -> float:
-    try:
-        at = float(entry.get("at", 0))
-    except (TypeError, ValueError):
-        return 0.0
-    return at if math.isfinite(at) else 0.0
+    return parse_time(entry.get("at")) or 0.0

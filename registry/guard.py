@@ -12,7 +12,7 @@ from registry.changes import LifecycleEvent
 from registry.events import ModelAlert
 from registry.messages import escape, format_time
 from registry.policy import Guard
-from registry.record import history_of
+from registry.record import history_of, parse_time, time_of
 from registry.reports import ROLLBACK_CONFIRM, RollbackPlan, plan_blocks, previous_production
 from registry.versions import ModelVersion
 
@@ -102,7 +102,7 @@ def became_production(mv: ModelVersion) -> float | None:
     lifecycle event the door's guard entry is made from, so both agree on the window.
     """
     changes = [e for e in history_of(mv) if e.get("type") in PRODUCTION_CHANGES]
-    return _float(str(changes[-1].get("at", ""))) if changes else _float(mv.tag("production_since"))
+    return parse_time(changes[-1].get("at")) if changes else time_of(mv, "production_since")
 
 
 def watch_after(event: LifecycleEvent, guard: Guard) -> Watched | None:
@@ -143,7 +143,8 @@ def alert_plan(plan: RollbackPlan, alert: ModelAlert) -> tuple[str, list[dict]]:
     """Render the rollback plan for an alert: the alert, then the plan `rollback` makes."""
     text, blocks = plan_blocks(plan)
     head = {"type": "section", "text": {"type": "mrkdwn", "text": alert_text(alert, plan.current)}}
-    headline = PLAN_HEAD.format(name=alert.alertname or "unnamed", model=alert.model_name)
+    name, model = escape(alert.alertname or "unnamed"), escape(alert.model_name)
+    headline = PLAN_HEAD.format(name=name, model=model)
     return headline + text, [head, *blocks]
 
 
@@ -187,13 +188,6 @@ def _has_confirm(block: Mapping) -> bool:
 def _one_line(text: str, limit: int = 500) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _float(value: str) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 def _duration(seconds: float) -> str:

@@ -17,7 +17,7 @@ from registry.messages import (
     mention,
     mentions,
 )
-from registry.record import history_of
+from registry.record import history_of, parse_time, time_of
 from registry.versions import ModelVersion
 
 BLOCK_LIMIT = 100  # Slack refuses a view with more blocks
@@ -47,6 +47,7 @@ class Decidable:
     mv: ModelVersion
     may_approve: bool
     may_reject: bool
+    withdraw: bool = False  # Reject is the requester's own withdraw
 
 
 def awaiting_decision(
@@ -58,9 +59,11 @@ def awaiting_decision(
         if mv.stage != "Staging":
             continue
         approve = judge_approval(mv, clicker, required=required).action in ("count", "promote")
-        reject = judge_rejection(mv, clicker).action == "reject"
+        # Reject is also the requester's withdraw, approver or not (registry.decisions).
+        rejection = judge_rejection(mv, clicker).action
+        reject = rejection in ("reject", "withdraw")
         if approve or reject:
-            found.append(Decidable(mv, approve, reject))
+            found.append(Decidable(mv, approve, reject, withdraw=rejection == "withdraw"))
     return sorted(found, key=_staged_at, reverse=True)
 
 
@@ -106,12 +109,17 @@ def _pending_line(mv: ModelVersion, required: int) -> str:
 
 
 def _buttons(item: Decidable, index: int) -> dict:
-    value = button_value(item.mv.name, item.mv.version)
+    mv = item.mv
+    value = button_value(mv.name, mv.version)
+    # A withdraw names the requester, as the notice's Reject does, so that the bot lets
+    # them open the modal even when they are no approver.
+    requester = (mv.tag("requested_by_user") or mv.tag("requested_by")) if item.withdraw else ""
     elements = []
     if item.may_approve:
         elements.append(_button(APPROVE_TEXT, APPROVE_ACTION, value, "primary"))
     if item.may_reject:
-        elements.append(_button(REJECT_TEXT, REJECT_ACTION, value, "danger"))
+        reject = button_value(mv.name, mv.version, requester)
+        elements.append(_button(REJECT_TEXT, REJECT_ACTION, reject, "danger"))
     # Block ids must be unique in a view; action ids are the notice's, so the same listeners run.
     return {"type": "actions", "block_id": f"home_decide_{index}", "elements": elements}
 
@@ -145,8 +153,8 @@ def _model_text(name: str, mvs: Sequence[ModelVersion], required: int) -> str:
 
 
 def _production_line(mv: ModelVersion) -> str:
-    since = mv.tag("production_since")
-    when = f" since {format_time(float(since))}" if since else ""
+    since = time_of(mv, "production_since")
+    when = f" since {format_time(since)}" if since is not None else ""
     who = mv.tag("rolled_back_by") if mv.tag("rolled_back_by") else mv.tag("decided_by")
     how = "restored by" if mv.tag("rolled_back_by") else "approved by"
     return f"Production: v{mv.version}{when}" + (f", {how} {mentions(who)}" if who else "")
@@ -154,16 +162,15 @@ def _production_line(mv: ModelVersion) -> str:
 
 def _change_blocks(versions: Sequence[ModelVersion]) -> list[dict]:
     entries = [(mv, e) for mv in versions for e in history_of(mv)]
-    entries.sort(key=lambda pair: float(pair[1].get("at", 0) or 0), reverse=True)
+    entries.sort(key=lambda pair: parse_time(pair[1].get("at")) or 0.0, reverse=True)
     lines = [_change_line(mv, e) for mv, e in entries[:MAX_CHANGES]]
     return [_header(CHANGES), _section("\n".join(lines)[:2900] if lines else NO_CHANGES)]
 
 
 def _change_line(mv: ModelVersion, entry: dict) -> str:
     change = str(entry.get("type", "?")).replace("_", " ")
-    line = (
-        f"{format_time(float(entry.get('at', 0) or 0))} · {_plain(mv.name)} v{mv.version} {change}"
-    )
+    at = format_time(parse_time(entry.get("at")) or 0.0)
+    line = f"{at} · {_plain(mv.name)} v{mv.version} {change}"
     if entry.get("actor"):
         line += f" by {mentions(str(entry['actor']))}"
     if entry.get("reason"):
@@ -172,12 +179,13 @@ def _change_line(mv: ModelVersion, entry: dict) -> str:
 
 
 def _staged_at(item: Decidable) -> tuple[float, int]:
-    return float(item.mv.tag("staged_at") or 0), int(item.mv.version)
+    return time_of(item.mv, "staged_at") or 0.0, int(item.mv.version)
 
 
 def _last_change(mv: ModelVersion) -> float:
     entries = history_of(mv)
-    return max((float(e.get("at", 0) or 0) for e in entries), default=mv.created_at / 1000)
+    times = (parse_time(e.get("at")) or 0.0 for e in entries)
+    return max(times, default=mv.created_at / 1000)
 
 
 def _metrics(mv: ModelVersion) -> str:

@@ -26,6 +26,7 @@ from registry.notice import (
     post_notice_once,
     refresh_notice,
 )
+from registry.people import people_tags
 from registry.policy import GateVerdict, evaluate, verdict_line
 from registry.promotion import archive_decided, promote
 from registry.record import prefixed, record, stamp
@@ -129,7 +130,8 @@ def approve(svc: Services, name: str, version: str, *, user: str, response_url: 
     canary = svc.settings.policy.for_model(name).canary
     if verdict.action == "promote" and canary:
         return start_canary(svc, mv, canary, approvals)
-    if verdict.action == "promote" and hold_if_frozen(svc, mv, approvals, actor=user):
+    people = people_tags(svc, mv, user)
+    if verdict.action == "promote" and hold_if_frozen(svc, mv, approvals, actor=user, extra=people):
         svc.notifier.tell(
             Recipient(notice_channel(svc, mv), user, response_url),
             approval_text(svc, svc.gateway.get_version(name, version)),
@@ -144,10 +146,12 @@ def approve(svc: Services, name: str, version: str, *, user: str, response_url: 
             "decided_at": stamp(svc),
             "approvals": approvals,
             "replaces": replaces,
+            **people,
         }
         svc.gateway.set_tags(name, version, prefixed(decided))
         return promote(svc, svc.gateway.get_version(name, version))
-    record(svc, mv, "approval", actor=user, extra={"approvals": approvals})
+    extra = {"approvals": approvals, **people}
+    record(svc, mv, "approval", actor=user, extra=extra)
     mv = svc.gateway.get_version(name, version)
     refresh_notice(svc, mv)
     svc.notifier.tell(
@@ -163,13 +167,18 @@ def reject(
     mv = _current(svc, name, version, user=user, response_url=response_url)
     if mv is None:
         return "missing"
+    verb = "Rejected"
     if not (mv.tag("decision") == "rejected" and not mv.tag("announced")):
         to = Recipient(notice_channel(svc, mv), user, response_url)
-        clicker = _clicker(svc, mv, user, to)
+        mv = _resolve_requester(svc, mv)  # so the requester's withdraw is recognised by ID
+        # An e-mail requester not yet matched to a Slack user is recognised by e-mail;
+        # a failed lookup is refused with "try again" (fail closed), withdraw or not.
+        needs_email = "@" in mv.tag("requested_by") and not mv.tag("requested_by_user")
+        clicker = _clicker(svc, mv, user, to, with_email=needs_email)
         if clicker is None:
             return "try_again"
         verdict = judge_rejection(mv, clicker)
-        if verdict.action != "reject":
+        if verdict.action not in ("reject", "withdraw"):
             svc.notifier.tell(to, verdict.message)
             return verdict.action
         decided = {
@@ -177,10 +186,14 @@ def reject(
             "decided_by": user,
             "decided_at": stamp(svc),
             "reason": reason,
+            **people_tags(svc, mv, user),
         }
+        if verdict.action == "withdraw" and not mv.tag("requested_by_user"):
+            decided["requested_by_user"] = user  # the Slack user behind an e-mail requester
         svc.gateway.set_tags(name, version, prefixed(decided))
         mv = svc.gateway.get_version(name, version)
-    return archive_decided(svc, mv, "rejected", "Rejected")
+        verb = "Withdrawn" if verdict.action == "withdraw" else verb
+    return archive_decided(svc, mv, "rejected", verb)
 
 
 def request_tags(event: TrainingEvent, event_id: str) -> dict[str, str]:

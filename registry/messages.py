@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +23,33 @@ GATES_FAILED = (
 NOBODY_MAY_APPROVE = (
     ":warning: No approvers are configured (APPROVERS or APPROVER_GROUP), so nobody can approve."
 )
+NO_METRICS = "_no metrics recorded_"
+NO_REASON = "No reason was given."
+TABLE_HEADER = ("metric", "candidate", "production", "change", "", "gate")
+NO_DIRECTION = "no gate: direction unknown"
+BETTER, WORSE, SAME = "better", "worse", "same"
+MISSING = "–"
+VALUE_DIGITS = 4  # significant digits every value of a metric gets at least
+CHANGE_DIGITS = 2  # ...and its change, so a small difference still shows
+MAX_DECIMALS = 6
+EPSILON = 1e-12  # as registry.policy: float noise is no change
+
+
+@dataclass(frozen=True)
+class MetricGate:
+    """What a metric's gates say: which way is better (None: they do not say), and the verdict."""
+
+    higher_is_better: bool | None
+    verdict: str = ""  # e.g. "✓ ≥ 0.9" or "✗ < min 0.9 (short by 0.05)"
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a decided version stands now, read from its record."""
+
+    state: str  # for the header: "Approved, in Production", "Approved, now Archived", ...
+    line: str = ""  # mrkdwn, e.g. "*Now Archived* since …, when v3 replaced it."
+    reason: str = ""  # why, as the person gave it (quoted, escaped)
 
 
 @dataclass(frozen=True)
@@ -34,6 +62,7 @@ class NoticeFacts:
     run_url: str = ""
     version_url: str = ""
     requested_by: str = ""
+    requester: str = ""  # the Slack user ID (or e-mail) who may withdraw it
     git_commit: str = ""
     description: str = ""
     metrics: Mapping[str, float] = field(default_factory=dict)
@@ -42,25 +71,50 @@ class NoticeFacts:
     approvals: Sequence[str] = ()
     required_approvals: int = 1
     nobody_may_approve: bool = False
-    gate_lines: Sequence[str] = ()
+    gates: Mapping[str, MetricGate] = field(default_factory=dict)  # by metric name
     gates_passed: bool = True
     status_line: str = ""  # e.g. a canary window in progress
     slot_lines: Sequence[str] = ()  # one line per approvals slot, when the model has slots
+    standing: Standing | None = None  # set once decided: where the version is now
 
 
 @dataclass(frozen=True)
 class Outcome:
     """A decided notice: what happened, by whom, when."""
 
-    verb: str  # "Approved", "Rejected", "Archived", ...
+    verb: str  # "Approved", "Rejected", "Withdrawn", "Expired", ...
     actors: Sequence[str]
     at: float
     reason: str = ""
+    by_requester: bool = False  # the requester withdrew their own candidate
 
 
-def button_value(model_name: str, version: str) -> str:
-    """Return the value carried by a notice's buttons."""
-    return json.dumps({"model": model_name, "version": str(version)}, separators=(",", ":"))
+def outcome_line(outcome: Outcome) -> str:
+    """Say who decided what and when: `*Withdrawn* by the requester @rita at …`."""
+    role = "the requester " if outcome.by_requester else ""
+    by = f" by {role}{mentions(outcome.actors)}" if outcome.actors else ""
+    return f"*{outcome.verb}*{by} at {format_time(outcome.at)}"
+
+
+def button_value(model_name: str, version: str, requester: str = "") -> str:
+    """Return the value carried by a notice's buttons (Reject's also names the requester).
+
+    Slack sends the value back exactly as posted, so the bot can let the requester
+    open the withdraw modal without asking MLflow; the worker still checks the record.
+    """
+    data = {"model": model_name, "version": str(version)}
+    if requester:
+        data["requester"] = requester
+    return json.dumps(data, separators=(",", ":"))
+
+
+def button_requester(value: str) -> str:
+    """Return the requester a Reject button names, or '' (older notices name none)."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return ""
+    return str(data.get("requester") or "") if isinstance(data, dict) else ""
 
 
 def parse_button_value(value: str) -> tuple[str, str]:
@@ -97,13 +151,18 @@ def staging_notice(facts: NoticeFacts) -> tuple[str, list[dict]]:
 
 
 def decided_notice(facts: NoticeFacts, outcome: Outcome) -> tuple[str, list[dict]]:
-    """Build the notice after a decision: no buttons, who decided and when."""
-    by = f" by {mentions(outcome.actors)}" if outcome.actors else ""
-    line = f"*{outcome.verb}*{by} at {format_time(outcome.at)}"
+    """Build the notice after a decision: no buttons, who decided and when, where it is now."""
+    line = outcome_line(outcome)
     if outcome.reason:
         line += f"\n>{escape(outcome.reason)}"
-    blocks = [*_facts_blocks(facts, outcome.verb), {"type": "section", "text": _mrkdwn(line)}]
-    return _headline(facts, f"{outcome.verb.lower()}"), blocks
+    state = facts.standing.state if facts.standing else outcome.verb
+    blocks = [*_facts_blocks(facts, state), {"type": "section", "text": _mrkdwn(line)}]
+    if facts.standing and facts.standing.line:
+        now = facts.standing.line
+        if facts.standing.reason:
+            now += f"\n>{escape(facts.standing.reason)}"
+        blocks.append({"type": "section", "text": _mrkdwn(now)})
+    return _headline(facts, state.lower()), blocks
 
 
 def _approvals_block(facts: NoticeFacts) -> dict:
@@ -114,11 +173,12 @@ def _approvals_block(facts: NoticeFacts) -> dict:
 
 
 def rollback_announcement(model: str, current: str, target: str, user: str, reason: str) -> str:
-    """Tell the channel that `user` rolled `model` back from v`current` to v`target`."""
-    why = escape(reason) if reason else "no reason given"
+    """Tell the channel that `user` rolled `model` back from v`current` to v`target`, and why
+    if they said (Confirm asks them, so the channel also hears when they did not)."""
+    why = f" Reason: {escape(reason)}" if reason else f" {NO_REASON}"
     return (
         f"{mention(user)} rolled {escape(model)} back from v{current} to v{target}"
-        f" (v{current} archived). Reason: {why}"
+        f" (v{current} archived).{why}"
     )
 
 
@@ -167,19 +227,84 @@ def mentions(users: str | Sequence[str]) -> str:
     return ", ".join(mention(u) for u in names if u)
 
 
-def metrics_table(current: Mapping[str, float], production: Mapping[str, float]) -> str:
-    """Render candidate metrics beside Production's, with the difference."""
-    if not current:
-        return "_no metrics recorded_"
-    rows = ["metric | candidate | production | diff"]
-    for name in sorted(current):
-        value = current[name]
-        if name in production:
-            diff = value - production[name]
-            rows.append(f"{escape(name)} | {value:.4g} | {production[name]:.4g} | {diff:+.4g}")
-        else:
-            rows.append(f"{escape(name)} | {value:.4g} | – | –")
-    return "```" + "\n".join(rows) + "```"
+def metrics_table(
+    current: Mapping[str, float],
+    production: Mapping[str, float],
+    gates: Mapping[str, MetricGate] | None = None,
+) -> str:
+    """Render candidate metrics beside Production's in aligned columns, one precision per metric.
+
+    Each change is marked better or worse the way the metric's gates say it should go,
+    with the gates' verdict beside it; a metric without a gate has no known direction,
+    and the table says so rather than guess.
+    """
+    gates = gates or {}
+    names = sorted(set(current) | set(gates))
+    if not names:
+        return NO_METRICS
+    rows = [_metric_row(n, current.get(n), production.get(n), gates.get(n)) for n in names]
+    return "```\n" + escape(_aligned([TABLE_HEADER, *rows])) + "\n```"
+
+
+def _metric_row(
+    name: str, value: float | None, prod: float | None, gate: MetricGate | None
+) -> tuple[str, ...]:
+    real, real_prod = _real(value), _real(prod)
+    change = real - real_prod if real is not None and real_prod is not None else None
+    places = _decimals([value, prod], change)
+    marker = _marker(change, gate.higher_is_better if gate else None)
+    verdict = (gate.verdict if gate else "") or NO_DIRECTION
+    return (
+        name,
+        _number(value, places),
+        _number(prod, places),
+        MISSING if change is None else f"{change:+.{places}f}",
+        marker,
+        verdict,
+    )
+
+
+def _marker(change: float | None, higher_is_better: bool | None) -> str:
+    if change is None or higher_is_better is None:
+        return ""
+    if abs(change) <= EPSILON:
+        return SAME
+    return BETTER if (change > 0) == higher_is_better else WORSE
+
+
+def _decimals(values: Sequence[float | None], change: float | None) -> int:
+    """Return the decimals one metric's values and change all get."""
+    places = [_places(v, VALUE_DIGITS) for v in values]
+    places.append(_places(change, CHANGE_DIGITS))
+    return min(MAX_DECIMALS, max(places))
+
+
+def _places(number: float | None, digits: int) -> int:
+    real = _real(number)
+    if real is None or abs(real) <= EPSILON:
+        return 0
+    return max(0, digits - 1 - math.floor(math.log10(abs(real))))
+
+
+def _number(number: float | None, places: int) -> str:
+    return MISSING if number is None else f"{number:.{places}f}"
+
+
+def _real(number: float | None) -> float | None:
+    return float(number) if number is not None and math.isfinite(number) else None
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> str:
+    """Lay rows out in columns: names left, numbers right, the notes left and last."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(width) if 1 <= i <= 3 else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 def _headline(facts: NoticeFacts, state: str) -> str:
@@ -201,21 +326,19 @@ def _facts_blocks(facts: NoticeFacts, state: str = "Staging candidate") -> list[
     ]
     if facts.description:
         blocks.append({"type": "section", "text": _mrkdwn(escape(facts.description[:2900]))})
-    table = metrics_table(facts.metrics, facts.production_metrics)
+    table = metrics_table(facts.metrics, facts.production_metrics, facts.gates)
     blocks.append({"type": "section", "text": _mrkdwn(f"*Metrics* (Production: {prod})\n{table}")})
-    if facts.gate_lines:
-        gates = "\n".join(escape(line) for line in facts.gate_lines)
-        blocks.append({"type": "section", "text": _mrkdwn(f"*Gates*\n{gates}")})
     return blocks
 
 
 def _button(text: str, action_id: str, facts: NoticeFacts, style: str) -> dict:
+    requester = facts.requester if action_id == REJECT_ACTION else ""
     return {
         "type": "button",
         "text": {"type": "plain_text", "text": text},
         "action_id": action_id,
         "style": style,
-        "value": button_value(facts.model_name, facts.version),
+        "value": button_value(facts.model_name, facts.version, requester),
     }
 
 

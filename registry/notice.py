@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 
 from registry.decisions import approvals_on
 from registry.governance import (
@@ -16,14 +17,18 @@ from registry.governance import (
     slots_of,
 )
 from registry.messages import (
+    MetricGate,
     NoticeFacts,
     Outcome,
     decided_notice,
+    escape,
     format_time,
     mentions,
     staging_notice,
 )
-from registry.policy import evaluate, verdict_line
+from registry.policy import Gate, GateVerdict, better_direction, evaluate, verdict_note
+from registry.record import time_of
+from registry.reports import outcome_of, standing
 from registry.services import Services
 from registry.versions import ModelVersion
 
@@ -61,6 +66,11 @@ def refresh_notice(svc: Services, mv: ModelVersion, outcome: Outcome | None = No
     facts = notice_facts(svc, mv)
     text, blocks = decided_notice(facts, outcome) if outcome else staging_notice(facts)
     svc.notifier.update(channel, ts, text, blocks)
+
+
+def redraw_notice(svc: Services, mv: ModelVersion) -> None:
+    """Redraw the version's notice from its record, so it says where the version is now."""
+    refresh_notice(svc, mv, outcome_of(mv))
 
 
 def thread(svc: Services, mv: ModelVersion, text: str, *, once: str = "") -> None:
@@ -115,8 +125,8 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
     run = gw.run_summary(mv.run_id)
     metrics = json.loads(mv.tag("metrics") or "{}") or (dict(run.metrics) if run else {})
     prod = gw.production(mv.name)
-    if prod and prod.version == mv.version:
-        # Promoted already: compare with the version it replaced, as the approvers did.
+    if mv.tag("decision") == "approved" or (prod and prod.version == mv.version):
+        # Approved: compare with the version it replaced, as the approvers did.
         prod = gw.get_version(mv.name, mv.tag("replaces")) if mv.tag("replaces") else None
     ui = settings.ui_url
     prod_metrics = metrics_of(svc, prod) if prod else {}
@@ -130,6 +140,7 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
         run_url=f"{ui}/#/experiments/{run.experiment_id}/runs/{mv.run_id}" if ui and run else "",
         version_url=f"{ui}/#/models/{mv.name}/versions/{mv.version}" if ui else "",
         requested_by=mv.tag("requested_by") or (run.user if run else ""),
+        requester=mv.tag("requested_by_user") or mv.tag("requested_by"),
         git_commit=run.git_commit if run else "",
         description=mv.tag("description"),
         metrics=metrics,
@@ -138,10 +149,11 @@ def notice_facts(svc: Services, mv: ModelVersion) -> NoticeFacts:
         approvals=tuple(approvals_on(mv)),
         required_approvals=required_of(settings, mv.name),
         nobody_may_approve=nobody_may_approve(settings, mv.name),
-        gate_lines=[verdict_line(v) for v in verdicts],
+        gates=metric_gates(gates, verdicts),
         gates_passed=mv.tag("gates") != "failed",
         status_line=canary_line(mv) or frozen_line(mv),
         slot_lines=_slot_lines(svc, mv),
+        standing=standing(mv),
     )
 
 
@@ -157,31 +169,43 @@ def frozen_line(mv: ModelVersion) -> str:
     if mv.tag("freeze_state") != "waiting":
         return ""
     reason = mv.tag("freeze_reason")
+    why = f" ({escape(reason)})" if reason else ""
     return (
         f":snowflake: Approved by {mentions(mv.tag('freeze_approved_by'))}; frozen until "
-        f"{mv.tag('freeze_until_text')}{f' ({reason})' if reason else ''}, then Production."
+        f"{escape(mv.tag('freeze_until_text'))}{why}, then Production."
     )
+
+
+def metric_gates(gates: Sequence[Gate], verdicts: Sequence[GateVerdict]) -> dict[str, MetricGate]:
+    """Group the gates' verdicts by metric, with the direction the gates give it."""
+    found: dict[str, MetricGate] = {}
+    for metric in dict.fromkeys(v.gate.metric for v in verdicts):
+        notes = "; ".join(verdict_note(v) for v in verdicts if v.gate.metric == metric)
+        direction = better_direction(gates, metric)
+        higher = None if direction is None else direction == "higher"
+        found[metric] = MetricGate(higher, notes)
+    return found
 
 
 def canary_line(mv: ModelVersion) -> str:
     """Describe a canary window in progress, or '' when there is none."""
-    state, until = mv.tag("canary_state"), mv.tag("canary_until")
-    if state not in ("running", "passed") or not until:
+    state, until = mv.tag("canary_state"), time_of(mv, "canary_until")
+    if state not in ("running", "passed") or until is None:
         return ""
     who = mentions(mv.tag("canary_approved_by"))
     if mv.tag("canary_overdue"):
-        expires = float(mv.tag("canary_expires_at") or 0)
+        expires = time_of(mv, "canary_expires_at") or 0.0
         then = f"; it expires {format_time(expires)} unless one comes" if expires else ""
         return (
             f":hourglass: Approved by {who}; the canary window ended "
-            f"{format_time(float(until))} without a passing report{then}."
+            f"{format_time(until)} without a passing report{then}."
         )
     needs = " and a passing canary report" if mv.tag("canary_require_report") == "true" else ""
     if state == "passed":
         needs = " (the canary report passed)"
     return (
         f":hourglass: Approved by {who}; canary in Staging until "
-        f"{format_time(float(until))}{needs}, then Production."
+        f"{format_time(until)}{needs}, then Production."
     )
 
 

@@ -84,6 +84,9 @@ BAD_ZONE = "freeze timezone {value} is not an IANA time zone (like Europe/Berlin
 FREEZE_NEEDS = "a freeze needs a schedule (cron) and a duration"
 PASS_MARK = "✅"
 FAIL_MARK = "❌"
+# Inside the notice's monospace table: marks every monospace font has, unlike emoji.
+NOTE_PASS = "✓"
+NOTE_FAIL = "✗"
 
 
 class PolicyError(ValueError):
@@ -221,6 +224,13 @@ class GateVerdict:
     value: float | None
     production_value: float | None
     message: str
+
+    @property
+    def detail(self) -> str:
+        """Return the message without its `<metric> <value>` start: `≥ 0.9`, `missing …`."""
+        shown = "" if self.value is None else f" {_fmt(self.value)}"
+        rest = self.message.removeprefix(f"{self.gate.metric}{shown}")
+        return rest.removeprefix(":").strip()
 
 
 def parse_duration(value: object) -> float:
@@ -648,6 +658,50 @@ def all_passed(verdicts: Iterable[GateVerdict]) -> bool:
 def verdict_line(verdict: GateVerdict) -> str:
     """Return a short line for Slack, such as `✅ accuracy 0.93 ≥ 0.9`."""
     return f"{PASS_MARK if verdict.passed else FAIL_MARK} {verdict.message}"
+
+
+def better_direction(gates: Iterable[Gate], metric: str) -> Direction | None:
+    """Return which way `metric` is better by its gates, or None when they do not say.
+
+    A `min` means higher is better, a `max` lower, an explicit `direction` wins, and a
+    gate with only `no_worse_than_production` is higher-is-better; a min-and-max band
+    without a direction, gates that disagree, or no gate at all say nothing.
+    """
+    found = {_direction(gate) for gate in gates if gate.metric == metric}
+    return found.pop() if len(found) == 1 else None
+
+
+def gate_rule(gate: Gate) -> str:
+    """Describe what a gate asks, such as `≥ 0.9` or `≤ Production + 5`."""
+    parts = []
+    if gate.min is not None:
+        parts.append(f"≥ {_fmt(gate.min)}")
+    if gate.max is not None:
+        parts.append(f"≤ {_fmt(gate.max)}")
+    tolerance = gate.no_worse_than_production
+    if tolerance is not None:
+        sign, op = ("−", "≥") if gate.higher_is_better else ("+", "≤")
+        slack = f" {sign} {_fmt(tolerance)}" if tolerance else ""
+        parts.append(f"{op} Production{slack}")
+    return ", ".join(parts)
+
+
+def verdict_note(verdict: GateVerdict) -> str:
+    """Return a gate's verdict to show beside its metric: `✓ ≥ 0.9`, `✗ < min 0.9 (…)`."""
+    if not verdict.passed:
+        return f"{NOTE_FAIL} {verdict.detail}"
+    note = f"{NOTE_PASS} {gate_rule(verdict.gate)}"
+    if verdict.gate.no_worse_than_production is not None and verdict.production_value is None:
+        note += f" ({NO_PRODUCTION})"
+    return note
+
+
+def _direction(gate: Gate) -> Direction | None:
+    if gate.direction is not None:
+        return gate.direction
+    if gate.min is not None and gate.max is not None:
+        return None  # a band: neither way is better
+    return "higher" if gate.higher_is_better else "lower"
 
 
 def _verdict(

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 from registry.governance import active_freeze
 from registry.messages import Outcome, escape, mentions, rollback_abandoned, rollback_announcement
-from registry.notice import model_channel, refresh_notice, tell_once, thread
-from registry.record import logged, prefixed, record, stamp
+from registry.notice import model_channel, redraw_notice, refresh_notice, tell_once, thread
+from registry.people import people_tags
+from registry.record import (
+    LEFT_PRODUCTION,
+    format_stamp,
+    logged,
+    prefixed,
+    record,
+    stamp,
+    time_of,
+)
+from registry.reports import outcome_of
 from registry.services import Services
 from registry.versions import ModelVersion
 
 
 def promote(svc: Services, mv: ModelVersion) -> str:
     """Finish an approval: Production, the old version archived, the record, the announcement."""
-    gw, at, actor = svc.gateway, mv.tag("decided_at") or stamp(svc), mv.tag("decided_by")
+    gw, actor = svc.gateway, mv.tag("decided_by")
     replaced = [mv.tag("replaces")] if mv.tag("replaces") else []
     serving = mv.stage in ("Staging", "Production")
     half_done = mv.stage == "Production" and _still_serving(svc, mv.name, mv.tag("replaces"))
@@ -29,13 +39,29 @@ def promote(svc: Services, mv: ModelVersion) -> str:
         replaced += [v for v in moved if v not in replaced]
     # Otherwise a rerun found it replaced since it got there: never bring it back over the
     # newer one, and never announce it as Production; still finish the records.
+    if serving:  # and what a run that died after its move archived without recording it
+        replaced += [v for v in _left_unrecorded(svc, mv) if v not in replaced]
     previous = replaced[0] if replaced else ""
-    if serving and not logged(mv, "promoted"):
-        record(svc, mv, "promoted", actor=actor, previous=previous, extra={"production_since": at})
-    for version in replaced:
-        _record_replaced(svc, gw.get_version(mv.name, version), mv, actor, at)
+    # Promoted already: a run died after recording when it entered Production.
+    promoted = logged(mv, "promoted")
+    since = time_of(mv, "production_since") if promoted else None
+    at = format_stamp(since) if since is not None else stamp(svc)
+    if serving and not promoted:
+        record(
+            svc,
+            mv,
+            "promoted",
+            actor=actor,
+            previous=previous,
+            extra={"production_since": at},
+            drop=LEFT_PRODUCTION,
+        )
+    elif serving:  # maybe before dropping the tags of a state it had left
+        _drop_left_production(svc, gw.get_version(mv.name, mv.version))
+    for old in replaced:
+        _archive_replaced(svc, gw.get_version(mv.name, old), by=mv, actor=actor, at=at)
     mv = gw.get_version(mv.name, mv.version)
-    refresh_notice(svc, mv, Outcome("Approved", actor.split(","), float(at)))
+    redraw_notice(svc, mv)
     if serving:
         was = f" v{previous} moved to Archived." if previous else ""
         name, who = escape(mv.name), mentions(actor)
@@ -45,35 +71,60 @@ def promote(svc: Services, mv: ModelVersion) -> str:
     return "promoted" if serving else "superseded"
 
 
-def _record_replaced(
-    svc: Services, old: ModelVersion, new: ModelVersion, actor: str, at: str
-) -> None:
-    """Log that `new` replaced `old` in Production, unless that is logged already."""
-    if not logged(old, "archived", since=at):
-        reason = f"replaced by v{new.version}"
-        extra = {"production_until": at, "archived_at": at}
-        record(svc, old, "archived", actor=actor, reason=reason, extra=extra)
-
-
 def _still_serving(svc: Services, name: str, version: str) -> bool:
     """Say whether `version` is still Production: a promotion that stopped half way."""
     return bool(version) and svc.gateway.get_version(name, version).stage == "Production"
 
 
+def _left_unrecorded(svc: Services, mv: ModelVersion) -> list[str]:
+    """Return the versions that left Production with no record of it: entered, never left."""
+    return [
+        other.version
+        for other in svc.gateway.versions(mv.name)
+        if other.version != mv.version
+        and other.stage != "Production"
+        and other.tag("production_since")
+        and not other.tag("production_until")
+    ]
+
+
+def _archive_replaced(
+    svc: Services, old: ModelVersion, *, by: ModelVersion, actor: str, at: str
+) -> None:
+    """Record that `by` replaced `old` in Production (once), and redraw old's notice."""
+    if not logged(old, "archived", since=at):
+        record(
+            svc,
+            old,
+            "archived",
+            actor=actor,
+            reason=f"replaced by v{by.version}",
+            extra={"production_until": at, "archived_at": at},
+            details={"replaced_by": by.version},
+        )
+        old = svc.gateway.get_version(old.name, old.version)
+    redraw_notice(svc, old)
+
+
 def archive_decided(svc: Services, mv: ModelVersion, change: str, verb: str) -> str:
     """Archive a version whose decision is recorded, log it and announce it (resumable)."""
-    by, at, reason = mv.tag("decided_by"), mv.tag("decided_at"), mv.tag("reason")
+    by, reason = mv.tag("decided_by"), mv.tag("reason")
+    decided = time_of(mv, "decided_at") or svc.clock()
     if mv.stage != "Archived":
         svc.gateway.move(mv.name, mv.version, "Archived")
     if not logged(mv, change):
-        record(svc, mv, change, actor=by, reason=reason, extra={"archived_at": at})
+        record(
+            svc, mv, change, actor=by, reason=reason, extra={"archived_at": format_stamp(decided)}
+        )
     mv = svc.gateway.get_version(mv.name, mv.version)
-    refresh_notice(svc, mv, Outcome(verb, [u for u in by.split(",") if u], float(at), reason))
-    who = f" by {mentions(by)}" if by else ""
+    # The record says whether it was a rejection or the requester's withdrawal.
+    outcome = outcome_of(mv) or Outcome(verb, [u for u in by.split(",") if u], decided, reason)
+    refresh_notice(svc, mv, outcome)
+    who = f" by {'the requester ' if outcome.by_requester else ''}{mentions(by)}" if by else ""
     thread(
         svc,
         mv,
-        f"{escape(mv.name)} v{mv.version} was {verb.lower()}{who} and archived.",
+        f"{escape(mv.name)} v{mv.version} was {outcome.verb.lower()}{who} and archived.",
         once="decision_told",
     )
     svc.gateway.set_tags(mv.name, mv.version, prefixed({"announced": stamp(svc)}))
@@ -103,26 +154,40 @@ def rollback_pending(mv: ModelVersion) -> bool:
 
 
 def finish_rollback(svc: Services, mv: ModelVersion) -> str:
-    """Finish a recorded rollback to `mv`: Production, the log, the archive, the announcement."""
+    """Finish a recorded rollback to `mv`: Production, the log, the archive, the notices,
+    the announcement.
+
+    Each step is done once: the log entries by `logged`, the announcement by its nonce;
+    the tags that describe a state the target left are dropped and both notices are
+    redrawn with where each version is now, which is harmless to repeat.
+    """
     gw = svc.gateway
     at, by, old_version = mv.tag("rollback_at"), mv.tag("rollback_by"), mv.tag("rollback_from")
     channel = mv.tag("rollback_channel") or model_channel(svc, mv.name)
     if mv.stage != "Production":
         current = gw.production(mv.name)
-        if current is not None and current.version != old_version:
+        if current is not None and _moved_since(current, old_version, mv):
             return _abandon_rollback(svc, mv, current.version, channel)
         gw.move(mv.name, mv.version, "Production")
+    when = format_stamp(time_of(mv, "rollback_at") or svc.clock())  # as the record writes times
     reason = mv.tag("rollback_reason")
     old = gw.get_version(mv.name, old_version)
     if not logged(old, "archived", since=at):
+        why = f": {reason}" if reason else ""
         record(
             svc,
             old,
             "archived",
             actor=by,
-            reason=f"rolled back to v{mv.version}: {reason or 'no reason given'}",
-            extra={"production_until": at, "archived_at": at},
+            reason=f"rolled back to v{mv.version}{why}",
+            extra={"production_until": when, "archived_at": when, **people_tags(svc, old, by)},
+            details={"replaced_by": mv.version, "via": "rollback"},
         )
+    # A change that died after its move may have left another version out of Production
+    # unrecorded (an earlier rollback this one overtook, say): it was replaced by now.
+    for other in _left_unrecorded(svc, mv):
+        if other != old_version:
+            _archive_replaced(svc, gw.get_version(mv.name, other), by=mv, actor=by, at=when)
     if not logged(mv, "rolled_back", since=at):
         record(
             svc,
@@ -131,14 +196,35 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
             actor=by,
             reason=reason,
             previous=old_version,
-            extra={"production_since": at, "production_until": "", "rolled_back_by": by},
+            extra={"production_since": when, "rolled_back_by": by, **people_tags(svc, mv, by)},
+            drop=LEFT_PRODUCTION,  # Production again: it is no longer archived
         )
+    else:
+        _drop_left_production(svc, gw.get_version(mv.name, mv.version))  # a run died between
+    for version in (old_version, mv.version):
+        redraw_notice(svc, gw.get_version(mv.name, version))
     mv = gw.get_version(mv.name, mv.version)
     text = rollback_announcement(mv.name, old_version, mv.version, by, reason)
     text += during_freeze(svc, mv.name)
     tell_once(svc, mv, "rollback_told", text, channel=channel)
     gw.set_tags(mv.name, mv.version, prefixed({"rollback_done": at, "rollback_state": "done"}))
     return "rolled_back"
+
+
+def _moved_since(current: ModelVersion, old_version: str, target: ModelVersion) -> bool:
+    """Say whether Production changed since the rollback to `target` was recorded: another
+    version serves, or the one it would replace entered Production again after it."""
+    entered = time_of(current, "production_since")
+    asked = time_of(target, "rollback_at")
+    later = entered is not None and asked is not None and entered > asked
+    return current.version != old_version or later
+
+
+def _drop_left_production(svc: Services, mv: ModelVersion) -> None:
+    """Delete state tags a version in Production again must not carry (archived_at, ...)."""
+    stale = [key for key in prefixed(dict.fromkeys(LEFT_PRODUCTION, "")) if key in mv.tags]
+    if stale:
+        svc.gateway.delete_tags(mv.name, mv.version, stale)
 
 
 def _abandon_rollback(svc: Services, mv: ModelVersion, now_serving: str, channel: str) -> str:
@@ -155,7 +241,7 @@ def during_freeze(svc: Services, model: str) -> str:
     window = active_freeze(svc.settings.policy.for_model(model).freeze, float(svc.clock()))
     if window is None:
         return ""
-    why = f" ({window.reason})" if window.reason else ""
+    why = f" ({escape(window.reason)})" if window.reason else ""
     return (
         f"\nThis rollback ran during a change freeze until {window.until_text()}{why}: "
         "rollback is never frozen."

@@ -23,12 +23,23 @@ from registry.governance import (
 from registry.messages import (
     Outcome,
     OutOfBandFacts,
+    escape,
     mention,
     out_of_band_alert,
     resolved_alert,
 )
-from registry.notice import model_channel, refresh_notice
-from registry.record import TAG_PREFIX, logged, prefixed, record, stamp
+from registry.notice import model_channel, redraw_notice, refresh_notice
+from registry.people import people_tags
+from registry.record import (
+    LEFT_PRODUCTION,
+    TAG_PREFIX,
+    logged,
+    parse_time,
+    prefixed,
+    record,
+    stamp,
+)
+from registry.reports import outcome_of
 from registry.services import Recipient, Services
 from registry.versions import ModelVersion
 
@@ -112,7 +123,7 @@ def accept(
     else:
         _accept_removal(svc, name, drift, user=user, reason=reason)
     now = ", ".join(f"v{v}" for v in drift.current) or "no version"
-    line = ACCEPTED.format(who=mention(user), now=now, model=name, reason=reason)
+    line = ACCEPTED.format(who=mention(user), now=now, model=escape(name), reason=escape(reason))
     _resolve_alert(svc, name, drift, line)
     return "accepted"
 
@@ -199,16 +210,28 @@ def _finish_revert(svc: Services, name: str, intent: dict) -> str:
         _archive(svc, name, version, actor=actor, why=f"reverted to v{target}", at=at)
     mv = gw.get_version(name, target)
     if not logged(mv, "reverted", since=at):
-        extra = {"production_since": stamp(svc), "production_until": ""}
+        extra = {"production_since": stamp(svc), **people_tags(svc, mv, actor)}
         previous = ",".join(undone)
-        record(svc, mv, "reverted", actor=actor, reason=reason, previous=previous, extra=extra)
+        record(
+            svc,
+            mv,
+            "reverted",
+            actor=actor,
+            reason=reason,
+            previous=previous,
+            extra=extra,
+            drop=LEFT_PRODUCTION,  # Production again: no longer archived
+        )
+    _redraw_decided(svc, gw.get_version(name, target))  # its notice says it is back
     archived = f"; {', '.join(f'v{v}' for v in undone)} archived" if undone else ""
     line = REVERTED.format(
         who="registry-bot" if actor == "registry-bot" else mention(actor),
-        model=name,
+        model=escape(name),
         target=target,
         undone=archived,
-        why=f"{AUTO_REASON}: the change was {NO_APPROVAL}" if actor == "registry-bot" else reason,
+        why=f"{AUTO_REASON}: the change was {NO_APPROVAL}"
+        if actor == "registry-bot"
+        else escape(reason),
     )
     _close_alert(svc, name, str(intent.get("key", "")), line, _line_blocks(line))
     gw.set_tags(name, target, prefixed({"revert_intent": ""}))
@@ -248,17 +271,25 @@ def _adopt(svc: Services, name: str, drift: Drift, *, user: str, reason: str, at
     mv = gw.get_version(name, chosen)
     decided = {
         "production_since": at,
-        "production_until": "",
         "decision": "approved",
         "decided_by": user,
         "decided_at": at,
         "reason": reason,
         "announced": at,
+        **people_tags(svc, mv, user),
     }
-    record(svc, mv, "accepted", actor=user, reason=reason, previous=drift.sanctioned, extra=decided)
-    refresh_notice(
-        svc, gw.get_version(name, chosen), Outcome("Accepted", [user], float(at), reason)
+    record(
+        svc,
+        mv,
+        "accepted",
+        actor=user,
+        reason=reason,
+        previous=drift.sanctioned,
+        extra=decided,
+        drop=LEFT_PRODUCTION,  # Production now: not archived, whatever it was before
     )
+    accepted = Outcome("Accepted", [user], parse_time(at) or svc.clock(), reason)
+    refresh_notice(svc, gw.get_version(name, chosen), accepted)
     if drift.sanctioned and drift.sanctioned not in drift.current:
         old = gw.get_version(name, drift.sanctioned)
         if old.stage == "Production":
@@ -266,7 +297,9 @@ def _adopt(svc: Services, name: str, drift: Drift, *, user: str, reason: str, at
             old = gw.get_version(name, old.version)
         extra = {"production_until": at, "archived_at": at}
         why = f"replaced by v{chosen} (out-of-band change accepted)"
-        record(svc, old, "archived", actor=user, reason=why, extra=extra)
+        details = {"replaced_by": chosen}
+        record(svc, old, "archived", actor=user, reason=why, extra=extra, details=details)
+        _redraw_decided(svc, gw.get_version(name, old.version))
 
 
 def _accept_removal(svc: Services, name: str, drift: Drift, *, user: str, reason: str) -> None:
@@ -290,6 +323,12 @@ def _accept_removal(svc: Services, name: str, drift: Drift, *, user: str, reason
 
 
 # --- helpers ---
+
+
+def _redraw_decided(svc: Services, mv: ModelVersion) -> None:
+    """Redraw a decided version's notice with where it is now (one never decided keeps its)."""
+    if outcome_of(mv) is not None:
+        redraw_notice(svc, mv)
 
 
 def _drift(svc: Services, name: str, versions: list[ModelVersion]) -> Drift | None:

@@ -96,6 +96,10 @@ class ApproverDirectory(Protocol):
         """Return the Slack user ID for an e-mail address, or '' when Slack has none."""
         ...
 
+    def display_name(self, user: str) -> str:
+        """Return the name Slack shows for `user`, or '' when Slack does not say."""
+        ...
+
 
 def no_emit(event: LifecycleEvent) -> None:
     """Publish nothing (tests and tools that need no lifecycle events)."""

@@ -19,7 +19,7 @@ from registry.messages import canary_overdue_note, escape, format_time
 from registry.notice import refresh_notice, thread
 from registry.promotion import archive_decided, finish_rollback, promote, rollback_pending
 from registry.protection import check_production
-from registry.record import prefixed, record, stamp
+from registry.record import format_stamp, prefixed, record, stamp, time_of
 from registry.services import Services
 from registry.versions import TAG, ModelVersion
 
@@ -52,6 +52,11 @@ def sweep(
     for name in models if models is not None else svc.gateway.model_names():
         try:
             with lock(name):
+                # A rollback that died after its move goes first: finishing a decision before
+                # it would move Production again and leave the version it moved away unlogged.
+                for mv in svc.gateway.versions(name):
+                    if _rollback_moved(mv):
+                        _note(report, finish_rollback(svc, mv), mv)
                 for mv in svc.gateway.versions(name):
                     _note(report, sweep_version(svc, mv), mv)
                 for mv in missed.get(name, []):
@@ -67,6 +72,11 @@ def sweep(
     return report
 
 
+def _rollback_moved(mv: ModelVersion) -> bool:
+    """Say whether a rollback to `mv` is half done with its target already Production."""
+    return rollback_pending(mv) and mv.stage == "Production"
+
+
 def _note(report: SweepReport, action: str, mv: ModelVersion) -> None:
     if action:
         report.add(action, mv)
@@ -75,12 +85,15 @@ def _note(report: SweepReport, action: str, mv: ModelVersion) -> None:
 def sweep_version(svc: Services, mv: ModelVersion) -> str:
     """Bring one version forward if it is due; return what was done, or ''."""
     if mv.tag("decision") and not mv.tag("announced"):
+        # Read afresh: finishing another version's change in this sweep may have moved it.
+        mv = svc.gateway.get_version(mv.name, mv.version)
         action = _finish(svc, mv)  # a worker died half way through a decision
         mv = svc.gateway.get_version(mv.name, mv.version)
         if not rollback_pending(mv):
             return action
     if rollback_pending(mv):
-        return finish_rollback(svc, mv)  # ... or half way through a rollback
+        # ... or half way through a rollback (read afresh, as above)
+        return finish_rollback(svc, svc.gateway.get_version(mv.name, mv.version))
     if mv.stage != "Staging":
         return ""
     if not mv.tag("notice_ts"):
@@ -140,7 +153,7 @@ def _finish(svc: Services, mv: ModelVersion) -> str:
 
 
 def _canary_due(svc: Services, mv: ModelVersion) -> str:
-    until = float(mv.tag("canary_until") or 0)
+    until = time_of(mv, "canary_until") or 0.0
     if svc.clock() < until:
         return ""
     if mv.tag("canary_require_report") == "true" and mv.tag("canary_state") != "passed":
@@ -159,7 +172,7 @@ def _canary_overdue(svc: Services, mv: ModelVersion, until: float) -> str:
         return ""
     note = canary_overdue_note(mv.name, mv.version, until, expires)
     thread(svc, mv, note, once="canary_overdue_told")
-    until_text = f"{expires:.3f}" if expires else ""
+    until_text = format_stamp(expires) if expires else ""
     overdue = {"canary_overdue": stamp(svc), "canary_expires_at": until_text}
     svc.gateway.set_tags(mv.name, mv.version, prefixed(overdue))
     refresh_notice(svc, svc.gateway.get_version(mv.name, mv.version))
@@ -169,10 +182,10 @@ def _canary_overdue(svc: Services, mv: ModelVersion, until: float) -> str:
 def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
     policy = svc.settings.policy.for_model(mv.name)
     now = float(svc.clock())
-    since = float(mv.tag("noticed_at") or mv.tag("staged_at") or now)
+    since = time_of(mv, "noticed_at") or time_of(mv, "staged_at") or now
     if policy.approval_expires_after and now >= since + policy.approval_expires_after:
         return _expire(svc, mv)
-    last = float(mv.tag("reminded_at") or since)
+    last = time_of(mv, "reminded_at") or since
     if policy.remind_every and now >= last + policy.remind_every:
         count = f"{len(approvals_on(mv))} of {required_of(svc.settings, mv.name)} approvals"
         expires = ""
@@ -183,7 +196,7 @@ def _expire_or_remind(svc: Services, mv: ModelVersion) -> str:
             mv.tag("notice_ts"),
             f"Reminder: {escape(mv.name)} v{mv.version} still awaits approval ({count}{expires}).",
         )
-        svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.reminded_at": f"{now:.3f}"})
+        svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.reminded_at": format_stamp(now)})
         return "reminded"
     return ""
 

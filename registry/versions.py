@@ -6,7 +6,7 @@ in-memory gateway implements it too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,6 +84,8 @@ class RegistryGateway(Protocol):
     def move(self, name: str, version: str, stage: str) -> list[str]: ...
 
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None: ...
+
+    def delete_tags(self, name: str, version: str, keys: Iterable[str]) -> None: ...
 
     def run_summary(self, run_id: str) -> RunSummary | None: ...
 

@@ -5,7 +5,7 @@ mypy checks them against the Protocols the domain code runs against (see the end
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +121,12 @@ class FakeGateway:
         self._put(replace(mv, tags={**mv.tags, **{k: str(v) for k, v in tags.items()}}))
         self._maybe_die("set_tags", version, tags)
 
+    def delete_tags(self, name: str, version: str, keys: Iterable[str]) -> None:
+        mv = self.get_version(name, version)
+        gone = set(keys)
+        self._put(replace(mv, tags={k: v for k, v in mv.tags.items() if k not in gone}))
+        self._maybe_die("delete_tags", version, gone)
+
     def run_summary(self, run_id: str) -> RunSummary | None:
         return self.runs.get(run_id)
 
@@ -216,11 +222,13 @@ class FakeDirectory:
         self,
         approvers: Sequence[str],
         emails: Mapping[str, str] | None = None,
+        names: Mapping[str, str] | None = None,
         *,
         groups: Mapping[str, Sequence[str]] | None = None,
         settings: Settings | None = None,
     ):
         self.approvers, self.emails = set(approvers), dict(emails or {})
+        self.names = dict(names or {})
         self.groups = {group: set(members) for group, members in (groups or {}).items()}
         self.settings = settings
         self.down: set[str] = set()
@@ -249,6 +257,12 @@ class FakeDirectory:
         if "users.lookupByEmail" in self.down:
             raise LookupFailed(f"users.lookupByEmail for {email} failed")
         return next((u for u, e in self.emails.items() if e == email), "")
+
+    def display_name(self, user: str) -> str:
+        # As SlackDirectory: a name Slack cannot give costs the name, never raises.
+        if "users.info" in self.down:
+            return ""
+        return self.names.get(user, "")
 
 
 if TYPE_CHECKING:

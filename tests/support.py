@@ -29,7 +29,7 @@ from devkit.stack import (
     url_answers,
     wait_until,
 )
-from registry.reports import ROLLBACK_CONFIRM
+from registry.reports import ROLLBACK_CONFIRM, ROLLBACK_MODAL
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINING_SECRET = "whsec_" + "dGVzdC10cmFpbmluZy1zZWNyZXQtMzItYnl0ZXMhIQ=="
@@ -934,6 +934,23 @@ def confirm(loop, slack, plan_reply: dict, user: str, action=ROLLBACK_CONFIRM):
     )
     resp, url = click(loop.bot_url, slack, user=user, action_id=action, value=button["value"])
     assert resp.status_code == 200
+    return url
+
+
+def confirm_with_reason(loop, slack, plan_reply: dict, user: str, reason: str | None = None):
+    """Click a command plan's Confirm, then submit the reason modal it opens: with `reason`,
+    or as prefilled (the command's reason). Return the plan's response URL."""
+    opened_before = len(slack.calls("views.open"))
+    url = confirm(loop, slack, plan_reply, user)
+    view = wait_for(lambda: slack.calls("views.open")[opened_before:], "views.open")[-1].params[
+        "view"
+    ]
+    assert view["callback_id"] == ROLLBACK_MODAL
+    [field] = [b for b in view["blocks"] if b["type"] == "input"]
+    assert field["optional"] is True
+    typed = field["element"].get("initial_value") if reason is None else reason
+    resp = submit_view(loop.bot_url, view, user=user, reason=typed)
+    assert resp.status_code == 200 and not resp.content.strip()  # the modal closes
     return url
 
 

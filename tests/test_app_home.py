@@ -77,8 +77,14 @@ def test_an_approver_sees_what_awaits_them_with_both_buttons_newest_first():
 
 def test_the_requester_may_only_withdraw_and_an_outsider_decides_nothing():
     versions = [mv("churn", "3", "Staging", requested_by="UADA")]
+    # Their Reject is a withdraw: it names them as the requester, as the notice's does.
     assert buttons(home_view(ADA, versions, required=1, now=NOW)) == [
-        ("Reject", button_value("churn", "3"))
+        ("Reject", button_value("churn", "3", "UADA"))
+    ]
+    # The requester may withdraw even when they are no approver (SPEC 6).
+    requester = Clicker("UADA")
+    assert buttons(home_view(requester, versions, required=1, now=NOW)) == [
+        ("Reject", button_value("churn", "3", "UADA"))
     ]
     outsider = Clicker("UOLAF")
     view = home_view(outsider, versions, required=1, now=NOW)

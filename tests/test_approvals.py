@@ -205,8 +205,51 @@ def test_reject_by_a_non_approver_opens_no_modal(loop, slack, mlflow_server, mod
         message_ts=ts,
     )
     assert resp.status_code == 200
-    assert "not one" in said_to(slack, url)
+    assert "neither an approver nor the requester" in said_to(slack, url)
     assert len(slack.calls("views.open")) == opened_before
+
+
+@pytest.mark.parametrize("requested_by", ["UREQUESTER", "rita@example.com"])
+def test_the_requester_may_withdraw_their_own_candidate(
+    loop, slack, mlflow_server, model_name, requested_by
+):
+    version, ts = stage(loop, slack, mlflow_server, model_name, requested_by=requested_by)
+    [notice] = notices_for(slack, model_name)
+    reject = [
+        el for b in notice.params["blocks"] if b["type"] == "actions" for el in b["elements"]
+    ][1]
+    opened_before = len(slack.calls("views.open"))
+    resp, _ = click(
+        loop.bot_url,
+        slack,
+        user="UREQUESTER",  # rita: not an approver
+        action_id=REJECT_ACTION,
+        value=reject["value"],
+        message_ts=ts,
+    )
+    assert resp.status_code == 200
+    view = wait_for(lambda: slack.calls("views.open")[opened_before:], "views.open")[-1].params[
+        "view"
+    ]
+    submit_view(loop.bot_url, view, user="UREQUESTER", reason="retraining with more data")
+    wait_for(lambda: stage_of(mlflow_server, model_name, version) == "Archived", "withdrawal")
+    tags = MlflowClient(mlflow_server).get_model_version(model_name, version).tags
+    assert (tags["registry_bot.decided_by"], tags["registry_bot.reason"]) == (
+        "UREQUESTER",
+        "retraining with more data",
+    )
+    blocks = json.dumps(
+        wait_for(lambda: updates_of(slack, ts), "notice update")[-1].params["blocks"]
+    )
+    assert "*Withdrawn* by the requester <@UREQUESTER>" in blocks
+    assert f"{model_name} v{version}: Withdrawn" in blocks
+
+
+def test_the_requester_still_may_not_approve(loop, slack, mlflow_server, model_name):
+    version, ts = stage(loop, slack, mlflow_server, model_name)
+    url = approve(loop, slack, model_name, version, "UREQUESTER", ts)
+    assert "Only approvers may approve" in said_to(slack, url)
+    assert stage_of(mlflow_server, model_name, version) == "Staging"
 
 
 def test_a_version_moved_in_mlflow_meanwhile_is_left_alone(loop, slack, mlflow_server, model_name):

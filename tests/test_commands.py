@@ -24,6 +24,7 @@ from tests.support import (
     answered,
     click,
     confirm,
+    confirm_with_reason,
     log_model,
     mention_event,
     notices_for,
@@ -193,7 +194,8 @@ def test_rollback_to_the_previous_production(loop, slack, mlflow_server, model_n
         el["text"]["text"] for b in plan["blocks"] if b["type"] == "actions" for el in b["elements"]
     ] == ["Confirm", "Cancel"]
 
-    done_url = confirm(loop, slack, plan, "UAPPROVER2")
+    assert "Confirm asks for the reason (optional)" in plan["text"]
+    done_url = confirm_with_reason(loop, slack, plan, "UAPPROVER2", reason="")
     wait_for(lambda: stage_of(mlflow_server, model_name, v2) == "Production", "rollback")
     # v2 moves first, then v3 is archived by a transition of its own: wait for the second.
     wait_for(lambda: stage_of(mlflow_server, model_name, v3) == "Archived", "v3 archived")
@@ -207,6 +209,7 @@ def test_rollback_to_the_previous_production(loop, slack, mlflow_server, model_n
         if "rolled" in c.params.get("text", "") and model_name in c.params["text"]
     ]
     assert channel_posts and f"from v{v3} to v{v2}" in channel_posts[-1]
+    assert channel_posts[-1].endswith("No reason was given.")  # they were asked, and left it
 
     resp, hist_url = slash(loop.bot_url, slack, f"history {model_name}", user="UOUTSIDER")
     lines = answered(slack, hist_url)[0]["text"].splitlines()
@@ -227,7 +230,7 @@ def test_rollback_to_a_given_version_records_the_reason(loop, slack, mlflow_serv
     )
     plan = answered(slack, url)[0]
     assert f"to v{v1}" in plan["text"] and "bad drift in EU" in plan["text"]
-    confirm(loop, slack, plan, "UAPPROVER1")
+    confirm_with_reason(loop, slack, plan, "UAPPROVER1")  # the command's reason, prefilled
     client = MlflowClient(mlflow_server)
     entry = wait_for(
         lambda: (lambda e: e if e["type"] == "rolled_back" else None)(
@@ -244,6 +247,31 @@ def test_rollback_to_a_given_version_records_the_reason(loop, slack, mlflow_serv
 
 
 @pytest.mark.slow
+def test_the_reason_typed_in_the_confirm_modal_is_recorded_and_announced(
+    loop, slack, mlflow_server, model_name
+):
+    v1, v2 = promote_in_turn(loop, slack, mlflow_server, model_name, 2)
+    _, url = slash(loop.bot_url, slack, f"rollback {model_name}", user="UAPPROVER2")
+    plan = answered(slack, url)[0]
+    done_url = confirm_with_reason(loop, slack, plan, "UAPPROVER2", reason="  latency doubled  ")
+    replies = answered(slack, done_url, count=2)
+    assert "Rolling" in replies[0]["text"] and replies[0]["replace_original"] is True
+    wait_for(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "rollback")
+    client = MlflowClient(mlflow_server)
+    entry = wait_for(
+        lambda: (lambda e: e if e["type"] == "rolled_back" else None)(
+            json.loads(client.get_model_version(model_name, v1).tags["registry_bot.log"])[-1]
+        ),
+        "rollback record",
+    )
+    assert entry["reason"] == "latency doubled"
+    posts = [c.params["text"] for c in slack.calls("chat.postMessage")]
+    assert any(
+        p.endswith(f"(v{v2} archived). Reason: latency doubled") and model_name in p for p in posts
+    )
+
+
+@pytest.mark.slow
 def test_non_approvers_are_refused_and_cancel_changes_nothing(
     loop, slack, mlflow_server, model_name
 ):
@@ -253,8 +281,10 @@ def test_non_approvers_are_refused_and_cancel_changes_nothing(
         assert "Only approvers" in answered(slack, url)[0]["text"]
     _, url = slash(loop.bot_url, slack, f"rollback {model_name}", user="UAPPROVER1")
     plan = answered(slack, url)[0]
+    opened_before = len(slack.calls("views.open"))
     refused_url = confirm(loop, slack, plan, "UOUTSIDER")
     assert "Only approvers" in answered(slack, refused_url)[0]["text"]
+    assert len(slack.calls("views.open")) == opened_before  # no reason modal for them
     cancel_url = confirm(loop, slack, plan, "UAPPROVER1", action=ROLLBACK_CANCEL)
     assert "cancelled" in answered(slack, cancel_url)[0]["text"]
     time.sleep(1.0)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from registry.decisions import Clicker, approvals_on, judge_approval, judge_rejection
+from registry.decisions import (
+    Clicker,
+    approvals_on,
+    judge_approval,
+    judge_rejection,
+    may_reject,
+)
 from registry.gateway import ModelVersion
 from registry.messages import (
     APPROVE_ACTION,
+    MetricGate,
     NoticeFacts,
     Outcome,
+    Standing,
+    button_requester,
     button_value,
     decided_notice,
     metrics_table,
@@ -62,9 +73,40 @@ def test_a_decided_or_moved_version_changes_nothing_and_says_by_whom():
     )
 
 
-def test_rejection_needs_an_approver_but_the_requester_may_withdraw():
-    assert judge_rejection(version(), Clicker("UOUTSIDER")).action == "refused"
-    assert judge_rejection(version(requested_by="UAPPROVER1"), APPROVER).action == "reject"
+def test_rejection_needs_an_approver_but_the_requester_may_always_withdraw():
+    refused = judge_rejection(version(requested_by="UREQUESTER"), Clicker("UOUTSIDER"))
+    assert refused.action == "refused"
+    assert "neither an approver nor the requester" in refused.message
+    assert judge_rejection(version(requested_by="UREQUESTER"), APPROVER).action == "reject"
+    requester = Clicker("UREQUESTER", "rita@example.com")  # not an approver
+    assert judge_rejection(version(requested_by="UREQUESTER"), requester).action == "withdraw"
+    by_email = version(requested_by="RITA@example.com")
+    assert judge_rejection(by_email, requester).action == "withdraw"
+    nobody = Clicker("UREQUESTER", nobody_may_approve=True)
+    assert judge_rejection(version(requested_by="UREQUESTER"), nobody).action == "withdraw"
+    assert judge_rejection(version(), Clicker("UX", nobody_may_approve=True)).action == "refused"
+
+
+def test_a_requester_cannot_withdraw_a_version_already_decided():
+    decided = version(stage="Archived", requested_by="UREQUESTER", decision="rejected")
+    verdict = judge_rejection(decided, Clicker("UREQUESTER"))
+    assert verdict.action == "done" and "already rejected" in verdict.message
+
+
+@pytest.mark.parametrize(
+    ("clicker", "requester", "refused"),
+    [
+        (APPROVER, "", False),
+        (APPROVER, "UREQUESTER", False),
+        (Clicker("UREQUESTER"), "UREQUESTER", False),
+        (Clicker("UREQUESTER", "rita@example.com"), "Rita@Example.com", False),
+        (Clicker("UOUTSIDER"), "UREQUESTER", True),
+        (Clicker("UOUTSIDER"), "", True),
+        (Clicker("UOUTSIDER", nobody_may_approve=True), "UREQUESTER", True),
+    ],
+)
+def test_who_may_open_the_reject_modal(clicker, requester, refused):
+    assert bool(may_reject(clicker, requester)) is refused
 
 
 def test_approvals_are_read_in_order():
@@ -118,11 +160,98 @@ def test_decided_notice_has_no_buttons_and_names_the_decider():
     assert "bad &lt;drift&gt;" in flat
 
 
-def test_metrics_table_shows_the_difference():
+def test_a_decided_notice_says_where_the_version_stands_now():
+    now = Standing("Approved, now Archived", "*Now Archived* since …, when v4 replaced it.")
+    text, blocks = decided_notice(
+        replace(FACTS, standing=now), Outcome("Approved", ["UAPPROVER1"], 1700000000)
+    )
+    assert text == "churn v3 approved, now archived"
+    assert blocks[0]["text"]["text"] == "churn v3: Approved, now Archived"
+    assert [b["text"]["text"] for b in blocks[-2:]] == [
+        "*Approved* by <@UAPPROVER1> at 2023-11-14 22:13 UTC",
+        "*Now Archived* since …, when v4 replaced it.",
+    ]
+    away = Standing("Approved, now Archived", "*Now Archived* since ….", "drift <in> EU")
+    _, blocks = decided_notice(replace(FACTS, standing=away), Outcome("Approved", ["UA"], 1))
+    assert blocks[-1]["text"]["text"] == "*Now Archived* since ….\n>drift &lt;in&gt; EU"
+
+
+def test_a_withdrawal_says_it_was_the_requester():
+    outcome = Outcome("Withdrawn", ["UREQUESTER"], 1700000000, "retraining", by_requester=True)
+    text, blocks = decided_notice(FACTS, outcome)
+    assert text == "churn v3 withdrawn"
+    assert "*Withdrawn* by the requester <@UREQUESTER> at 2023-11-14 22:13 UTC" in str(blocks)
+
+
+def test_reject_names_the_requester_who_may_withdraw_and_approve_does_not():
+    _, blocks = staging_notice(replace(FACTS, requester="UREQUESTER"))
+    approve, reject = _buttons(blocks)
+    assert button_requester(reject["value"]) == "UREQUESTER"
+    assert button_requester(approve["value"]) == ""
+    assert parse_button_value(reject["value"]) == ("churn", "3")
+    assert button_requester(button_value("m", "1")) == button_requester("not json") == ""
+
+
+CANDIDATE = {"accuracy": 0.856, "f1": 0.76164, "latency_ms": 41.3, "auc": 0.91, "loss": 0.2}
+PRODUCTION = {"accuracy": 0.854, "f1": 0.73842, "latency_ms": 38.0, "auc": 0.9, "loss": 0.2}
+GATES = {
+    "accuracy": MetricGate(True, "✓ ≥ 0.8"),
+    "f1": MetricGate(True, "✓ ≥ Production − 0.01"),
+    "latency_ms": MetricGate(False, "✓ ≤ 50"),
+    "loss": MetricGate(False, "✓ ≤ 1"),
+    "recall": MetricGate(True, "✗ missing from the run"),
+}
+
+
+def test_metrics_table_aligns_columns_with_one_precision_per_metric_and_marks_changes():
+    table = metrics_table(CANDIDATE, PRODUCTION, GATES)
+    assert table.splitlines() == [
+        "```",
+        "metric      candidate  production   change          gate",
+        "accuracy       0.8560      0.8540  +0.0020  better  ✓ ≥ 0.8",
+        "auc            0.9100      0.9000  +0.0100          no gate: direction unknown",
+        "f1             0.7616      0.7384  +0.0232  better  ✓ ≥ Production − 0.01",
+        "latency_ms      41.30       38.00    +3.30  worse   ✓ ≤ 50",
+        "loss           0.2000      0.2000  +0.0000  same    ✓ ≤ 1",
+        "recall              –           –        –          ✗ missing from the run",
+        "```",
+    ]
+
+
+def test_the_marker_follows_the_gates_direction_not_the_sign():
+    lower = {"latency_ms": MetricGate(False, "✓ ≤ 50")}
+    faster = metrics_table({"latency_ms": 30.0}, {"latency_ms": 40.0}, lower)
+    slower = metrics_table({"latency_ms": 50.0}, {"latency_ms": 40.0}, lower)
+    assert "-10.00  better" in faster and "+10.00  worse" in slower
+    higher = {"accuracy": MetricGate(True, "✓ ≥ 0.8")}
+    assert "-0.0100  worse" in metrics_table({"accuracy": 0.9}, {"accuracy": 0.91}, higher)
+    band = {"width": MetricGate(None, "✓ ≥ 1, ≤ 2")}  # a band: neither way is better
+    row = metrics_table({"width": 1.5}, {"width": 1.2}, band).splitlines()[2]
+    assert "better" not in row and "worse" not in row and row.endswith("✓ ≥ 1, ≤ 2")
+
+
+def test_metrics_without_production_or_without_gates_say_so():
     table = metrics_table({"accuracy": 0.93, "f1": 0.8}, {"accuracy": 0.91})
-    assert "accuracy | 0.93 | 0.91 | +0.02" in table
-    assert "f1 | 0.8 | – | –" in table
+    assert table.splitlines()[1:4] == [
+        "metric    candidate  production   change    gate",
+        "accuracy     0.9300      0.9100  +0.0200    no gate: direction unknown",
+        "f1           0.8000           –        –    no gate: direction unknown",
+    ]
     assert metrics_table({}, {}) == "_no metrics recorded_"
+
+
+def test_the_table_escapes_what_slack_would_read_as_markup():
+    table = metrics_table({"a<b>": 1.0}, {}, {"a<b>": MetricGate(True, "✗ < min 2")})
+    assert "a&lt;b&gt;" in table and "✗ &lt; min 2" in table and "<" not in table
+
+
+def test_precision_follows_the_size_of_the_values_and_the_change():
+    rows = metrics_table(
+        {"big": 12345.6, "tiny": 0.000123, "same": 0.5}, {"big": 12000.0, "tiny": 0.000121}
+    ).splitlines()
+    assert rows[2].split()[:4] == ["big", "12346", "12000", "+346"]
+    assert rows[3].split()[:2] == ["same", "0.5000"]
+    assert rows[4].split()[:4] == ["tiny", "0.000123", "0.000121", "+0.000002"]
 
 
 def test_button_values_round_trip_and_foreign_ones_are_refused():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from bot.listeners.decisions import EMPTY_REASON
 from devkit.demo import MODEL, PORTS
-from devkit.sandbox.app import REQUIRED_FIELD, STALE_MESSAGE
+from devkit.sandbox.app import NOT_A_COMMAND, REQUIRED_FIELD, STALE_MESSAGE
 from devkit.stack import alive, descendants, free_port, port_in_use, wait_until
 from tests.support import REPO
 
@@ -43,7 +44,9 @@ UI_TIMEOUT_MS = 20_000  # a click goes bot -> Redis -> worker -> MLflow -> Slack
 # The README's screenshot; `UPDATE_SCREENSHOT=1 make test` rewrites it, others use tmp.
 SCREENSHOT = REPO / "docs" / "sandbox.png"
 HEADER = "registry-bot sandbox — #models (CDEMO)"
-ADA, OLAF = "UADA", "UOLAF"
+ADA, OLAF, RITA = "UADA", "UOLAF", "URITA"
+# The README's /predict example: a customer who churns, and one who does not.
+README_ROWS = {"inputs": [[0.1, 2.1, -0.5, -3.8, 1.1, -2.9, 2.6, -2.5], [0, 0, 0, 0, 0, 0, 0, 0]]}
 
 
 @dataclass
@@ -157,47 +160,74 @@ def page_on(browser, url: str):
 
 
 @pytest.mark.slow
-def test_approve_reject_and_roll_back_in_the_browser(demo, page, tmp_path):
+def test_approve_withdraw_and_roll_back_in_the_browser(demo, page, tmp_path):
     client = MlflowClient(demo.url("mlflow"))
     expect(page.get_by_test_id("header")).to_have_text(HEADER)
+    every_role_shows_whole_in_the_picker(page)
 
     act_as(page, ADA)
     v1 = notice(page, "1")
+    assert table_rows(v1)[1:] == [
+        ["accuracy", "0.8540", "–", "–", "✓ ≥ 0.8"],
+        ["f1", "0.7384", "–", "–", "✓ ≥ Production − 0.05 (no Production to compare)"],
+    ]
     v1.get_by_test_id("button-approve_version").click()
     wait_for_stage(client, "1", "Production")
     expect(v1).to_contain_text("Approved by")
+    expect(v1).to_contain_text("Now in Production since")
     expect(v1.get_by_test_id("button-approve_version")).to_have_count(0)
     wait_until_served(demo, "1")
     expect(page.get_by_test_id("served-version")).to_contain_text("v1")
     expect(page.get_by_test_id("thread")).to_contain_text("now Production")
-    shot = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "sandbox.png"
-    page.screenshot(path=str(shot))
-    assert shot.stat().st_size > 10_000  # a real rendering, not a blank page
+    readme_example = requests.post(f"{demo.url('predict')}/predict", json=README_ROWS, timeout=5)
+    assert readme_example.json() == {"predictions": [1.0, 0.0], "version": "1"}
 
     send_another_run(page)
     v2 = notice(page, "2")
     refused_for_non_approver(page, v2)
-    reject_through_the_modal(page, v2)
+    withdrawn_by_the_requester(page, v2)
     wait_for_stage(client, "2", "Archived")
-    expect(v2).to_contain_text("Rejected by")
+    expect(v2.locator(".b-header")).to_have_text(f"{MODEL} v2: Withdrawn")
+    expect(v2).to_contain_text("Withdrawn by the requester @rita")
 
     send_another_run(page)
     v3 = notice(page, "3")
+    metrics_table_is_aligned_with_one_precision_and_markers(v3)
     v3.get_by_test_id("button-approve_version").click()
     wait_for_stage(client, "3", "Production")
     wait_until_served(demo, "3")
+    # The notice of the version v3 replaced says so, not "Approved" as if current.
+    expect(v1.locator(".b-header")).to_have_text(f"{MODEL} v1: Approved, now Archived")
+    expect(v1).to_contain_text("when v3 replaced it")
+    expect(v3.locator(".b-header")).to_have_text(f"{MODEL} v3: Approved, in Production")
+    shot = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "sandbox.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000  # a real rendering, not a blank page
 
+    # An alert's plan in the channel is confirmed at once: the alert is its reason.
     confirm_the_plan_of_an_alert(page, current="3", target="1")
     wait_for_stage(client, "1", "Production")
     wait_for_stage(client, "3", "Archived")
     wait_until_served(demo, "1")
     expect(page.get_by_test_id("served-version")).to_contain_text("v1")
+    expect(v3.locator(".b-header")).to_have_text(f"{MODEL} v3: Approved, now Archived")
+    expect(v3).to_contain_text("when @ada rolled back to v1.")
+    expect(v3).to_contain_text("alert PredictionErrorRate: More than 5%")
+    expect(v1.locator(".b-header")).to_have_text(f"{MODEL} v1: Production again")
+    expect(v1).to_contain_text("@ada rolled back to it from v3")
 
-    roll_back_by_command(page, current="1", target="3")
+    # A command's plan asks for the reason on Confirm.
+    a_command_error_keeps_the_text(page)
+    roll_back_by_command(page, current="1", target="3", reason="f1 fell for new customers")
     wait_for_stage(client, "3", "Production")
     wait_for_stage(client, "1", "Archived")
     wait_until_served(demo, "3")
     expect(page.get_by_test_id("served-version")).to_contain_text("v3")
+    expect(v1.locator(".b-header")).to_have_text(f"{MODEL} v1: Approved, now Archived")
+    expect(v1).to_contain_text("when @ada rolled back to v3.")
+    expect(v1).to_contain_text("f1 fell for new customers")
+    expect(v3.locator(".b-header")).to_have_text(f"{MODEL} v3: Production again")
+    expect(v3).to_contain_text("@ada rolled back to it from v1")
 
 
 @pytest.mark.slow
@@ -281,8 +311,61 @@ def notice(page, version: str):
 
 
 def send_another_run(page) -> None:
+    """Send a run from the sidebar; its note goes once the run's notice is in the channel."""
+    before = page.get_by_test_id("message").count()
     page.get_by_test_id("train-button").click()
     expect(page.get_by_test_id("train-status")).to_contain_text("Sent training run")
+    expect(page.get_by_test_id("message")).to_have_count(before + 1)
+    expect(page.get_by_test_id("train-status")).to_have_text("")
+
+
+def every_role_shows_whole_in_the_picker(page) -> None:
+    """Each "name (role)" fits its picker, wide window or narrow."""
+    picker = page.get_by_test_id("user-picker")
+    for width in (1200, 700):
+        page.set_viewport_size({"width": width, "height": 900})
+        for user in (RITA, ADA, OLAF):
+            picker.select_option(user)
+            fit = page.evaluate(FITS)
+            assert fit["need"] <= fit["room"], (width, fit)
+        assert fit["text"] == "olaf (not an approver)"
+    picker.select_option(RITA)
+    assert page.evaluate(FITS)["text"] == "rita (requester, not an approver)"
+    page.set_viewport_size({"width": 1200, "height": 900})
+
+
+# The width the picker's chosen option needs, and the room left of the dropdown arrow.
+FITS = """() => {
+  const picker = document.querySelector("[data-testid=user-picker]");
+  const style = getComputedStyle(picker);
+  const pen = document.createElement("canvas").getContext("2d");
+  pen.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+  const text = picker.options[picker.selectedIndex].text;
+  const room = picker.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  return {text, need: pen.measureText(text).width, room};
+}"""
+
+
+def table_rows(message) -> list[list[str]]:
+    """Return a notice's metrics table as rows of cells (two or more spaces apart)."""
+    text = message.locator("pre.code").inner_text()
+    return [re.split(r"\s{2,}", line.strip()) for line in text.strip().splitlines()]
+
+
+def metrics_table_is_aligned_with_one_precision_and_markers(message) -> None:
+    """v3 against v1 (Production): aligned columns, one precision a metric, better marked."""
+    lines = message.locator("pre.code").inner_text().strip().splitlines()
+    header, *rows = lines
+    assert header.split() == ["metric", "candidate", "production", "change", "gate"]
+    # Numbers are right-aligned under their headings, notes start under "gate".
+    for heading in ("candidate", "production", "change"):
+        end = header.index(heading) + len(heading)
+        assert all(row[end - 1] != " " and row[end] == " " for row in rows), (heading, lines)
+    assert all(row.index("✓") == header.index("gate") for row in rows), lines
+    assert table_rows(message)[1:] == [
+        ["accuracy", "0.8560", "0.8540", "+0.0020", "better", "✓ ≥ 0.8"],
+        ["f1", "0.7616", "0.7384", "+0.0232", "better", "✓ ≥ Production − 0.05"],
+    ]
 
 
 def refused_for_non_approver(page, message) -> None:
@@ -293,6 +376,16 @@ def refused_for_non_approver(page, message) -> None:
     expect(refusal).to_have_count(1)
     act_as(page, ADA)
     expect(refusal).to_have_count(0)
+
+
+def withdrawn_by_the_requester(page, message) -> None:
+    """rita, who requested it and approves nothing, withdraws it through the reject modal."""
+    act_as(page, RITA)
+    message.get_by_test_id("button-approve_version").click()
+    refusal = page.get_by_test_id("ephemeral").filter(has_text="Only approvers may approve")
+    expect(refusal).to_have_count(1)
+    reject_through_the_modal(page, message)
+    act_as(page, ADA)
 
 
 def reject_through_the_modal(page, message) -> None:
@@ -321,25 +414,61 @@ def confirm_the_plan_of_an_alert(page, *, current: str, target: str) -> None:
     expect(plan).to_have_count(1)
     expect(plan).to_contain_text(f"Alert PredictionErrorRate is firing for {MODEL} v{current}")
     expect(plan.get_by_role("link", name="Open the alert's source")).to_have_count(1)
+    expect(plan).not_to_contain_text("Confirm asks for the reason")
     plan.get_by_test_id("button-rollback_confirm").click()
     # The plan stays in the channel for everyone, its buttons replaced by who confirmed it.
     expect(plan).to_contain_text("Confirmed by @ada")
     expect(plan.get_by_test_id("button-rollback_confirm")).to_have_count(0)
+    expect(page.get_by_test_id("modal")).to_have_count(0)  # no reason asked: the alert is one
 
 
-def roll_back_by_command(page, *, current: str, target: str) -> None:
-    """Type the rollback command and confirm the plan it answers with."""
-    page.get_by_test_id("command-input").fill(f"/registry rollback {MODEL}")
-    page.get_by_test_id("command-input").press("Enter")
+def a_command_error_keeps_the_text(page) -> None:
+    """Text that is no slash command is refused, and stays in the box to be fixed."""
+    box = page.get_by_test_id("command-input")
+    box.fill(f"registry status {MODEL}")
+    box.press("Enter")
+    expect(page.get_by_test_id("status")).to_contain_text("Only slash commands reach the bot")
+    expect(box).to_have_value(f"registry status {MODEL}")
+    expect(page.get_by_test_id("command-echo")).to_have_count(0)  # nothing was sent
+    box.fill("")
+
+
+def roll_back_by_command(page, *, current: str, target: str, reason: str) -> None:
+    """Type the rollback command (echoed above its answer), confirm, and give a reason."""
+    box = page.get_by_test_id("command-input")
+    box.fill(f"/registry rollback {MODEL}")
+    box.press("Enter")
+    expect(box).to_have_value("")
+    echo = page.get_by_test_id("command-echo").filter(has_text=f"/registry rollback {MODEL}")
+    expect(echo).to_have_count(1)
     plan = page.get_by_test_id("ephemeral").filter(
         has_text=f"Roll {MODEL} back from v{current} to v{target}"
     )
     expect(plan).to_have_count(1)
+    expect(plan).to_contain_text("Confirm asks for the reason (optional)")
+    assert comes_before(echo, plan), "the command is shown above its answer"
     plan.get_by_test_id("button-rollback_confirm").click()
+    modal = page.get_by_test_id("modal")
+    expect(modal).to_contain_text("(optional)")
+    modal.get_by_test_id("modal-input-reason").fill(reason)
+    modal.get_by_test_id("modal-submit").click()
+    expect(modal).to_have_count(0)
     # The bot answers through the plan's response URL with replace_original: no buttons left.
     done = page.get_by_test_id("ephemeral").filter(has_text="is Production again")
     expect(done).to_have_count(1)
     expect(plan.get_by_test_id("button-rollback_confirm")).to_have_count(0)
+    announced = page.get_by_test_id("message").filter(has_text=f"Reason: {reason}")
+    expect(announced).to_have_count(1)
+
+
+def comes_before(first, second) -> bool:
+    """Say whether `first` is above `second` in the page."""
+    return bool(
+        first.evaluate(
+            "(a, b) => !!(a.compareDocumentPosition(b) & Node.DOCUMENT_POSITION_FOLLOWING)",
+            second.element_handle(),
+        )
+    )
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -354,8 +483,12 @@ def wait_for_stage(client, version: str, stage: str, timeout: float = 30) -> Non
     wait_until(there, timeout, f"{MODEL} v{version} in {stage}", interval=0.3)
 
 
-def wait_until_served(demo: RunningDemo, version: str, timeout: float = 10) -> None:
-    """Wait until the prediction API serves `version` and predicts with it."""
+def wait_until_served(demo: RunningDemo, version: str, timeout: float = 30) -> None:
+    """Wait until the prediction API serves `version` and predicts with it.
+
+    The reload starts within a second of the event (tests/test_served_follows.py checks
+    that); loading the model takes longer on a busy machine, so this waits generously.
+    """
 
     def served() -> bool:
         answer = requests.get(f"{demo.url('predict')}/version", timeout=2).json()
@@ -653,13 +786,35 @@ def test_a_slash_command_is_sent_as_slack_sends_it(sandbox):
     assert form["response_url"].startswith(f"{sandbox.url}/response/") and form["trigger_id"]
 
 
+def test_a_typed_command_is_echoed_to_its_sender_above_its_answer(sandbox):
+    sandbox.bot.answer = lambda received: ('{"text": "Usage: /registry help"}', 200)
+
+    sandbox.act("command", ADA, text="  /registry statsu churn ")
+
+    echo, answer = sandbox.state(ADA)["messages"]
+    assert (echo["echo"], echo["text"], echo["user"]) == (True, "/registry statsu churn", ADA)
+    assert (answer["echo"], answer["text"]) == (False, "Usage: /registry help")
+    assert float(echo["ts"]) <= float(answer["ts"])
+    assert sandbox.state(OLAF)["messages"] == []  # nobody else sees what ada typed
+
+
+def test_text_that_is_no_command_is_neither_sent_nor_echoed(sandbox):
+    answer = sandbox.act("command", ADA, text="status churn")
+
+    assert answer == {"error": NOT_A_COMMAND}
+    assert sandbox.bot.received == []
+    [hint] = sandbox.state(ADA)["messages"]
+    assert hint["from_slack"] and not hint["echo"]
+
+
 def test_a_failing_bot_is_reported_to_the_person_who_acted(sandbox):
     sandbox.bot.answer = lambda received: ("invalid request", 401)
 
     answer = sandbox.act("command", ADA, text="/registry help")
 
     assert "HTTP 401" in answer["error"]
-    [notice] = sandbox.state(ADA)["messages"]
+    echo, notice = sandbox.state(ADA)["messages"]
+    assert echo["echo"] and echo["text"] == "/registry help"
     assert notice["from_slack"] and "HTTP 401" in notice["text"]
     assert sandbox.state(OLAF)["messages"] == []
 

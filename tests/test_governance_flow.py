@@ -26,7 +26,6 @@ from registry.messages import (
     button_value,
 )
 from registry.protection import ALERT_EVENT
-from registry.reports import ROLLBACK_CONFIRM
 from registry.sweep import sweep
 from tests.support import (
     MLFLOW_SECRET,
@@ -34,6 +33,7 @@ from tests.support import (
     answered,
     button_texts,
     click,
+    confirm_with_reason,
     local_services,
     message_in,
     slash,
@@ -404,8 +404,7 @@ def test_an_approval_during_a_freeze_waits_for_its_end_and_a_rollback_does_not(
     assert f"Freeze: active until {until} (release freeze)" in said(slack, url)
     _, url = slash(stack.bot_url, slack, f"rollback {FROZEN}", user="UAPPROVER1")
     plan = answered(slack, url)[0]
-    confirm_value = plan["blocks"][-1]["elements"][0]["value"]
-    click(stack.bot_url, slack, user="UAPPROVER1", action_id=ROLLBACK_CONFIRM, value=confirm_value)
+    confirm_with_reason(stack, slack, plan, "UAPPROVER1", reason="")  # Confirm asks for a reason
     wait_for(lambda: stage_of(mlflow_server, FROZEN, versions[0]) == "Production", "rollback")
     posts = wait_for(
         lambda: [m["text"] for m in slack.messages("CFROZEN") if "rolled" in m["text"]],

@@ -51,12 +51,39 @@ class Sink:
 
 
 def test_event_payload_and_id_are_stable():
-    entry = {"at": "1700000000.5", "actor": "UA", "reason": "r", "previous_version": "1"}
-    event = event_for("promoted", "churn", "2", entry)
+    entry = {"at": "2023-11-14T22:13:20.500Z", "actor": "UA", "reason": "r"}
+    entry["previous_version"] = "1"
+    event = event_for("promoted", "churn", "2", entry, at=1700000000.5)
     assert event == LifecycleEvent("promoted", "churn", "2", "1", "UA", "r", 1700000000.5)
     assert json.loads(event.body())["type"] == "promoted"
-    assert event.event_id == event_for("promoted", "churn", "2", entry).event_id
-    assert event_for("approval", "churn", "2", entry).type == "approval_counted"
+    assert json.loads(event.body())["at"] == 1700000000.5  # a number, as before
+    assert event.event_id == event_for("promoted", "churn", "2", entry, at=1700000000.5).event_id
+    assert event_for("approval", "churn", "2", entry, at=1.0).type == "approval_counted"
+
+
+def test_a_recorded_change_publishes_its_logged_time_as_a_number():
+    from registry.record import history_of, parse_time, record
+    from registry.services import Services
+    from registry.settings import Settings
+    from tests.fakes import FakeDirectory, FakeGateway, RecordingNotifier
+
+    gateway, published = FakeGateway(), []
+    mv = gateway.register("churn", "run1", "model", "", {})
+    svc = Services(
+        gateway=gateway,
+        notifier=RecordingNotifier(),
+        settings=Settings(mlflow_tracking_uri="fake", slack_channel="C"),
+        directory=FakeDirectory(["UA"]),
+        clock=lambda: 1700000000.1234,
+        emit=published.append,
+    )
+
+    record(svc, mv, "staged", actor="UA")
+
+    [entry] = history_of(gateway.get_version("churn", "1"))
+    assert entry["at"] == "2023-11-14T22:13:20.123Z"
+    [event] = published
+    assert event.at == parse_time(entry["at"]) == 1700000000.123
 
 
 @pytest.mark.slow

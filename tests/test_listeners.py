@@ -12,7 +12,7 @@ from slack_bolt import BoltContext
 from bot.deps import QUEUE_DOWN, Deps
 from bot.listeners import commands, decisions
 from registry.commands import HISTORY_DEFAULT, help_text
-from registry.decisions import NO_APPROVERS, NOT_APPROVER
+from registry.decisions import NO_APPROVERS, NOT_APPROVER, NOT_APPROVER_NOR_REQUESTER
 from registry.dedup import DeliveryLedger
 from registry.messages import (
     APPROVE_ACTION,
@@ -23,7 +23,13 @@ from registry.messages import (
     reject_modal,
 )
 from registry.queue import TASK_APPROVE, TASK_COMMAND, TASK_REJECT, TASK_ROLLBACK, QueueUnavailable
-from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, RollbackPlan, plan_blocks
+from registry.reports import (
+    ROLLBACK_CANCEL,
+    ROLLBACK_CONFIRM,
+    ROLLBACK_MODAL,
+    RollbackPlan,
+    plan_blocks,
+)
 from registry.settings import Settings
 from tests.fakes import FakeDirectory
 from tests.support import primitive
@@ -170,6 +176,8 @@ def test_a_refused_click_is_told_why_and_queues_nothing(approvers, says, action_
         kwargs["client"] = slack.client
     getattr(decisions, listener)(**kwargs)
     assert slack.ack.calls == [{}]
+    if verb == "reject" and approvers:  # since the requester's withdraw (issue 18), it says so
+        says = NOT_APPROVER_NOR_REQUESTER
     assert slack.respond.calls == [ephemeral(says.format(verb=verb))]
     assert slack.producer.sent == [] and slack.client.opened == []
 
@@ -341,49 +349,129 @@ def plan_button(action_id: str) -> str:
     )
 
 
-def test_rollback_confirm_by_an_approver_queues_it_and_removes_the_buttons(slack):
-    body = click(APPROVER, ROLLBACK_CONFIRM, plan_button(ROLLBACK_CONFIRM))
+class RecordingRespond:
+    """Stands for the `Respond` the rollback modal's submission builds from the plan's URL."""
+
+    said: list[tuple[str, dict[str, Any]]] = []
+
+    def __init__(self, *, response_url: str) -> None:
+        self.response_url = response_url
+
+    def __call__(self, **kwargs: Any) -> None:
+        self.said.append((self.response_url, kwargs))
+
+
+@pytest.fixture
+def plan_url(monkeypatch) -> list[tuple[str, dict[str, Any]]]:
+    """What the modal's submission says through the plan's response URL."""
+    said: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(RecordingRespond, "said", said)
+    monkeypatch.setattr(commands, "Respond", RecordingRespond)
+    return said
+
+
+def confirmed(slack: Slack, user: str = APPROVER) -> dict:
+    """Click Confirm on a command's plan; return the reason modal it opened."""
+    body = click(user, ROLLBACK_CONFIRM, plan_button(ROLLBACK_CONFIRM))
     commands.on_rollback_confirm(
-        ack=slack.ack, body=body, context=slack.context, respond=slack.respond
+        ack=slack.ack, body=body, context=slack.context, client=slack.client, respond=slack.respond
     )
     assert slack.ack.calls == [{}]
+    [opened] = slack.client.opened
+    assert opened["trigger_id"] == body["trigger_id"]
+    return opened["view"]
+
+
+def reason_given(view: dict, reason: str | None) -> dict:
+    values = {REASON_BLOCK: {REASON_INPUT: {"type": "plain_text_input", "value": reason}}}
+    return {**view, "id": "V0ROLLBACK", "state": {"values": values}}
+
+
+# Merged behaviour (issue 18 on top of 16): Confirm on a command's plan no longer queues the
+# rollback itself; it opens the reason modal (prefilled with the command's reason), and the
+# modal's submission queues it and replaces the plan.
+def test_rollback_confirm_by_an_approver_asks_for_the_reason_then_queues_it(slack, plan_url):
+    view = confirmed(slack)
+    assert view["callback_id"] == ROLLBACK_MODAL
+    assert slack.producer.sent == [] and slack.respond.calls == []
+    [field] = [b for b in view["blocks"] if b["type"] == "input"]
+    assert field["optional"] is True and field["element"]["initial_value"] == "bad drift"
+
+    ack = Recorder()
+    body = {"type": "view_submission", "user": {"id": APPROVER}}
+    view = reason_given(view, "  latency doubled ")
+    commands.on_rollback_submitted(ack=ack, body=body, view=view, context=slack.context)
+    assert ack.calls == [{}]  # the modal closes
     assert slack.sent_once(TASK_ROLLBACK) == {
         "event_id": "rollback-churn-2",
         "model_name": "churn",
         "current": "3",
         "target": "2",
-        "reason": "bad drift",
+        "reason": "latency doubled",
         "user": APPROVER,
         "channel": "CNOTICES",
         "response_url": RESPONSE_URL,
     }
-    assert slack.respond.calls == [
-        {
-            "text": commands.ROLLING_BACK.format(model="churn", target="2"),
-            "response_type": "ephemeral",
-            "replace_original": True,
-        }
+    assert plan_url == [
+        (
+            RESPONSE_URL,
+            {
+                "text": commands.ROLLING_BACK.format(model="churn", target="2"),
+                "response_type": "ephemeral",
+                "replace_original": True,
+            },
+        )
     ]
+
+
+def test_a_reason_left_empty_rolls_back_without_one(slack, plan_url):
+    view = reason_given(confirmed(slack), None)
+    body = {"type": "view_submission", "user": {"id": APPROVER}}
+    commands.on_rollback_submitted(ack=Recorder(), body=body, view=view, context=slack.context)
+    assert slack.sent_once(TASK_ROLLBACK)["reason"] == ""
 
 
 def test_rollback_confirm_by_a_non_approver_is_refused(slack):
     body = click(OUTSIDER, ROLLBACK_CONFIRM, plan_button(ROLLBACK_CONFIRM))
     commands.on_rollback_confirm(
-        ack=slack.ack, body=body, context=slack.context, respond=slack.respond
+        ack=slack.ack, body=body, context=slack.context, client=slack.client, respond=slack.respond
     )
     assert slack.ack.calls == [{}]
     assert slack.respond.calls == [ephemeral(NOT_APPROVER.format(verb="roll back"))]
-    assert slack.producer.sent == []
+    assert slack.producer.sent == [] and slack.client.opened == []  # no modal for them
 
 
-def test_rollback_confirm_with_the_queue_down_keeps_the_plan(slack):
+def test_rollback_confirm_with_the_queue_down_keeps_the_plan(slack, plan_url):
+    view = confirmed(slack)
     slack.producer.down = True
-    body = click(APPROVER, ROLLBACK_CONFIRM, plan_button(ROLLBACK_CONFIRM))
-    commands.on_rollback_confirm(
-        ack=slack.ack, body=body, context=slack.context, respond=slack.respond
+    body = {"type": "view_submission", "user": {"id": APPROVER}}
+    view = reason_given(view, "drift")
+    commands.on_rollback_submitted(ack=Recorder(), body=body, view=view, context=slack.context)
+    assert plan_url == [(RESPONSE_URL, ephemeral(QUEUE_DOWN))]  # the plan is not replaced
+
+
+def test_confirm_on_an_alerts_channel_plan_queues_at_once_and_closes_it_for_everyone(slack):
+    plan = RollbackPlan("churn", current="3", target="2", reason="HighErrorRate", alert="k1")
+    _, blocks = plan_blocks(plan)
+    value = next(
+        el["value"]
+        for b in blocks
+        if b["type"] == "actions"
+        for el in b["elements"]
+        if el["action_id"] == ROLLBACK_CONFIRM
     )
-    assert slack.ack.calls == [{}]
-    assert slack.respond.calls == [ephemeral(QUEUE_DOWN)]
+    body = click(APPROVER, ROLLBACK_CONFIRM, value)
+    body["message"] = {"ts": "1700000000.000100", "text": "plan", "blocks": blocks}
+    commands.on_rollback_confirm(
+        ack=slack.ack, body=body, context=slack.context, client=slack.client, respond=slack.respond
+    )
+    assert slack.client.opened == []  # the alert is its reason: no modal
+    sent = slack.sent_once(TASK_ROLLBACK)
+    assert (sent["reason"], sent["response_url"]) == ("HighErrorRate", "")
+    [closed] = slack.respond.calls
+    assert closed["response_type"] == "in_channel" and closed["replace_original"] is True
+    assert "*Confirmed* by <@UAPPROVER1>" in closed["text"]
+    assert not any(b["type"] == "actions" for b in closed["blocks"])
 
 
 def test_rollback_cancel_changes_nothing(slack):

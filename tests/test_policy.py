@@ -27,11 +27,14 @@ from registry.policy import (
     PolicyError,
     Slot,
     all_passed,
+    better_direction,
     evaluate,
+    gate_rule,
     load_policy,
     parse_duration,
     parse_policy,
     verdict_line,
+    verdict_note,
 )
 
 SPEC_EXAMPLE = """\
@@ -728,3 +731,48 @@ def test_a_slot_of_users_and_a_default_count():
 )
 def test_malformed_governance_keys_name_the_line(body, line, phrase):
     assert_error(f"defaults:\n  {body}", line, phrase)
+
+
+# -- what the notice shows beside each metric ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("gates", "direction"),
+    [
+        ([Gate("m", min=0.9)], "higher"),
+        ([Gate("m", max=50)], "lower"),
+        ([Gate("m", no_worse_than_production=0.01)], "higher"),
+        ([Gate("m", no_worse_than_production=1, direction="lower")], "lower"),
+        ([Gate("m", min=1, max=2)], None),  # a band: neither way is better
+        ([Gate("m", min=1, max=2, no_worse_than_production=0, direction="lower")], "lower"),
+        ([Gate("m", min=0.9), Gate("m", no_worse_than_production=0.01)], "higher"),
+        ([Gate("m", min=0.9), Gate("m", max=2)], None),  # gates that disagree say nothing
+        ([Gate("other", min=0.9)], None),  # no gate for the metric
+        ([], None),
+    ],
+)
+def test_the_gates_say_which_way_a_metric_is_better(gates, direction):
+    assert better_direction(gates, "m") == direction
+
+
+@pytest.mark.parametrize(
+    ("gate", "rule"),
+    [
+        (Gate("m", min=0.9), "≥ 0.9"),
+        (Gate("m", max=50, no_worse_than_production=5), "≤ 50, ≤ Production + 5"),
+        (Gate("m", no_worse_than_production=0.01), "≥ Production − 0.01"),
+        (Gate("m", no_worse_than_production=0), "≥ Production"),
+    ],
+)
+def test_a_gate_rule_reads_as_what_it_asks(gate, rule):
+    assert gate_rule(gate) == rule
+
+
+def test_a_verdict_note_gives_the_rule_when_it_passes_and_the_shortfall_when_not():
+    gate = Gate("f1", no_worse_than_production=0.01)
+    assert verdict_note(verdict(gate, 0.9, 0.85)) == "✓ ≥ Production − 0.01"
+    assert verdict_note(verdict(gate, 0.8)) == "✓ ≥ Production − 0.01 (no Production to compare)"
+    failed = verdict(gate, 0.8, 0.85)
+    assert verdict_note(failed) == "✗ vs Production 0.85: worse by 0.05 (tolerance 0.01)"
+    assert failed.detail == "vs Production 0.85: worse by 0.05 (tolerance 0.01)"
+    assert verdict_note(verdict(Gate("acc", min=0.9), None)) == "✗ missing from the run"

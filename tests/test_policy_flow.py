@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -108,9 +109,15 @@ def test_gates_keep_a_worse_candidate_out_and_let_a_better_one_in(
     send(stack, mlflow_server, model_name, 0.85)  # 0.05 worse, tolerance 0.01
     worse = nth_notice(slack, model_name, 2)
     assert "Approve" not in buttons(worse)
-    text = json.dumps(worse.params["blocks"])
     assert "failed its promotion gates" in worse.params["text"]
-    assert "accuracy 0.85 vs Production 0.9: worse by 0.05 (tolerance 0.01)" in text
+    assert metric_row(worse, "accuracy") == [
+        "accuracy",
+        "0.8500",
+        "0.9000",
+        "-0.0500",
+        "worse",
+        "✗ vs Production 0.9: worse by 0.05 (tolerance 0.01)",
+    ]
     assert stage_of(mlflow_server, model_name, "2") == "None"
     tags = MlflowClient(mlflow_server).get_model_version(model_name, "2").tags
     assert tags["registry_bot.gates"] == "failed"
@@ -118,9 +125,22 @@ def test_gates_keep_a_worse_candidate_out_and_let_a_better_one_in(
     send(stack, mlflow_server, model_name, 0.95)
     better = nth_notice(slack, model_name, 3)
     assert set(buttons(better)) == {"Approve", "Reject"}
-    text = json.dumps(better.params["blocks"], ensure_ascii=False)
-    assert "accuracy | 0.95 | 0.9 | +0.05" in text and "\u2705 accuracy" in text
+    assert metric_row(better, "accuracy") == [
+        "accuracy",
+        "0.9500",
+        "0.9000",
+        "+0.0500",
+        "better",
+        "✓ ≥ 0.8, ≥ Production − 0.01",
+    ]
     assert stage_of(mlflow_server, model_name, "3") == "Staging"
+
+
+def metric_row(notice, metric: str) -> list[str]:
+    """Return one metric's row of a notice's metrics table, cell by cell."""
+    text = next(b["text"]["text"] for b in notice.params["blocks"] if "*Metrics*" in str(b))
+    [row] = [line for line in text.splitlines() if line.startswith(f"{metric} ")]
+    return re.split(r"\s{2,}", row.strip())
 
 
 def post_canary(stack, body: dict) -> requests.Response:

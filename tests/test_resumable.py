@@ -19,15 +19,15 @@ from registry.events import TrainingEvent
 from registry.messages import APPROVE_ACTION, button_value
 from registry.queue import TASK_SWEEP, Producer
 from registry.record import history_of
-from registry.reports import ROLLBACK_CONFIRM, plan_rollback
+from registry.reports import plan_rollback
 from registry.settings import Settings
 from registry.sweep import sweep
 from tests.fakes import Crash
 from tests.support import (
     FaultyProxy,
     answered,
-    button_in,
     click,
+    confirm_with_reason,
     fake_services,
     log_model,
     slash,
@@ -254,9 +254,7 @@ def test_a_worker_killed_between_a_rollbacks_move_and_its_record(
         text = f"rollback {model_name} {v1} bad drift"
         _, url = slash(stack.bot_url, slack, text, user="UAPPROVER2")
         plan = answered(slack, url)[0]
-        confirm = button_in(plan, ROLLBACK_CONFIRM)
-        value = confirm["value"]
-        click(stack.bot_url, slack, user="UAPPROVER2", action_id=ROLLBACK_CONFIRM, value=value)
+        confirm_with_reason(stack, slack, plan, "UAPPROVER2")  # the command's reason, prefilled
         wait_for(proxy.hung.is_set, "the worker to stop between the move and the record", 60)
         client = MlflowClient(mlflow_server)
         assert client.get_model_version(model_name, v1).current_stage == "Production"

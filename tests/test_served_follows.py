@@ -12,7 +12,16 @@ import requests
 
 from devkit.stack import free_port, stop, url_answers, wait_until
 from registry.messages import APPROVE_ACTION, button_value
-from tests.support import SERVICES, answered, click, confirm, slash, stage, stage_of, wait_for
+from tests.support import (
+    SERVICES,
+    answered,
+    click,
+    confirm_with_reason,
+    slash,
+    stage,
+    stage_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -79,7 +88,7 @@ def test_approve_and_rollback_switch_the_served_model(served, slack, mlflow_serv
     assert answer == {"version": v2, "predictions": [2.0, 2.0]}
 
     _, reply = slash(stack.bot_url, slack, f"rollback {model_name}", user="UAPPROVER2")
-    confirm(stack, slack, answered(slack, reply)[0], "UAPPROVER2")
+    confirm_with_reason(stack, slack, answered(slack, reply)[0], "UAPPROVER2")
     wait_for(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "rollback")
     assert seconds_until(url, v1) < 2.0
     answer = requests.post(f"{url}/predict", json={"inputs": [[0.0], [5.0]]}, timeout=5).json()

@@ -11,7 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from registry import lifecycle, operations
 from registry.events import TrainingEvent
 from registry.promotion import rollback_pending
-from registry.record import history_of
+from registry.record import history_of, time_of
 from registry.reports import RollbackRefused, plan_rollback
 from registry.services import Services
 from registry.settings import Settings
@@ -101,14 +101,17 @@ class Lifecycle(RuleBasedStateMachine):
             if mv.stage == "Staging" and not mv.tag("decision")
         ]
         mv = data.draw(st.sampled_from(staged))
+        current = self.gateway.production(MODEL)
         self.gateway.set_tags(
             MODEL,
             mv.version,
             {
                 "registry_bot.decision": "approved",
                 "registry_bot.decided_by": "UA,UB",
+                # The form earlier releases wrote: a resumed decision reads it all the same.
                 "registry_bot.decided_at": f"{self.now():.3f}",
                 "registry_bot.approvals": "UA,UB",
+                "registry_bot.replaces": current.version if current else "",
             },
         )
         self.just_swept = False
@@ -178,6 +181,38 @@ class Lifecycle(RuleBasedStateMachine):
             half_done = (mv.tag("decision") and not mv.tag("announced")) or rollback_pending(mv)
             if mv.stage == "Production" and not half_done:  # a crash may leave it mid-way
                 assert mv.tag("production_since")
+
+    def in_flight(self) -> bool:
+        """Say whether a change was left half done by a crash (the sweep finishes it)."""
+        return any(
+            (mv.tag("decision") and not mv.tag("announced")) or rollback_pending(mv)
+            for mv in self.gateway.versions(MODEL)
+        )
+
+    @invariant()
+    def no_tag_describes_a_state_the_version_has_left(self) -> None:
+        if self.in_flight():  # a change a crash left mid-way may not have dropped them yet
+            return
+        for mv in self.gateway.versions(MODEL):
+            if mv.stage == "Production":
+                assert not (mv.tag("production_until") or mv.tag("archived_at")), mv.tags
+            if mv.stage == "Archived" and mv.tag("production_since"):
+                left, since = time_of(mv, "production_until"), time_of(mv, "production_since")
+                assert left is not None and since is not None and left >= since, mv.tags
+
+    @invariant()
+    def every_decided_notice_says_where_its_version_is_now(self) -> None:
+        if self.in_flight():  # the change a crash left mid-way redraws them when finished
+            return
+        shown = dict(self.notifier.updates)  # the last update of each notice
+        for mv in self.gateway.versions(MODEL):
+            if mv.tag("decision") and mv.tag("announced"):
+                headline = shown[mv.tag("notice_ts")]
+                expected = "production" if mv.stage == "Production" else "archived"
+                if mv.tag("decision") != "approved":
+                    expected = {"rejected": "rejected", "expired": "expired"}[mv.tag("decision")]
+                    expected = "withdrawn" if "withdrawn" in headline else expected
+                assert expected in headline, (mv.version, mv.stage, headline)
 
 
 TestLifecycle = Lifecycle.TestCase

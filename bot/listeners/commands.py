@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
@@ -11,9 +13,17 @@ from slack_sdk import WebClient
 from bot.deps import QUEUE_DOWN, Deps
 from registry.commands import APPROVER_VERBS, CommandError, help_text, parse_command
 from registry.guard import PLAN_CANCELLED, PLAN_CONFIRMED, closed_plan
-from registry.messages import escape, format_time, mention
+from registry.messages import REASON_BLOCK, REASON_INPUT, escape, format_time, mention
 from registry.queue import TASK_COMMAND, TASK_ROLLBACK
-from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, parse_plan_value
+from registry.reports import (
+    REASON_LIMIT,
+    ROLLBACK_CANCEL,
+    ROLLBACK_CONFIRM,
+    ROLLBACK_MODAL,
+    RollbackPlan,
+    parse_plan_value,
+    rollback_modal,
+)
 
 CANCELLED = "Rollback cancelled; nothing changed."
 ROLLING_BACK = "Rolling {model} back to v{target}…"
@@ -25,6 +35,7 @@ def register(app: App, command: str) -> None:
     app.event("app_mention")(on_mention)
     app.action(ROLLBACK_CONFIRM)(on_rollback_confirm)
     app.action(ROLLBACK_CANCEL)(on_rollback_cancel)
+    app.view(ROLLBACK_MODAL)(on_rollback_submitted)
 
 
 def on_slash_command(ack: Ack, command: dict, context: BoltContext, respond: Respond) -> None:
@@ -87,8 +98,15 @@ def handle_text(
         reply(QUEUE_DOWN)
 
 
-def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> None:
-    """Queue a confirmed rollback if an approver confirmed it."""
+def on_rollback_confirm(
+    ack: Ack, body: dict, context: BoltContext, client: WebClient, respond: Respond
+) -> None:
+    """Refuse non-approvers; ask an approver for the (optional) reason in a modal.
+
+    A plan an alert posted in the channel is everyone's and already says why (the
+    alert): Confirm queues it at once and replaces it for everyone with "Confirmed by …",
+    so no one else can confirm it while a modal is open.
+    """
     ack()
     deps: Deps = context["deps"]
     user = body["user"]["id"]
@@ -98,6 +116,47 @@ def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Res
         respond(text=refusal, response_type="ephemeral", replace_original=False)
         return
     channel = (body.get("channel") or {}).get("id", deps.settings.slack_channel)
+    if plan.alert:
+        _confirm_channel_plan(deps, plan, user=user, channel=channel, body=body, respond=respond)
+        return
+    modal = rollback_modal(plan, channel=channel, response_url=body.get("response_url", ""))
+    # A trigger_id is valid for 3 seconds: open the modal here, never from the worker.
+    client.views_open(trigger_id=body["trigger_id"], view=modal)
+
+
+def on_rollback_submitted(ack: Ack, body: dict, view: dict, context: BoltContext) -> None:
+    """Close the modal and queue the rollback with the reason given (which may be none)."""
+    ack()
+    deps: Deps = context["deps"]
+    meta: dict[str, Any] = json.loads(view["private_metadata"])
+    typed = view["state"]["values"].get(REASON_BLOCK, {}).get(REASON_INPUT, {}).get("value")
+    user, response_url = body["user"]["id"], meta.get("response_url", "")
+    queued = deps.enqueue(
+        TASK_ROLLBACK,
+        event_id=f"rollback-{meta['model']}-{meta['target']}",
+        model_name=meta["model"],
+        current=meta["current"],
+        target=meta["target"],
+        reason=(typed or "").strip()[:REASON_LIMIT],
+        user=user,
+        channel=meta["channel"],
+        response_url=response_url,
+    )
+    rolling = ROLLING_BACK.format(model=escape(meta["model"]), target=meta["target"])
+    text = rolling if queued else QUEUE_DOWN
+    if response_url:
+        # Replacing the plan removes its buttons, so it cannot be confirmed twice.
+        Respond(response_url=response_url)(
+            text=text, response_type="ephemeral", replace_original=queued
+        )
+    elif not queued:
+        context.client.chat_postEphemeral(channel=meta["channel"], user=user, text=QUEUE_DOWN)
+
+
+def _confirm_channel_plan(
+    deps: Deps, plan: RollbackPlan, *, user: str, channel: str, body: dict, respond: Respond
+) -> None:
+    """Queue an alert's channel plan with the alert's reason; replace it for everyone."""
     queued = deps.enqueue(
         TASK_ROLLBACK,
         event_id=f"rollback-{plan.model}-{plan.target}",
@@ -108,17 +167,14 @@ def on_rollback_confirm(ack: Ack, body: dict, context: BoltContext, respond: Res
         user=user,
         channel=channel,
         # A plan in the channel is everyone's: the worker tells the clicker, not the message.
-        response_url="" if plan.alert else body.get("response_url", ""),
+        response_url="",
     )
-    if queued and plan.alert:
-        who, at = mention(user), _now()
-        line = PLAN_CONFIRMED.format(who=who, at=at, model=plan.model, target=plan.target)
-        close_channel_plan(respond, body, line)
+    if not queued:
+        respond(text=QUEUE_DOWN, response_type="ephemeral", replace_original=False)
         return
-    rolling = ROLLING_BACK.format(model=escape(plan.model), target=plan.target)
-    text = rolling if queued else QUEUE_DOWN
-    # Replacing the plan removes its buttons, so it cannot be confirmed twice.
-    respond(text=text, response_type="ephemeral", replace_original=queued)
+    model = escape(plan.model)
+    line = PLAN_CONFIRMED.format(who=mention(user), at=_now(), model=model, target=plan.target)
+    close_channel_plan(respond, body, line)
 
 
 def on_rollback_cancel(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> None:

@@ -15,6 +15,7 @@ from registry.messages import (
     REASON_INPUT,
     REJECT_ACTION,
     REJECT_MODAL,
+    button_requester,
     parse_button_value,
     reject_modal,
 )
@@ -52,8 +53,14 @@ def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> 
 def on_reject(
     ack: Ack, body: dict, context: BoltContext, client: WebClient, respond: Respond
 ) -> None:
-    """Acknowledge; refuse non-approvers; open the reason modal while trigger_id is valid."""
-    click = _authorised_click(ack, context, body, "reject", respond)
+    """Acknowledge; refuse all but approvers and the requester; open the reason modal in time.
+
+    The notice's Reject button names the requester (Slack hands the value back as it was
+    posted), so the requester may withdraw without the bot asking MLflow; the worker
+    checks the record again before anything changes.
+    """
+    requester = button_requester(body["actions"][0]["value"])
+    click = _authorised_click(ack, context, body, "reject", respond, requester=requester)
     if click is None:
         return
     deps, _, model, version = click
@@ -67,14 +74,24 @@ def on_reject(
 
 
 def _authorised_click(
-    ack: Ack, context: BoltContext, body: dict, verb: str, respond: Respond
+    ack: Ack,
+    context: BoltContext,
+    body: dict,
+    verb: str,
+    respond: Respond,
+    *,
+    requester: str = "",
 ) -> tuple[Deps, str, str, str] | None:
-    """Ack a button click; return (deps, user, model, version), or None after a refusal."""
+    """Ack a button click; return (deps, user, model, version), or None after a refusal.
+
+    The refusal is the model's (`Deps.refusal`); for Reject, `requester` (as the button
+    names them) may open it to withdraw, approver or not.
+    """
     ack()
     deps: Deps = context["deps"]
     user = body["user"]["id"]
     model, version = parse_button_value(body["actions"][0]["value"])
-    refusal = deps.refusal(user, verb, model)
+    refusal = deps.refusal(user, verb, model, requester=requester)
     if refusal:
         _ephemeral(respond, refusal, context, body)
         return None

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,7 @@ class Ephemeral:
     blocks: list[Json] = field(default_factory=list)
     thread_ts: str = ""
     from_slack: bool = False  # Slack's own notices ("the app did not respond") carry no app
+    echo: bool = False  # the command `user` typed, shown so its answer pairs with it
 
     def as_json(self) -> Json:
         """Render for the page."""
@@ -84,6 +85,8 @@ class Ephemeral:
             "blocks": self.blocks,
             "ephemeral": True,
             "from_slack": self.from_slack,
+            "echo": self.echo,
+            "user": self.user,
             "thread_ts": self.thread_ts,
         }
 
@@ -136,7 +139,7 @@ class Channel:
             self._modals.append(Modal(answer["view"]["id"], user))
 
     def _add_ephemeral(
-        self, user: str, params: Json, *, ts: str = "", from_slack: bool = False
+        self, user: str, params: Json, *, ts: str = "", from_slack: bool = False, echo: bool = False
     ) -> Ephemeral:
         ephemeral = Ephemeral(
             id=f"E{next(self._ids)}",
@@ -147,6 +150,7 @@ class Channel:
             blocks=list(params.get("blocks") or []),
             thread_ts=str(params.get("thread_ts") or ""),
             from_slack=from_slack,
+            echo=echo,
         )
         self._ephemerals.append(ephemeral)
         return ephemeral
@@ -219,6 +223,15 @@ class Channel:
         """Show `user` a notice from Slack itself (a failed request, a hint)."""
         with self._lock:
             self._add_ephemeral(user, {"channel": self.channel, "text": text}, from_slack=True)
+
+    def echo(self, user: str, line: str) -> None:
+        """Show `user` the command they typed, where its answer will follow.
+
+        Slack shows nobody a slash command; the sandbox shows it to its sender, so that
+        after a few commands each answer still sits under the command it answers.
+        """
+        with self._lock:
+            self._add_ephemeral(user, {"channel": self.channel, "text": line}, echo=True)
 
     def show(self, user: str, content: Json) -> None:
         """Show `user` an ephemeral message from the app (a slash command's own answer)."""
@@ -477,6 +490,7 @@ class SlackClientSide:
         if not name.startswith("/") or len(name) < 2:
             self.channel.tell(user, NOT_A_COMMAND)
             return {"error": NOT_A_COMMAND}
+        self.channel.echo(user, line.strip())
         origin = Origin(user, self.channel.channel)
         form = {
             "token": LEGACY_TOKEN,
@@ -631,7 +645,7 @@ def create_sandbox(
     signing_secret: str,
     channel: str,
     predict_url: str = "",
-    on_train: Callable[[], str] | None = None,
+    on_train: Callable[[], str | Mapping[str, str]] | None = None,
     on_alert: Callable[[], str] | None = None,
     team_id: str = "T0DEMO",
     socket_mode: bool = False,
@@ -695,7 +709,9 @@ def _page_routes(
         )
 
 
-def _action_routes(app: Flask, slack: SlackClientSide, on_train: Callable[[], str] | None) -> None:
+def _action_routes(
+    app: Flask, slack: SlackClientSide, on_train: Callable[[], str | Mapping[str, str]] | None
+) -> None:
     @app.post("/sandbox/click")
     def click():
         body = request.get_json(force=True)
@@ -738,7 +754,9 @@ def _action_routes(app: Flask, slack: SlackClientSide, on_train: Callable[[], st
         if on_train is None:
             return jsonify(error=NO_TRAINING), 404
         try:
-            return jsonify(message=on_train())
+            # "message" for the sidebar; a "run_id" lets the page drop it once the notice is in.
+            sent = on_train()
+            return jsonify({"message": sent} if isinstance(sent, str) else dict(sent))
         except Exception as exc:  # the page shows why; the traceback goes to the log
             log.exception("training run failed")
             return jsonify(error=f"training run failed: {exc}"), 500

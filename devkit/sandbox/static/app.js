@@ -19,6 +19,8 @@ const page = {
   usersKey: "",
   homeKey: "",
   tab: "channel",
+  lastCommand: "",
+  pendingRun: "",  // the training run the sidebar says was sent, until its notice is here
 };
 
 // -- Slack mrkdwn -------------------------------------------------------------------------
@@ -151,7 +153,18 @@ function clock(ts) {
   return at.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
 }
 
+// The command the visitor typed: Slack shows it to nobody, the sandbox to its sender.
+function echo(msg) {
+  const name = (page.users[msg.user] || {}).name || msg.user;
+  return `<div class="msg ephemeral echo" data-testid="command-echo" data-ts="${esc(msg.ts)}">`
+    + `<div class="avatar person">${esc(name.slice(0, 1).toUpperCase())}</div><div class="body">`
+    + `<div class="meta"><span class="who">${esc(name)}</span>${clock(msg.ts)}</div>`
+    + `<div class="only-you">Only visible to you: the command you sent</div>`
+    + `<div class="b-section"><code class="typed">${esc(msg.text)}</code></div></div></div>`;
+}
+
 function message(msg, kind) {
+  if (msg.echo) return echo(msg);
   const slack = msg.from_slack;
   const who = slack ? "Slackbot" : "registry-bot";
   const cls = `msg${msg.ephemeral ? " ephemeral" : ""}`;
@@ -265,12 +278,16 @@ function renderModal(modal) {
 
 function inputBlock(bk, errors) {
   const el = bk.element || {};
+  const initial = el.initial_value || "";
   const attrs = `data-testid="modal-input-${esc(bk.block_id)}" data-input-block="${esc(bk.block_id)}"`
     + ` data-action-id="${esc(el.action_id || "")}" maxlength="${el.max_length || 3000}"`;
-  const field = el.multiline ? `<textarea ${attrs}></textarea>` : `<input ${attrs}>`;
+  const field = el.multiline ? `<textarea ${attrs}>${esc(initial)}</textarea>`
+    : `<input ${attrs} value="${esc(initial)}">`;
   const error = errors[bk.block_id]
     ? `<div class="m-error" data-testid="modal-error">${esc(errors[bk.block_id])}</div>` : "";
-  return `<div class="b-input"><label>${textObject(bk.label)}</label>${field}${error}</div>`;
+  // Slack marks inputs the app made optional.
+  const optional = bk.optional ? ` <span class="optional">(optional)</span>` : "";
+  return `<div class="b-input"><label>${textObject(bk.label)}${optional}</label>${field}${error}</div>`;
 }
 
 function render(state) {
@@ -283,8 +300,18 @@ function render(state) {
   renderTimeline(state.messages);
   renderHome(state.home);
   renderModal(state.modal);
+  renderTrainNote(state.messages);
   document.getElementById("train").disabled = !state.can_train || page.training;
   document.getElementById("alert").disabled = !state.can_alert || page.alerting;
+}
+
+// "Sent training run …, its notice follows" is news only until the notice is here.
+function renderTrainNote(messages) {
+  if (!page.pendingRun) return;
+  const shown = messages.some(m => !m.ephemeral && JSON.stringify(m.blocks || []).includes(page.pendingRun));
+  if (!shown) return;
+  page.pendingRun = "";
+  document.getElementById("train-status").textContent = "";
 }
 
 async function poll() {
@@ -348,8 +375,20 @@ async function onCommand(event) {
   const input = document.getElementById("command");
   const text = input.value.trim();
   if (!text) return;
+  page.lastCommand = text;
   input.value = "";
-  await post("/sandbox/command", {text});
+  const answer = await post("/sandbox/command", {text});
+  // After an error the text stays, to fix or send again (unless they typed on meanwhile).
+  if (answer.error && !input.value) input.value = text;
+}
+
+// Up in an empty box brings back the last command, as in Slack and in a shell.
+function onCommandKey(event) {
+  const input = event.target;
+  if (event.key === "ArrowUp" && !input.value && page.lastCommand) {
+    event.preventDefault();
+    input.value = page.lastCommand;
+  }
 }
 
 async function onTrain() {
@@ -357,9 +396,12 @@ async function onTrain() {
   page.training = true;
   document.getElementById("train").disabled = true;
   note.textContent = "Training and sending the event…";
+  page.pendingRun = "";
   try {
     const answer = await post("/sandbox/train", {});
     note.textContent = answer.message || answer.error || "";
+    // The notice names its run by the first 12 characters of the run ID.
+    page.pendingRun = (answer.run_id || "").slice(0, 12);
   } finally {
     page.training = false;
     poll();
@@ -394,6 +436,7 @@ document.getElementById("tab-home").addEventListener("click", () => showTab("hom
 document.getElementById("tab-channel").addEventListener("click", () => showTab("channel"));
 document.getElementById("modal-root").addEventListener("click", onModal);
 document.getElementById("composer").addEventListener("submit", onCommand);
+document.getElementById("command").addEventListener("keydown", onCommandKey);
 document.getElementById("train").addEventListener("click", onTrain);
 document.getElementById("alert").addEventListener("click", onAlert);
 document.getElementById("user-picker").addEventListener("change", onPick);
