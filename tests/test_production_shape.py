@@ -25,8 +25,15 @@ from devkit.postgres import database_url
 from devkit.prodstack import DRIVERS, Addresses, ProdStack
 from devkit.slack_double import SlackDouble
 from registry.messages import APPROVE_ACTION, button_value
-from registry.reports import ROLLBACK_CONFIRM
-from tests.support import MLFLOW_SECRET, TRAINING_SECRET, click, log_model, signed_headers, slash
+from tests.support import (
+    MLFLOW_SECRET,
+    TRAINING_SECRET,
+    click,
+    confirm_with_reason,
+    log_model,
+    signed_headers,
+    slash,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
@@ -328,20 +335,8 @@ def test_rollback_returns_the_previous_production(prod, model_name):
     _, url = slash(prod.bot_url, prod.slack, f"rollback {model_name}", user="UAPPROVER2")
     plan = _until(lambda: _said(prod, url), "the rollback plan")[0]
     assert f"from v{v2} to v{v1}" in plan["text"]
-    button = next(
-        el
-        for block in plan["blocks"]
-        if block["type"] == "actions"
-        for el in block["elements"]
-        if el["action_id"] == ROLLBACK_CONFIRM
-    )
-    click(
-        prod.bot_url,
-        prod.slack,
-        user="UAPPROVER2",
-        action_id=ROLLBACK_CONFIRM,
-        value=button["value"],
-    )
+    # Confirm asks for an optional reason in a modal; submitting it queues the rollback.
+    confirm_with_reason(prod, prod.slack, plan, "UAPPROVER2", reason="back to the last good one")
     _until(lambda: _stages(prod, model_name) == {v1: "Production", v2: "Archived"}, "rollback")
     assert _alias(prod, model_name) == v1
 
