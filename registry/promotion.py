@@ -166,7 +166,7 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
     channel = mv.tag("rollback_channel") or model_channel(svc, mv.name)
     if mv.stage != "Production":
         current = gw.production(mv.name)
-        if current is not None and _moved_since(current, old_version, mv):
+        if current is not None and current.version != old_version:
             return _abandon_rollback(svc, mv, current.version, channel)
         gw.move(mv.name, mv.version, "Production")
     when = format_stamp(time_of(mv, "rollback_at") or svc.clock())  # as the record writes times
@@ -209,15 +209,6 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
     tell_once(svc, mv, "rollback_told", text, channel=channel)
     gw.set_tags(mv.name, mv.version, prefixed({"rollback_done": at, "rollback_state": "done"}))
     return "rolled_back"
-
-
-def _moved_since(current: ModelVersion, old_version: str, target: ModelVersion) -> bool:
-    """Say whether Production changed since the rollback to `target` was recorded: another
-    version serves, or the one it would replace entered Production again after it."""
-    entered = time_of(current, "production_since")
-    asked = time_of(target, "rollback_at")
-    later = entered is not None and asked is not None and entered > asked
-    return current.version != old_version or later
 
 
 def _drop_left_production(svc: Services, mv: ModelVersion) -> None:

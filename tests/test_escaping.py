@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import nullcontext
 
 import pytest
@@ -145,7 +146,8 @@ def test_no_path_posts_outside_text_live(slack, mlflow_server, model_name):
     history = [t for m, t in posted if m == "response_url" and "last " in t]
     assert any(f"{INERT} (reject)" in t and f"{INERT} (rollback)" in t for t in history)
     assert any("&lt;!channel&gt;@evil.example" in t for m, t in posted if m == "chat.postMessage")
-    assert any("&lt;!here&gt; | 0.9" in t for m, t in posted)  # a metric name in the table
+    # A metric name in the table (issue 18's aligned columns: the name, then its value).
+    assert any(re.search(r"&lt;!here&gt;\s+0\.9", t) for m, t in posted)
     status = [t for m, t in posted if m == "response_url" and "Production: v" in t]
     assert status and "&lt;!here&gt;=0.9" in status[-1]
 

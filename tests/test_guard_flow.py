@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from devkit.stack import free_port, stop, url_answers, wait_until
 from registry.guard import ALERT_EVENT, alert_key
+from registry.record import parse_time
 from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM
 from registry.watchlist import WATCH_KEY
 from tests.support import (
@@ -294,7 +295,8 @@ def test_an_alert_outside_the_window_or_for_an_unknown_model_is_handled_0(
     v2 = promote(rolling, slack, mlflow_server, WINDOW_MODEL, constant=2.0)
     tags = MlflowClient(mlflow_server).get_model_version(WINDOW_MODEL, v2).tags
     [promoted] = [e for e in json.loads(tags["registry_bot.log"]) if e["type"] == "promoted"]
-    wait_until(lambda: time.time() > float(promoted["at"]) + 5, 10, "the end of the 5 s window")
+    entered = parse_time(promoted["at"]) or 0.0  # ISO 8601 since issue 18
+    wait_until(lambda: time.time() > entered + 5, 10, "the end of the 5 s window")
 
     assert post_alerts(rolling, alert(WINDOW_MODEL)).json() == {"status": "ok", "handled": 0}
     unknown = f"never-registered-{uuid.uuid4().hex[:8]}"
