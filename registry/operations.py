@@ -16,7 +16,7 @@ from registry.governance import (
 from registry.messages import escape
 from registry.notice import model_channel
 from registry.promotion import finish_rollback, rollback_intent, rollback_pending
-from registry.record import stamp
+from registry.record import prefixed, stamp
 from registry.reports import (
     RollbackPlan,
     RollbackRefused,
@@ -70,6 +70,7 @@ def rollback(
     target = next((mv for mv in versions if mv.version == plan.target), None)
     if target is not None and _same_rollback(target, plan, user):
         return _finish(svc, target, to)  # this task ran before and died half way
+    versions = _settle_older_rollbacks(svc, plan, versions)
     try:
         fresh = plan_rollback(versions, plan.model, plan.target, plan.reason)
         if fresh.current != plan.current:
@@ -85,6 +86,27 @@ def rollback(
     intent = rollback_intent(plan.current, user, stamp(svc), plan.reason, announce_in)
     svc.gateway.set_tags(plan.model, plan.target, intent)
     return _finish(svc, svc.gateway.get_version(plan.model, plan.target), to)
+
+
+def _settle_older_rollbacks(
+    svc: Services, plan: RollbackPlan, versions: list[ModelVersion]
+) -> list[ModelVersion]:
+    """Settle rollbacks a dead worker left on other versions before recording this one.
+
+    One that already moved is finished (its record must not be lost); one that never
+    moved is superseded by this newer plan, so no sweep can apply it after this one.
+    """
+    settled = False
+    for other in versions:
+        if other.version == plan.target or not rollback_pending(other):
+            continue
+        if other.stage == "Production":
+            finish_rollback(svc, other)
+        else:
+            done = {"rollback_done": other.tag("rollback_at"), "rollback_state": "superseded"}
+            svc.gateway.set_tags(other.name, other.version, prefixed(done))
+        settled = True
+    return svc.gateway.versions(plan.model) if settled else versions
 
 
 def _finish(svc: Services, target: ModelVersion, to: Recipient) -> str:

@@ -164,7 +164,8 @@ def _check_rollbacks(seen: Seen, model: str, found: Findings) -> None:
     told = Counter(
         _token(m.get("text", ""))
         for m in seen.messages
-        if not m.get("metadata") and f"rolled {model} back from" in m.get("text", "")
+        # The announcement carries a nonce in its metadata (told once); a notice never does.
+        if _event_type(m) != NOTICE_EVENT and f"rolled {model} back from" in m.get("text", "")
     )
     for token in set(recorded) | set(told):
         if recorded[token] > 1 or told[token] > 1:
@@ -175,6 +176,10 @@ def _check_rollbacks(seen: Seen, model: str, found: Findings) -> None:
             found.unrecorded.append(f"{model} rollback {token}: announced with no audit entry")
         if recorded[token] and not told[token]:
             found.lost.append(f"{model} rollback {token}: recorded, the channel never told")
+
+
+def _event_type(message: dict) -> str:
+    return (message.get("metadata") or {}).get("event_type", "")
 
 
 def _check_click(seen: Seen, click: Click, found: Findings) -> None:
