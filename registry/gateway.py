@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 CREATED_PAGE = 100  # versions per page when reading the newest first
 
 
+# Tags whose presence says a change was made; everything that explains it comes first.
+COMMIT_TAGS = frozenset({"registry_bot.decision", "registry_bot.rollback_at"})
+
+
 class MlflowGateway:
     """RegistryGateway over `MlflowClient`, in `stages` or `aliases` mode."""
 
@@ -146,8 +150,13 @@ class MlflowGateway:
         return previous
 
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
-        """Set tags on a version."""
-        for key, value in tags.items():
+        """Set tags on a version, the ones that commit a change last.
+
+        MLflow sets a version's tags one request at a time, so a worker killed half way
+        leaves some written: `decision` (and a rollback's `rollback_at`) go last, so a
+        change is never seen as made without its who, when and why.
+        """
+        for key, value in sorted(tags.items(), key=lambda item: item[0] in COMMIT_TAGS):
             self.client.set_model_version_tag(name, str(version), key, str(value))
 
     def delete_tags(self, name: str, version: str, keys: Iterable[str]) -> None:

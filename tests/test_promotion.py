@@ -32,3 +32,21 @@ def test_a_promotion_that_died_before_archiving_is_finished():
 
     stages = {mv.version: mv.stage for mv in gateway.versions(MODEL)}
     assert stages == {"1": "Archived", "2": "Production"}
+
+
+def test_the_tag_that_commits_a_decision_is_written_last():
+    """MLflow sets a version's tags one request at a time: a kill half way must never leave
+    a decision without its who, when and why."""
+    from registry.gateway import MlflowGateway
+
+    written: list[str] = []
+
+    class OneTagAtATime:
+        def set_model_version_tag(self, name, version, key, value):
+            written.append(key)
+
+    gateway = MlflowGateway("http://127.0.0.1:9")
+    gateway.client = OneTagAtATime()
+    decided = {"decision": "approved", "decided_by": "UA", "decided_at": "t", "reason": "r"}
+    gateway.set_tags(MODEL, "2", prefixed(decided))
+    assert written[-1] == "registry_bot.decision" and sorted(written) == sorted(prefixed(decided))
