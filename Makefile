@@ -52,10 +52,11 @@ soak: install
 LINT_PATHS := registry webhooks worker bot devkit bench tests
 
 lint: install
-	$(BIN)/python -m pip install --quiet ruff mypy
+	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache
