@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from registry.canary import start_canary
@@ -14,6 +15,7 @@ from registry.decisions import (
     approvals_on,
     judge_approval,
     judge_rejection,
+    settled_message,
 )
 from registry.events import TrainingEvent
 from registry.freeze import approval_text, hold_if_frozen, slot_fills_tags
@@ -29,7 +31,7 @@ from registry.notice import (
 from registry.people import people_tags
 from registry.policy import GateVerdict, evaluate, verdict_line
 from registry.promotion import archive_decided, promote
-from registry.record import prefixed, record, stamp
+from registry.record import logged, prefixed, record, stamp
 from registry.services import Recipient, Services
 from registry.versions import ModelVersion, VersionNotFound
 
@@ -73,9 +75,14 @@ def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> S
             mv = svc.gateway.get_version(name, version)
         elif report:
             svc.gateway.set_tags(name, version, prefixed({"gates": "passed"}))
-    if mv.stage != "Staging" and mv.tag("gates") != "failed":
+    moved = mv.stage != "Staging" and mv.tag("gates") != "failed"
+    if moved:
         svc.gateway.move(name, version, "Staging")
+    # Also when a run that moved it died before recording it (one it registered itself).
+    if (moved or (mv.stage == "Staging" and mv.tag("event_id"))) and not logged(mv, "staged"):
         record(svc, mv, "staged", actor=mv.tag("requested_by"), extra={"staged_at": stamp(svc)})
+        mv = svc.gateway.get_version(name, version)
+    elif moved:
         mv = svc.gateway.get_version(name, version)
     outcome = "gate_failed" if mv.tag("gates") == "failed" else "noticed"
     if mv.tag("notice_ts"):
@@ -110,7 +117,7 @@ def approve(svc: Services, name: str, version: str, *, user: str, response_url: 
     if mv is None:
         return "missing"
     if mv.tag("decision") == "approved" and not mv.tag("announced"):
-        return promote(svc, mv)  # a crash left it half done: finish it
+        return _finish_for(svc, mv, user, response_url, promote)  # a crash left it half done
     to = Recipient(notice_channel(svc, mv), user, response_url)
     mv = _resolve_requester(svc, mv)  # again, if it could not be done at notice time
     # With the requester's Slack user known, their own click is recognised by ID alone.
@@ -168,6 +175,11 @@ def reject(
     if mv is None:
         return "missing"
     verb = "Rejected"
+    if mv.tag("decision") == "rejected" and not mv.tag("announced") and _by_other(mv, user):
+        # Another's rejection a crash left half done: finish it, and answer this click.
+        return _finish_for(
+            svc, mv, user, response_url, lambda s, m: archive_decided(s, m, "rejected", verb)
+        )
     if not (mv.tag("decision") == "rejected" and not mv.tag("announced")):
         to = Recipient(notice_channel(svc, mv), user, response_url)
         mv = _resolve_requester(svc, mv)  # so the requester's withdraw is recognised by ID
@@ -194,6 +206,32 @@ def reject(
         mv = svc.gateway.get_version(name, version)
         verb = "Withdrawn" if verdict.action == "withdraw" else verb
     return archive_decided(svc, mv, "rejected", verb)
+
+
+def _by_other(mv: ModelVersion, user: str) -> bool:
+    """Say whether the version's recorded decision was someone else's, not `user`'s."""
+    return user not in mv.tag("decided_by").split(",")
+
+
+def _finish_for(
+    svc: Services,
+    mv: ModelVersion,
+    user: str,
+    response_url: str,
+    finish: Callable[[Services, ModelVersion], str],
+) -> str:
+    """Finish a decision a crash left half done; answer `user` if it was not theirs.
+
+    The decider's own redelivered click is answered by the thread reply; another person's
+    click, queued behind the decision, would otherwise get no answer at all.
+    """
+    action = finish(svc, mv)
+    if _by_other(mv, user):
+        fresh = svc.gateway.get_version(mv.name, mv.version)
+        svc.notifier.tell(
+            Recipient(notice_channel(svc, fresh), user, response_url), settled_message(fresh)
+        )
+    return action
 
 
 def request_tags(event: TrainingEvent, event_id: str) -> dict[str, str]:

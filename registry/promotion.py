@@ -62,10 +62,16 @@ def promote(svc: Services, mv: ModelVersion) -> str:
         _archive_replaced(svc, gw.get_version(mv.name, old), by=mv, actor=actor, at=at)
     mv = gw.get_version(mv.name, mv.version)
     redraw_notice(svc, mv)
+    name, who = escape(mv.name), mentions(actor)
     if serving:
         was = f" v{previous} moved to Archived." if previous else ""
-        name, who = escape(mv.name), mentions(actor)
         text = f"{name} v{mv.version} is now Production, approved by {who}.{was}"
+        thread(svc, mv, text, once="decision_told")
+    elif promoted:  # it served, and a later version replaced it before the thread was told
+        text = (
+            f"{name} v{mv.version} was promoted to Production, approved by {who}; "
+            "a later version has replaced it since."
+        )
         thread(svc, mv, text, once="decision_told")
     gw.set_tags(mv.name, mv.version, prefixed({"announced": stamp(svc)}))
     return "promoted" if serving else "superseded"

@@ -12,7 +12,7 @@ from registry.record import history_of
 from registry.services import Services
 from registry.settings import Settings
 from registry.sweep import sweep
-from tests.fakes import FakeDirectory, FakeGateway, RecordingNotifier
+from tests.fakes import Crash, FakeDirectory, FakeGateway, RecordingNotifier
 
 MODEL = "churn"
 
@@ -73,6 +73,27 @@ def test_a_decision_cut_short_still_records_the_version_it_replaced(svc):
     assert svc.gateway.get_version(MODEL, v2).stage == "Production"
     old = history_of(svc.gateway.get_version(MODEL, v1))[-1]
     assert (old["type"], old["reason"], old["actor"]) == ("archived", f"replaced by v{v2}", "UA")
+
+
+def test_a_promotion_replaced_before_its_thread_was_told_is_told_once_in_the_past(svc):
+    v1, v2 = staged(svc, 2)
+    # v1's worker recorded that it entered Production, then died before telling the thread.
+    svc.gateway.die_after = (  # type: ignore[attr-defined]
+        lambda op, version, arg: (
+            op == "set_tags" and version == v1 and "registry_bot.production_since" in arg
+        )
+    )
+    with pytest.raises(Crash):
+        lifecycle.approve(svc, MODEL, v1, user="UA")
+    lifecycle.approve(svc, MODEL, v2, user="UA")  # replaces v1 before v1's task came back
+    for _ in range(2):
+        sweep(svc, lambda name: _nothing(), [MODEL])
+    replies = [text for _, text in svc.notifier.replies]  # type: ignore[attr-defined]
+    told_v1 = [r for r in replies if f"v{v1} was promoted to Production, approved by" in r]
+    assert len(told_v1) == 1 and "replaced it since" in told_v1[0]
+    assert not [r for r in replies if f"v{v1} is now Production" in r]
+    assert changes(svc, v1)[-2:] == ["promoted", "archived"]
+    assert svc.gateway.get_version(MODEL, v1).tag("announced")
 
 
 def _nothing():

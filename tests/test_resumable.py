@@ -173,6 +173,43 @@ def test_a_decision_told_in_its_thread_but_not_marked_is_not_told_twice(decision
     assert json.loads(mv.tags["registry_bot.log"])[-1]["actor"] == "UA"
 
 
+def test_a_rerun_records_the_move_to_staging_a_dead_worker_made():
+    svc = fake_services()
+    svc.gateway.die_after = lambda op, version, arg: op == "move" and arg == "Staging"
+    event = TrainingEvent(MODEL, "run-1", requested_by="UREQUESTER")
+    with pytest.raises(Crash):
+        lifecycle.stage_training_event(svc, event, event_id="e")
+    assert changes(svc, "1", "staged") == 0  # moved, nothing recorded yet
+    assert lifecycle.stage_training_event(svc, event, event_id="e").outcome == "noticed"
+    lifecycle.stage_training_event(svc, event, event_id="e")  # and a third delivery
+    [entry] = [e for e in history_of(svc.gateway.get_version(MODEL, "1")) if e["type"] == "staged"]
+    assert (entry["actor"], bool(entry["at"])) == ("UREQUESTER", True)
+    assert len(svc.notifier.posts) == 1
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_a_click_queued_behind_a_decision_cut_short_finishes_it_and_is_answered(decision):
+    svc = fake_services()
+    staged = lifecycle.stage_training_event(svc, TrainingEvent(MODEL, "run-1"), event_id="e")
+    svc.notifier.die_after = lambda op, text: op == "reply"  # UA's task died after telling
+
+    def click_as(user: str) -> str:
+        if decision == "approve":
+            return lifecycle.approve(svc, MODEL, staged.version, user=user)
+        return lifecycle.reject(svc, MODEL, staged.version, user=user, reason=f"{user} says no")
+
+    with pytest.raises(Crash):
+        click_as("UA")
+    svc.notifier.die_after = None
+    assert click_as("UB") == ("promoted" if decision == "approve" else "rejected")
+    mv = svc.gateway.get_version(MODEL, "1")
+    assert (mv.tag("announced") != "", mv.tag("decided_by")) == (True, "UA")
+    assert len(svc.notifier.replies) == 1  # the channel told once, of UA's decision
+    [(user, text)] = [(u, t) for u, t in svc.notifier.told if u == "UB"]
+    verb = "approved" if decision == "approve" else "rejected"
+    assert f"v1 was already {verb} by <@UA>" in text
+
+
 # -- real processes: the worker killed between a rollback's move and its record -------------
 
 

@@ -20,7 +20,7 @@ from registry.versions import ModelVersion
 LIFECYCLE = ("promoted", "rolled_back", "archived", "rejected", "expired")
 NEEDS_REASON = ("rolled_back", "archived", "rejected")
 LEFT = ("archived", "rejected", "expired")
-PROMOTED_REPLY = "is now Production"
+PROMOTED_REPLY = "Production, approved by"  # "is now ...", or "was promoted to ..." if replaced
 REJECTED_REPLY = "was rejected"
 
 
