@@ -4,6 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes: most of the suite waits on real servers, so more processes than cores pay;
+# a module's tests stay together in one (its fixtures start real processes once).
+TEST_WORKERS ?= 4
 
 # The first Python 3.11+ on PATH.
 PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
@@ -25,7 +28,7 @@ install: $(STAMP)
 # the browser test drives the system's Chromium, installed here if missing and root.
 test: install
 	bash scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The whole loop on this machine with the browser sandbox; Ctrl-C stops it (devkit/demo.py).
 demo: install

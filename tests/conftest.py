@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -9,7 +11,7 @@ import pytest
 import redis
 
 from devkit.slack_double import SlackDouble
-from devkit.stack import find_or_start_redis, free_port, start_mlflow_server, stop
+from devkit.stack import find_or_start_redis, free_port, start_mlflow_server, start_redis, stop
 from tests.support import SERVICES, SLACK_SIGNING_SECRET, TOKEN, Stack, StackFactory
 
 USERS = {
@@ -24,8 +26,19 @@ USERS = {
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> Iterator[str]:
-    """Use the Redis at REDIS_URL (or 127.0.0.1:6379) when it answers; else start one."""
-    base, proc = find_or_start_redis(tmp_path_factory.mktemp("redis"))
+    """Use the Redis at REDIS_URL (or 127.0.0.1:6379) when it answers; else start one.
+
+    Each process of a parallel run (pytest-xdist) starts a Redis of its own: tests flush
+    their databases, and no process may flush another's queues.
+    """
+    workdir = tmp_path_factory.mktemp("redis")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        port = free_port()
+        proc = start_redis(port, workdir)
+        yield f"redis://127.0.0.1:{port}"
+        stop(proc)
+        return
+    base, proc = find_or_start_redis(workdir)
     yield base
     stop(proc)
 
@@ -95,13 +108,36 @@ def redis_client(redis_url) -> redis.Redis:
     return redis.Redis.from_url(f"{redis_url}/1")
 
 
+# What the processes of a parallel run measured, gathered by the controlling one.
+GATHERED: dict[str, list] = {"answers": [], "acks": [], "figures": []}
+
+
+def pytest_sessionfinish(session) -> None:
+    """In a pytest-xdist worker, hand what it measured to the controlling process."""
+    from tests.support import FIGURES, SLACK_ANSWER_TIMES, SOCKET_ACK_TIMES
+
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["registry_bot_measured"] = json.dumps(
+            {"answers": SLACK_ANSWER_TIMES, "acks": SOCKET_ACK_TIMES, "figures": FIGURES}
+        )
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: known only with the plugin
+def pytest_testnodedown(node, error) -> None:
+    """In the controlling process, gather what a finished worker measured."""
+    measured = json.loads(getattr(node, "workeroutput", {}).get("registry_bot_measured", "{}"))
+    for key, found in measured.items():
+        GATHERED[key].extend(found)
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     """Report how fast the bot answered Slack (HTTP and Socket Mode), and the burst's time."""
     from tests.support import FIGURES, SLACK_ANSWER_TIMES, SOCKET_ACK_TIMES
 
     for what, found in (
-        ("Slack requests answered", SLACK_ANSWER_TIMES),
-        ("Socket Mode envelopes acknowledged", SOCKET_ACK_TIMES),
+        ("Slack requests answered", SLACK_ANSWER_TIMES + GATHERED["answers"]),
+        ("Socket Mode envelopes acknowledged", SOCKET_ACK_TIMES + GATHERED["acks"]),
     ):
         if found:
             times = sorted(found)
@@ -109,7 +145,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
                 f"{what}: {len(times)}, median {times[len(times) // 2] * 1000:.0f} ms,"
                 f" slowest {times[-1] * 1000:.0f} ms (limit 3000 ms)"
             )
-    for line in FIGURES:
+    for line in FIGURES + GATHERED["figures"]:
         terminalreporter.write_line(line)
 
 
