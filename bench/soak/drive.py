@@ -22,7 +22,7 @@ from devkit.slack_double import SlackDouble
 from registry.events import signed_headers
 from registry.messages import APPROVE_ACTION, REJECT_ACTION, REJECT_MODAL, button_value
 from registry.notice import NOTICE_EVENT
-from registry.reports import ROLLBACK_CONFIRM
+from registry.reports import ROLLBACK_CONFIRM, ROLLBACK_MODAL, parse_plan_value
 
 SEND_ATTEMPTS = 90  # a sender retries a 503 or a refused connection, about a second apart
 ANSWER_WAIT = 150.0  # how long a person waits for a plan or a modal before giving up
@@ -232,20 +232,21 @@ class ClickDriver:
         opened_before = len(self.double.calls("views.open"))
         sent = self.side.click(user, REJECT_ACTION, button_value(model, version), ts)
         click.reply, click.status = sent.reply, sent.status
-        view = self._modal(model, version, opened_before)
+        view = self._modal((REJECT_MODAL, model, version), opened_before)
         if view is None:
             click.note = "no modal opened"
             return
         click.status = self.side.submit(user, view, reason)
 
-    def _modal(self, model: str, version: str, since: int) -> dict | None:
+    def _modal(self, wanted: tuple[str, str, str], since: int) -> dict | None:
+        """Wait for the modal (callback, model, version or rollback target) the bot opened."""
         deadline = time.monotonic() + 10  # Slack's trigger is long gone after this
         while time.monotonic() < deadline:
             for call in self.double.calls("views.open")[since:]:
                 view = (call.response or {}).get("view") or {}
                 meta = json.loads(view.get("private_metadata") or "{}")
-                found = (view.get("callback_id"), meta.get("model"), meta.get("version"))
-                if found == (REJECT_MODAL, model, version):
+                version = meta.get("version") or meta.get("target")
+                if (view.get("callback_id"), meta.get("model"), version) == wanted:
                     return view
             time.sleep(0.1)
         return None
@@ -262,8 +263,16 @@ class ClickDriver:
         if not value:
             click.note = "no plan"
             return
+        opened_before = len(self.double.calls("views.open"))
         confirm = self.side.click(user, ROLLBACK_CONFIRM, value)
         click.confirm, click.status = confirm.reply, confirm.status
+        # Confirm opens a modal with the command's reason filled in; submitting it rolls back.
+        target = parse_plan_value(value).target
+        view = self._modal((ROLLBACK_MODAL, model, target), opened_before)
+        if view is None:
+            click.note = "no modal opened"
+            return
+        click.status = self.side.submit(user, view, f"soak rollback {token}")
 
     def _plan(self, sent: Sent) -> str:
         """Wait for the plan on the command's response URL; return its Confirm value, or ''."""
