@@ -80,15 +80,9 @@ def click_request(
 
 def slack_headers(body: str) -> dict[str, str]:
     """Return the headers Slack signs a request with."""
-    from slack_sdk.signature import SignatureVerifier
+    from devkit.slack_requests import signed_headers
 
-    ts = str(int(time.time()))
-    signature = SignatureVerifier(SIGNING_SECRET).generate_signature(timestamp=ts, body=body) or ""
-    return {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": signature,
-    }
+    return signed_headers(body, SIGNING_SECRET)
 
 
 def _click(user: str, model_name: str, version: str, slack_url: str) -> dict:

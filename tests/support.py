@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from devkit import slack_requests
 from devkit.stack import (
     alive,
     descendants,
@@ -29,6 +30,7 @@ from devkit.stack import (
     url_answers,
     wait_until,
 )
+from registry.messages import REASON_BLOCK, REASON_INPUT
 from registry.reports import ROLLBACK_CONFIRM, ROLLBACK_MODAL
 
 REPO = Path(__file__).resolve().parent.parent
@@ -305,13 +307,8 @@ def slack_post(
     extra_headers: Mapping[str, str] | None = None,
 ) -> requests.Response:
     """POST a request to the bot signed as Slack signs it; check it was answered within 3 s."""
-    from slack_sdk.signature import SignatureVerifier
-
-    ts = str(int(time.time() if at is None else at))
     headers = {
-        "Content-Type": content_type,
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": SignatureVerifier(secret).generate_signature(timestamp=ts, body=body),
+        **slack_requests.signed_headers(body, secret, at=at, content_type=content_type),
         **(extra_headers or {}),
     }
     started = time.monotonic()
@@ -375,27 +372,16 @@ def click_payload(
 ) -> tuple[dict, str]:
     """Return the block_actions payload Slack sends for a click on a message, and its URL."""
     response_url = slack.response_url(f"{tag or action_id}-{user}-{uuid.uuid4().hex[:8]}")
-    payload = {
-        "type": "block_actions",
-        "team": {"id": team, "domain": "test"},
-        "user": {"id": user, "username": user.lower(), "team_id": team},
-        "api_app_id": "ATEST",
-        "token": "legacy-verification-token",
-        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.abc",
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
-        "channel": {"id": channel, "name": "models"},
-        "message": message or {"type": "message", "ts": message_ts, "text": ""},
-        "response_url": response_url,
-        "actions": [
-            {
-                "type": "button",
-                "action_id": action_id,
-                "block_id": "decision",
-                "value": value,
-                "action_ts": f"{time.time():.6f}",
-            }
-        ],
-    }
+    payload = slack_requests.click_payload(
+        user=user,
+        action_id=action_id,
+        value=value,
+        response_url=response_url,
+        channel=channel,
+        team=team,
+        message_ts=message_ts,
+        message=message,
+    )
     return payload, response_url
 
 
@@ -403,25 +389,15 @@ def home_click_payload(
     home: dict, *, user: str, action_id: str, value: str, team: str = "T0TEST"
 ) -> dict:
     """Return the block_actions payload Slack sends for a click in a Home tab: no response URL."""
-    return {
-        "type": "block_actions",
-        "team": {"id": team, "domain": "test"},
-        "user": {"id": user, "username": user.lower(), "team_id": team},
-        "api_app_id": "ATEST",
-        "token": "legacy-verification-token",
-        "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.abc",
-        "container": {"type": "view", "view_id": home["id"]},
-        "view": home,
-        "actions": [
-            {
-                "type": "button",
-                "action_id": action_id,
-                "block_id": "home_decide_0",
-                "value": value,
-                "action_ts": f"{time.time():.6f}",
-            }
-        ],
-    }
+    payload = slack_requests.click_payload(
+        user=user, action_id=action_id, value=value, response_url="", channel="", team=team
+    )
+    for key in ("channel", "message", "response_url"):
+        del payload[key]
+    payload["container"] = {"type": "view", "view_id": home["id"]}
+    payload["view"] = home
+    payload["actions"] = [slack_requests.button(action_id, value, block_id="home_decide_0")]
+    return payload
 
 
 def submit_view(
@@ -433,22 +409,8 @@ def submit_view(
 
 def view_payload(view: dict, *, user: str, reason: str | None, team: str = "T0TEST") -> dict:
     """Return the view_submission payload for a modal with `reason` typed into its input."""
-    values = {"reason": {"reason_input": {"type": "plain_text_input", "value": reason}}}
-    payload = {
-        "type": "view_submission",
-        "team": {"id": team, "domain": "test"},
-        "user": {"id": user, "username": user.lower(), "team_id": team},
-        "api_app_id": "ATEST",
-        "token": "legacy-verification-token",
-        "trigger_id": f"{int(time.time())}.1.abc",
-        "view": {
-            **view,
-            "id": f"V{uuid.uuid4().hex[:10].upper()}",
-            "team_id": team,
-            "state": {"values": values},
-        },
-    }
-    return payload
+    values = {REASON_BLOCK: {REASON_INPUT: {"type": "plain_text_input", "value": reason}}}
+    return slack_requests.view_submission({**view, "id": ""}, user=user, values=values, team=team)
 
 
 def slash(
@@ -482,20 +444,9 @@ def slash_form(
 ) -> tuple[dict[str, str], str]:
     """Return the fields Slack sends for a slash command, and its response URL."""
     response_url = slack.response_url(f"cmd-{user}-{uuid.uuid4().hex[:8]}")
-    form = {
-        "token": "legacy",
-        "team_id": team,
-        "team_domain": "test",
-        "channel_id": channel,
-        "channel_name": "models",
-        "user_id": user,
-        "user_name": user.lower(),
-        "command": command,
-        "text": text,
-        "api_app_id": "ATEST",
-        "response_url": response_url,
-        "trigger_id": f"{int(time.time())}.2.abc",
-    }
+    form = slack_requests.command_form(
+        text, user=user, response_url=response_url, channel=channel, team=team, command=command
+    )
     return form, response_url
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
@@ -12,8 +11,11 @@ import requests
 
 from bench.load import slack_headers
 from bench.stack import CHANNEL, TEAM
+from devkit import slack_requests
 from devkit.slack_double import SlackDouble
 from registry.messages import REASON_BLOCK, REASON_INPUT
+
+SOAK = {"domain": "soak", "app": "ASOAK"}
 
 
 @dataclass(frozen=True)
@@ -34,60 +36,35 @@ class SlackSide:
     def click(self, user: str, action_id: str, value: str, message_ts: str = "") -> Sent:
         """Press a button as `user`."""
         reply = f"{action_id}-{user}-{uuid.uuid4().hex[:10]}"
-        payload = {
-            "type": "block_actions",
-            "team": {"id": TEAM, "domain": "soak"},
-            "user": {"id": user, "username": user.lower(), "team_id": TEAM},
-            "api_app_id": "ASOAK",
-            "token": "legacy-verification-token",
-            "trigger_id": f"{int(time.time())}.{uuid.uuid4().int % 10**12}.abc",
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": CHANNEL},
-            "channel": {"id": CHANNEL, "name": "models"},
-            "message": {"type": "message", "ts": message_ts, "text": ""},
-            "response_url": self.double.response_url(reply),
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": action_id,
-                    "block_id": "decision",
-                    "value": value,
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
+        payload = slack_requests.click_payload(
+            user=user,
+            action_id=action_id,
+            value=value,
+            response_url=self.double.response_url(reply),
+            channel=CHANNEL,
+            team=TEAM,
+            message_ts=message_ts,
+            **SOAK,
+        )
         return Sent(self._post({"payload": json.dumps(payload)}), reply)
 
     def submit(self, user: str, view: dict, reason: str) -> int:
         """Submit a modal the bot opened, with `reason` typed in."""
         values = {REASON_BLOCK: {REASON_INPUT: {"type": "plain_text_input", "value": reason}}}
-        payload = {
-            "type": "view_submission",
-            "team": {"id": TEAM, "domain": "soak"},
-            "user": {"id": user, "username": user.lower(), "team_id": TEAM},
-            "api_app_id": "ASOAK",
-            "token": "legacy-verification-token",
-            "trigger_id": f"{int(time.time())}.1.abc",
-            "view": {**view, "team_id": TEAM, "state": {"values": values}},
-        }
+        payload = slack_requests.view_submission(view, user=user, values=values, team=TEAM, **SOAK)
         return self._post({"payload": json.dumps(payload)})
 
     def command(self, user: str, text: str) -> Sent:
         """Type `/registry <text>` as `user`."""
         reply = f"cmd-{user}-{uuid.uuid4().hex[:10]}"
-        form = {
-            "token": "legacy",
-            "team_id": TEAM,
-            "team_domain": "soak",
-            "channel_id": CHANNEL,
-            "channel_name": "models",
-            "user_id": user,
-            "user_name": user.lower(),
-            "command": "/registry",
-            "text": text,
-            "api_app_id": "ASOAK",
-            "response_url": self.double.response_url(reply),
-            "trigger_id": f"{int(time.time())}.2.abc",
-        }
+        form = slack_requests.command_form(
+            text,
+            user=user,
+            response_url=self.double.response_url(reply),
+            channel=CHANNEL,
+            team=TEAM,
+            **SOAK,
+        )
         return Sent(self._post(form), reply)
 
     def replies(self, reply: str) -> list[dict]:
