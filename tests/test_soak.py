@@ -33,3 +33,4 @@ def test_the_quick_soak_keeps_every_invariant(mlflow_server, tmp_path):
     assert figures["kills"] == 2 and figures["held_at_kills"] >= 1
     assert figures["redis_restarts"] == 1
     assert figures["duplicates"] == 0 and figures["lost"] == 0
+    assert figures["recorded"]["promoted"] >= 1  # the checks read a record with changes in it

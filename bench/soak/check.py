@@ -35,6 +35,7 @@ class Findings:
     wrong: list[str] = field(default_factory=list)  # a refused click that counted anyway
     queue: list[str] = field(default_factory=list)
     notice_seconds: list[float] = field(default_factory=list)
+    recorded: Counter = field(default_factory=Counter)  # changes in the durable record, by type
 
     def problems(self) -> list[str]:
         """Return every finding, one line each."""
@@ -122,6 +123,7 @@ def _check_record(mv: ModelVersion, found: Findings) -> None:
     """Who, when and why on every change; a stage the record explains; no change twice."""
     what = f"{mv.name} v{mv.version}"
     changes = [e for e in history_of(mv) if e.get("type") in LIFECYCLE]
+    found.recorded.update(e["type"] for e in changes)
     for entry in changes:
         needed = ("actor", "at", "reason") if entry["type"] in NEEDS_REASON else ("actor", "at")
         missing = [k for k in needed if not entry.get(k)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from bench.prelog import LoggedRun, log_runs, save_model
 from bench.soak.chaos import Chaos, ChaosLog, schedule
-from bench.soak.check import Findings, check, unresolved
+from bench.soak.check import LIFECYCLE, Findings, check, unresolved
 from bench.soak.drive import ClickDriver, EventDriver, Ledger
 from bench.soak.slack import SlackSide
 from bench.soak.stack import SoakStack
@@ -196,6 +196,7 @@ def figures(result: Result) -> dict:
         "mlflow_restarts": chaos.mlflow_restarts,
         "slack_429": result.slack_faults.get(429, 0),
         "slack_500": result.slack_faults.get(500, 0),
+        "recorded": {kind: found.recorded[kind] for kind in LIFECYCLE},
         "duplicates": len(found.duplicates),
         "lost": len(found.lost),
         "other_findings": len(found.problems()) - len(found.duplicates) - len(found.lost),
@@ -219,6 +220,7 @@ def table(result: Result) -> str:
         ("whole-worker kills", f"{f['kills']} ({f['held_at_kills']} messages held at the kills)"),
         ("restarts", f"Redis {f['redis_restarts']}, MLflow {f['mlflow_restarts']}"),
         ("Slack 429 / 500 injected", f"{f['slack_429']} / {f['slack_500']}"),
+        ("changes recorded", ", ".join(f"{k} {n}" for k, n in f["recorded"].items())),
         ("duplicates found", str(f["duplicates"])),
         ("lost", str(f["lost"])),
         ("other findings", str(f["other_findings"])),
