@@ -43,13 +43,13 @@ def _versions_of_one_run(gateway: MlflowGateway, tracking_uri: str, name: str, c
 def _spy_on_transitions(gateway: MlflowGateway) -> list[dict]:
     """Record the keyword arguments of every stage transition the gateway makes."""
     calls: list[dict] = []
-    real = gateway.client.transition_model_version_stage
+    real = gateway.writes.transition_model_version_stage
 
     def transition(name, version, stage, **kwargs):
         calls.append({"version": str(version), "stage": stage, **kwargs})
         return real(name, version, stage, **kwargs)
 
-    gateway.client.transition_model_version_stage = transition  # type: ignore[method-assign]
+    gateway.writes.transition_model_version_stage = transition  # type: ignore[method-assign]
     return calls
 
 
