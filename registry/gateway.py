@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
 from registry.events import CREATED_BY_TAG
@@ -48,15 +49,21 @@ class MlflowGateway:
         from mlflow import MlflowClient  # heavy import: only services that write pay for it
 
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        # What MlflowClient itself calls for tag, stage and alias writes once it has checked
-        # (a GET of the registered model each time, which loads all its versions on the
-        # server) that the model is not a prompt. This gateway writes only to versions it
-        # has just read or registered, so it calls the same REST endpoints directly.
-        self.writes = self.client._get_registry_client()
         self.mode = mode
         self.aliases = {"Staging": staging_alias, "Production": production_alias}
         self.ready_timeout = ready_timeout
         self._runs: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    @cached_property
+    def writes(self) -> Any:
+        """What MlflowClient itself calls for tag, stage and alias writes.
+
+        MlflowClient first checks (a GET of the registered model each time, which loads
+        every version of it on the server) that the model is not a prompt. This gateway
+        writes only to versions it has just read or registered, so it calls the same
+        REST endpoints without that check.
+        """
+        return self.client._get_registry_client()
 
     def find_version(
         self, name: str, run_id: str, artifact_path: str, model_uri: str

@@ -95,9 +95,7 @@ def test_one_event_takes_at_most_14_mlflow_requests(mlflow_server, model_name):
     assert staged.tag("notice_channel") == "CNOTICES"
 
 
-def test_in_aliases_mode_an_event_on_a_registered_model_takes_at_most_14(
-    mlflow_server, model_name
-):
+def test_in_aliases_mode_an_event_on_a_known_model_takes_at_most_14(mlflow_server, model_name):
     svc = services(mlflow_server, "aliases")
     first = one_event(svc, mlflow_server, model_name)
     second = one_event(svc, mlflow_server, model_name)
