@@ -98,6 +98,7 @@ def _pipeline_series(data: dict) -> dict[str, list[float]]:
     return {
         "floor, 1 process": pipe[1]["floor_latencies"] + pipe[2]["floor_latencies"],
         "floor, 2 processes at once": pipe[2]["two_models"]["floor_burst_latencies"],
+        "minimal floor, 1 process": pipe[1]["minimal_latencies"] + pipe[2]["minimal_latencies"],
         "end to end, --concurrency 1": pipe[1]["latencies"],
         "end to end, --concurrency 2": pipe[2]["latencies"],
         "end to end, inside bursts, --concurrency 2, 2 models": pipe[2]["two_models"][

@@ -50,10 +50,19 @@ def pipeline_figures(pipe: dict) -> list[Figure]:
     out = []
     for c, run in pipe.items():
         lat_ratio = ratio(ms(run["latencies"], 50), ms(run["floor_latencies"], 50))
+        least = ratio(ms(run["latencies"], 50), ms(run["minimal_latencies"], 50))
         out += [
             lat("end to end", f"p{q}, --concurrency {c}", run["latencies"], q) for q in (50, 95, 99)
         ]
         out.append(at_most("end to end", f"p50 / floor p50, --concurrency {c}", lat_ratio, 1.3))
+        out.append(
+            lat(
+                "end to end",
+                f"minimal floor p50 (beside --concurrency {c})",
+                run["minimal_latencies"],
+            )
+        )
+        out.append(at_most("end to end", f"p50 / minimal floor p50, --concurrency {c}", least, 1.5))
         out += _rate_figures(c, run, judged=False)
         out += _rate_figures(c, run["two_models"], judged=True) if "two_models" in run else []
         out.append(
@@ -267,13 +276,50 @@ def growth_figures(growth: dict) -> list[Figure]:
     out += [
         lat("growth", f"floor p50 with {_versions(n)}", growth[n]["floor_latencies"]) for n in sizes
     ]
-    e2e, base = (
+    out += [
+        lat("growth", f"minimal floor p50 with {_versions(n)}", growth[n]["minimal_latencies"])
+        for n in sizes
+    ]
+    e2e, base, least = (
         ratio(ms(growth[last][key], 50), ms(growth[first][key], 50))
-        for key in ("latencies", "floor_latencies")
+        for key in ("latencies", "floor_latencies", "minimal_latencies")
     )
     out.append(at_most("growth", f"end to end p50, {_versions(last)} / {first}", e2e, 1.5))
     out.append(info("growth", f"floor p50, {_versions(last)} / {first}", base, "×"))
+    out.append(info("growth", f"minimal floor p50, {_versions(last)} / {first}", least, "×"))
+    out.append(
+        at_most(
+            "growth",
+            "end to end growth / minimal floor growth (the same registry)",
+            ratio(e2e, least),
+            1.1,
+        )
+    )
     return out
+
+
+def call_figures(calls: dict) -> list[Figure]:
+    """Return MLflow requests per event: the worker's path, the floor's, the minimal floor's."""
+    worker, floor, minimal = (mlflow_calls(calls[k]) for k in ("worker", "floor", "minimal"))
+    return [
+        at_most("calls", "worker path: MLflow requests per event", worker, 14, ""),
+        info("calls", "floor: MLflow requests per event", floor),
+        info("calls", "minimal floor: MLflow requests per event", minimal),
+        info("calls", "worker path: Slack requests per event", _slack_calls(calls["worker"])),
+    ]
+
+
+def mlflow_calls(tally: dict) -> float:
+    """Return a tally's MLflow requests per event."""
+    return round(
+        sum(r["per_event"] for r in tally["by_endpoint"] if r["call"].startswith("mlflow ")), 2
+    )
+
+
+def _slack_calls(tally: dict) -> float:
+    return round(
+        sum(r["per_event"] for r in tally["by_endpoint"] if r["call"].startswith("slack ")), 2
+    )
 
 
 def _versions(n: int) -> str:
@@ -288,6 +334,7 @@ def all_figures(data: dict) -> list[Figure]:
         *door_figures(data["doors"], data["clicks"]),
         *footprint_figures(data),
         *growth_figures(data["growth"]),
+        *call_figures(data["calls"]),
     ]
 
 
@@ -306,21 +353,34 @@ Floor: per event, a plain `MlflowClient` script searches versions for the run, r
 logged model from its outputs, calls `create_model_version(source=models:/<id>)`, polls until
 READY, transitions to Staging, sets the `staging` alias and sets 6 tags.
 
+Minimal floor: only what the job needs per event, in the fewest requests a plain `MlflowClient`
+script can make: search versions for the run, read the run (its logged model; what the notice
+shows), `create_model_version` with the request's tags (READY in its answer), transition to
+Staging, set the `staging` alias, set 2 tags, read the Production version by its alias (and its
+run, when there is one). Its writes go to the REST endpoints MlflowClient calls after checking
+that the model is not a prompt (that check, a GET of the registered model, is skipped), as the
+worker's gateway does. It runs beside the floor, on a model of its own.
+
+Calls: requests per event counted in this process (MLflow's `rest_utils.http_request`, Slack's
+`WebClient.api_call`) over {profile} events each: the worker's own code path
+(`registry.lifecycle.stage_training_event` with the worker's services), the floor and the minimal
+floor, each on a registered model that already exists.
+
 End to end: a signed training event POSTed to webhooks (gunicorn -w 2) until the Staging
 notice's `chat.postMessage` reaches the Slack double (the double's receive time). A worker's
 first events (2 per pool process) are sent before timing and reported as cold. The worker's last
 tag writes come after the notice: they are not in the latency, but they are in the throughput.
 
-Interleaving: latency comes from events one at a time, alternating one floor event and one
-end-to-end event (each after its notice), {pairs} of each per worker configuration. Throughput
-comes from chunks of {chunk} events, alternating a floor chunk (split over N warm spawned
-processes) and an end-to-end burst (the chunk sent at once); events/s = events / (first send to
-last notice), over all chunks. The floor's processes each work on a registered model of their
-own: two plain clients setting one model's alias at once fail in MLflow (UNIQUE constraint
-failed: registered_model_aliases), which the worker avoids with its per-model lock. That lock
-also serialises one model's events, so with --concurrency 2 the bursts run twice: on one model
-(the batch rule, reported) and alternating between two models (like for like with the floor: the
-target is checked there).
+Interleaving: latency comes from events one at a time, alternating one floor event, one minimal
+floor event and one end-to-end event (each after its notice), {pairs} of each per worker
+configuration. Throughput comes from chunks of {chunk} events, alternating a floor chunk (split
+over N warm spawned processes) and an end-to-end burst (the chunk sent at once); events/s =
+events / (first send to last notice), over all chunks. The floor's processes each work on a
+registered model of their own: two plain clients setting one model's alias at once fail in
+MLflow (UNIQUE constraint failed: registered_model_aliases), which the worker avoids with its
+per-model lock. That lock also serialises one model's events, so with --concurrency 2 the bursts
+run twice: on one model (the batch rule, reported) and alternating between two models (like for
+like with the floor: the target is checked there).
 
 Front doors: a second webhooks instance queues into a Redis database no worker consumes; each
 request is signed with a fresh webhook-id. Fixed rate = open loop ({fixed} requests from a
@@ -343,8 +403,8 @@ Start-up: process start to the first /healthz answer (gunicorn: master and worke
 app factory), or to Celery's 'ready' log line.
 
 Growth: a registered model first gets N versions (create_model_version on one logged model's
-source, 4 threads, no stage); then events go one at a time, alternating with floor events on a
-twin model that holds the same N versions. The --concurrency 2 worker is running.
+source, 4 threads, no stage); then events go one at a time, alternating with floor and minimal floor
+events on twin models that hold the same N versions. The --concurrency 2 worker is running.
 """
 QUICK_NOTE = (
     "QUICK RUN (`--quick`): a harness check with few events and short rates, not a measurement."
@@ -363,6 +423,7 @@ def notes(data: dict, quick: bool) -> list[str]:
         queued=doors["queued_events"],
         events=data["worker_handled"]["events"],
         clicks=data["worker_handled"]["clicks"],
+        profile=data["calls"]["worker"]["events"],
     )
     paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
     return [QUICK_NOTE, *paragraphs] if quick else paragraphs

@@ -24,8 +24,9 @@ The same rounds again on three builds of the bot, taking turns round by round (n
 now: compare the rows with each other rather than with the figure above):"""
 PROMPT_CHECK = (
     "MLflow's client GETs the registered model before each set-tag, transition and alias write, to "
-    "check it is not a prompt (`MlflowClient._raise_if_prompt`): most `registered-models/get` "
-    "calls below are that, in the floor as in the worker."
+    "check it is not a prompt (`MlflowClient._raise_if_prompt`); on the server that GET loads every"
+    " version of the model. The floor makes those checks; the worker's gateway and the minimal "
+    "floor call the write endpoints without them."
 )
 BOT_VARIANTS = (
     ("as served: gunicorn -w 2 (sync workers)", "bot:create_wsgi_app()", ()),
@@ -83,12 +84,15 @@ def _pipeline(
     bench: Bench, runs: Runs, plan: Plan, data: dict, hits: list[str]
 ) -> tuple[dict, list[str]]:
     """Count the worker's calls per event against the floor's, and sample the real worker."""
-    tally = _tally_worker_and_floor(bench, runs, plan.profile_events)
+    tally = data.get("calls") or _tally_worker_and_floor(bench, runs, plan.profile_events)
     spied = _spy_worker(bench, runs, plan.profile_events) if profile.pyspy_binary() else {}
+    base, name = (
+        (tally["minimal"], "minimal floor") if "minimal" in tally else (tally["floor"], "floor")
+    )
     text = [
         PROMPT_CHECK,
         "",
-        *_tally_lines(tally["worker"], tally["floor"], "worker path", "floor"),
+        *_tally_lines(tally["worker"], base, "worker path", name),
     ]
     if spied:
         text += _fold_lines(spied)

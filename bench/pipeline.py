@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -107,21 +107,29 @@ def paired(
     pipe: Pipeline,
     model_name: str,
     runs: list[LoggedRun],
-    floor: Callable[[LoggedRun], float],
-    floor_runs: list[LoggedRun],
-) -> tuple[Batch, list[float]]:
-    """Alternate floor events and end-to-end events, each alone on an idle server."""
-    batch, before, floor_times = Batch([model_name]), pipe.watch.count(model_name), []
+    floors: Sequence[tuple[Callable[[LoggedRun], float], list[LoggedRun]]],
+) -> tuple[Batch, list[list[float]]]:
+    """Alternate floor events and end-to-end events, each alone on an idle server.
+
+    Each floor is a function doing one event and its runs; return the end-to-end batch
+    and each floor's times, in the order given.
+    """
+    batch, before = Batch([model_name]), pipe.watch.count(model_name)
+    times: list[list[float]] = [[] for _ in floors]
+    order = list(range(len(floors)))
     started = time.time()
-    for i, (run, floor_run) in enumerate(zip(runs, floor_runs, strict=True), 1):
+    for i, run in enumerate(runs, 1):
+        turn = order[i % len(order) :] + order[: i % len(order)]  # each floor leads in turn
         if i % 2:  # alternate which goes first, so neither always follows the other
-            floor_times.append(floor(floor_run))
+            for k in turn:
+                times[k].append(floors[k][0](floors[k][1][i - 1]))
         _send(pipe.webhooks_url, batch, model_name, run)
         pipe.watch.wait(model_name, before + i, EVENT_TIMEOUT)
         pipe.settle()  # the task's last tag writes follow the notice: let them finish
         if not i % 2:
-            floor_times.append(floor(floor_run))
-    return _finish(batch, pipe, started), floor_times
+            for k in turn:
+                times[k].append(floors[k][0](floors[k][1][i - 1]))
+    return _finish(batch, pipe, started), times
 
 
 def burst(pipe: Pipeline, models: list[str], runs: list[LoggedRun]) -> Batch:

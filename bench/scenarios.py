@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from bench import footprint
-from bench.floor import FloorPool, FloorRun, floor_event
+from bench.floor import FloorPool, FloorRun, floor_event, minimal_event
 from bench.frontdoor import click_rounds, compare_doors, single_clicks
 from bench.load import Samples, in_turn
 from bench.pipeline import Batch, NoticeWatch, Pipeline, burst, paired, seed_versions
@@ -98,14 +98,59 @@ def pipeline(
 def latency_pairs(
     bench: Bench, runs: Runs, pipe: Pipeline, tag: str, count: int, seeded: int = 0
 ) -> dict:
-    """Time events one at a time, each beside a floor event on a twin model."""
-    model, floor_model = f"e2e-{tag}", f"floor-{tag}"
-    for name in (model, floor_model):
+    """Time events one at a time, each beside a floor event and a minimal floor event.
+
+    Each works on a model of its own (twins: the same number of existing versions).
+    """
+    model, floor_model, minimal_model = f"e2e-{tag}", f"floor-{tag}", f"minimal-{tag}"
+    for name in (model, floor_model, minimal_model):
         _new_model(bench, runs, name, seeded)
-    e2e_runs, floor_runs = runs.log(model, count), runs.log(floor_model, count)
-    floor = lambda run: floor_event(bench.client, floor_model, run)  # noqa: E731
-    batch, floor_times = paired(pipe, model, e2e_runs, floor, floor_runs)
-    return {"model": model, "latencies": batch.latencies, "floor_latencies": floor_times}
+    e2e_runs = runs.log(model, count)
+    floors = [
+        (lambda run: floor_event(bench.client, floor_model, run), runs.log(floor_model, count)),
+        (
+            lambda run: minimal_event(bench.client, minimal_model, run),
+            runs.log(minimal_model, count),
+        ),
+    ]
+    batch, (floor_times, minimal_times) = paired(pipe, model, e2e_runs, floors)
+    return {
+        "model": model,
+        "latencies": batch.latencies,
+        "floor_latencies": floor_times,
+        "minimal_latencies": minimal_times,
+    }
+
+
+def calls(bench: Bench, runs: Runs, plan: Plan) -> dict:
+    """Count each one's MLflow (and Slack) requests per event, in this process.
+
+    The worker's own code path (registry.lifecycle with the worker's services), the
+    floor and the minimal floor, each on a registered model of its own.
+    """
+    from bench import profile
+
+    svc, client = profile.worker_services(bench), bench.client
+    for name in ("calls-floor", "calls-minimal", "calls-worker"):
+        client.create_registered_model(name)
+    n = plan.profile_events
+    out = {
+        "worker": profile.tally_events(
+            profile.worker_event(svc, "calls-worker"), runs.log("calls-worker", n)
+        ),
+        "floor": profile.tally_events(
+            lambda run: floor_event(client, "calls-floor", run), runs.log("calls-floor", n)
+        ),
+        "minimal": profile.tally_events(
+            lambda run: minimal_event(client, "calls-minimal", run), runs.log("calls-minimal", n)
+        ),
+    }
+    say(
+        "calls per event: worker {}, floor {}, minimal floor {}".format(
+            *(out[k]["calls_per_event"] for k in ("worker", "floor", "minimal"))
+        )
+    )
+    return out
 
 
 def _new_model(bench: Bench, runs: Runs, name: str, versions: int) -> None:
@@ -250,6 +295,7 @@ def run_all(bench: Bench, runs: Runs, plan: Plan) -> dict:
     worker = worker_scenarios(bench, runs, plan, hooks, bot, bare, data)
     for service in (worker, bot, hooks):
         stop(service)
+    data["calls"] = calls(bench, runs, plan)  # in this process, on a quiet server
     data["doors"] = doors(bench, plan, bare)
     for name, times in footprint.startup_times(bench, plan.startup_repeats).items():
         data["start_s"][name] += times

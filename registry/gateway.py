@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import cached_property
+from typing import Any
 
 from registry.events import CREATED_BY_TAG
 from registry.versions import (
@@ -23,6 +26,8 @@ from registry.versions import (
 log = logging.getLogger(__name__)
 
 CREATED_PAGE = 100  # versions per page when reading the newest first
+RUN_MEMO_SECONDS = 30.0  # a run read to register its model serves the notice that follows
+RUN_MEMO_SIZE = 16
 
 
 # Tags whose presence says a change was made; everything that explains it comes first.
@@ -47,6 +52,18 @@ class MlflowGateway:
         self.mode = mode
         self.aliases = {"Staging": staging_alias, "Production": production_alias}
         self.ready_timeout = ready_timeout
+        self._runs: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    @cached_property
+    def writes(self) -> Any:
+        """What MlflowClient itself calls for tag, stage and alias writes.
+
+        MlflowClient first checks (a GET of the registered model each time, which loads
+        every version of it on the server) that the model is not a prompt. This gateway
+        writes only to versions it has just read or registered, so it calls the same
+        REST endpoints without that check.
+        """
+        return self.client._get_registry_client()
 
     def find_version(
         self, name: str, run_id: str, artifact_path: str, model_uri: str
@@ -66,16 +83,29 @@ class MlflowGateway:
         self, name: str, run_id: str, artifact_path: str, model_uri: str, tags: Mapping[str, str]
     ) -> ModelVersion:
         """Create a version for the run's model and wait until it is READY."""
+        from mlflow.exceptions import MlflowException
+
         source, model_id = self._resolve_source(run_id, artifact_path, model_uri)
-        self._ensure_model(name)
         all_tags = {
             **tags,
             SOURCE_KEY_TAG: source_key(run_id, artifact_path, model_uri),
             CREATED_BY_TAG: "registry-bot",
         }
-        created = self.client.create_model_version(
-            name, source, run_id=run_id, tags=all_tags, await_creation_for=0, model_id=model_id
-        )
+
+        def create():
+            return self.client.create_model_version(
+                name, source, run_id=run_id, tags=all_tags, await_creation_for=0, model_id=model_id
+            )
+
+        try:  # the model exists but for its first version: create it only when told it is not
+            created = create()
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            self._ensure_model(name)
+            created = create()
+        if created.status == "READY":  # MLflow's own stores answer READY at once
+            return self._convert(created)
         return self._wait_ready(name, str(created.version))
 
     def get_version(self, name: str, version: str) -> ModelVersion:
@@ -121,8 +151,32 @@ class MlflowGateway:
                 return found
 
     def production(self, name: str) -> ModelVersion | None:
-        """Return the version now serving as Production, if any."""
-        serving = [mv for mv in self.versions(name) if mv.stage == "Production"]
+        """Return the version now serving as Production, if any.
+
+        One lookup whatever the model's size: the production alias, which `move` keeps on
+        the Production version (SPEC 4), read back with its stage. Only when the alias
+        names a version that has left Production (moved out of band) are the versions
+        searched: in aliases mode by their stage tag, in stages mode all of them. A stage
+        set to Production by hand where no alias was ever set is not seen here; the sweep's
+        protection (SPEC 11) reads every version and reports it.
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._convert(
+                self.client.get_model_version_by_alias(name, self.aliases["Production"])
+            )
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            return None  # no production alias: nothing was made Production, or it was withdrawn
+        if mv.stage == "Production":
+            return mv
+        if self.mode == "stages":
+            serving = [v for v in self.versions(name) if v.stage == "Production"]
+        else:
+            serving = self._search(f"name = '{_q(name)}' and tags.`{STAGE_TAG}` = 'Production'")
+            serving.sort(key=lambda v: int(v.version), reverse=True)
         return serving[0] if serving else None
 
     def move(self, name: str, version: str, stage: str) -> list[str]:
@@ -136,14 +190,12 @@ class MlflowGateway:
         if stage not in STAGES[1:]:
             raise RegistryError(f"cannot move a version to {stage!r}")
         if stage != "Production":  # only a promotion archives anything: skip the search else
-            self._set_stage(name, version, stage)
-            self._point_aliases(name, version, stage)
+            self._point_aliases(name, version, stage, self._set_stage(name, version, stage))
             return []
         current = self.versions(name)
         serving = [mv.version for mv in current if mv.stage == "Production"]
-        if version not in serving:
-            self._set_stage(name, version, stage)
-        self._point_aliases(name, version, stage)
+        held = self._set_stage(name, version, stage) if version not in serving else None
+        self._point_aliases(name, version, stage, held)
         previous = [old for old in serving if old != version]
         for old in previous:
             self._set_stage(name, old, "Archived")
@@ -157,7 +209,7 @@ class MlflowGateway:
         change is never seen as made without its who, when and why.
         """
         for key, value in sorted(tags.items(), key=lambda item: item[0] in COMMIT_TAGS):
-            self.client.set_model_version_tag(name, str(version), key, str(value))
+            self.writes.set_model_version_tag(name, str(version), key, str(value))
 
     def delete_tags(self, name: str, version: str, keys: Iterable[str]) -> None:
         """Remove tags from a version; a tag it does not have is no error."""
@@ -165,7 +217,7 @@ class MlflowGateway:
 
         for key in keys:
             try:
-                self.client.delete_model_version_tag(name, str(version), key)
+                self.writes.delete_model_version_tag(name, str(version), key)
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
@@ -177,7 +229,7 @@ class MlflowGateway:
         if not run_id:
             return None
         try:
-            run = self.client.get_run(run_id)
+            run = self._read_run(run_id, fresh=False)
         except MlflowException:
             return None
         return RunSummary(
@@ -243,7 +295,7 @@ class MlflowGateway:
         if model_uri:
             model_id = model_uri[len("models:/") :] if model_uri.startswith("models:/m-") else None
             return model_uri, model_id
-        run = self.client.get_run(run_id)
+        run = self._read_run(run_id, fresh=True)
         logged = self._logged_models(run, artifact_path)
         if logged:
             newest = max(logged, key=lambda lm: lm.creation_timestamp or 0)
@@ -253,18 +305,38 @@ class MlflowGateway:
             return f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}", None
         raise RegistryError(f"run {run_id} has no logged model named {artifact_path!r}")
 
+    def _read_run(self, run_id: str, *, fresh: bool) -> Any:
+        """Read a run; unless `fresh`, one this gateway read in the last few seconds serves.
+
+        Registering reads the run to find its model; the notice that follows shows its
+        metrics, git commit and user: one read does for both.
+        """
+        now = time.monotonic()
+        memo = self._runs.get(run_id)
+        if memo is not None and not fresh and now - memo[0] < RUN_MEMO_SECONDS:
+            return memo[1]
+        run = self.client.get_run(run_id)
+        self._runs[run_id] = (now, run)
+        self._runs.move_to_end(run_id)
+        while len(self._runs) > RUN_MEMO_SIZE:
+            self._runs.popitem(last=False)
+        return run
+
     def _logged_models(self, run, artifact_path: str) -> list:
         """Return the run's logged models named `artifact_path`, over every result page.
 
-        An experiment that retrains nightly holds far more than one page of models
-        named "model", so the first page alone may miss this run's.
+        Filtered by the run on the server: an experiment that retrains nightly holds far
+        more than one page of models named "model", and reading them all would cost
+        more with every night.
         """
         found: list = []
         token = None
         while True:
             page = self.client.search_logged_models(
                 experiment_ids=[run.info.experiment_id],
-                filter_string=f"name = '{_q(artifact_path)}'",
+                filter_string=(
+                    f"name = '{_q(artifact_path)}' and source_run_id = '{_q(run.info.run_id)}'"
+                ),
                 page_token=token,
             )
             found.extend(lm for lm in page if lm.source_run_id == run.info.run_id)
@@ -295,28 +367,39 @@ class MlflowGateway:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
-    def _set_stage(self, name: str, version: str, stage: str) -> None:
-        """Put one version in `stage`: a stage transition, or in aliases mode a tag."""
+    def _set_stage(self, name: str, version: str, stage: str) -> tuple[str, ...] | None:
+        """Put one version in `stage`: a stage transition, or in aliases mode a tag.
+
+        Return the version's aliases when the write's answer gives them (a transition's
+        does), else None.
+        """
         if self.mode != "stages":
             self.set_tags(name, version, {STAGE_TAG: stage})
-            return
+            return None
         # Never archive_existing_versions=True: through psycopg 3 (what SQLAlchemy 2.1 picks
         # for postgresql://) MLflow 3.17's SQL store fails every such transition with
         # "operator does not exist: integer <> character varying"; `move` archives instead.
         with _quiet_stage_warnings():
-            self.client.transition_model_version_stage(
+            moved = self.writes.transition_model_version_stage(
                 name, str(version), stage, archive_existing_versions=False
             )
+        return tuple(getattr(moved, "aliases", None) or ())
 
-    def _point_aliases(self, name: str, version: str, stage: str) -> None:
-        """Keep the staging/production aliases on the versions in those stages."""
-        # search_model_versions leaves aliases out; the registered model has them all.
-        current = dict(self.client.get_registered_model(name).aliases or {})
+    def _point_aliases(
+        self, name: str, version: str, stage: str, held: tuple[str, ...] | None = None
+    ) -> None:
+        """Keep the staging/production aliases on the versions in those stages.
+
+        `held` are the aliases on the version now, when the caller has just read them;
+        else the version is read (its aliases, not the whole model's versions).
+        """
+        if held is None:
+            held = tuple(self.client.get_model_version(name, str(version)).aliases or ())
         for alias_stage, alias in self.aliases.items():
-            if alias_stage == stage:
-                self.client.set_registered_model_alias(name, alias, str(version))
-            elif current.get(alias) == str(version):
-                self.client.delete_registered_model_alias(name, alias)
+            if alias_stage == stage and alias not in held:
+                self.writes.set_registered_model_alias(name, alias, str(version))
+            elif alias_stage != stage and alias in held:
+                self.writes.delete_registered_model_alias(name, alias)
 
 
 def source_key(run_id: str, artifact_path: str, model_uri: str) -> str:

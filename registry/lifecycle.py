@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from registry.canary import start_canary
 from registry.decisions import (
@@ -33,7 +33,7 @@ from registry.policy import GateVerdict, evaluate, verdict_line
 from registry.promotion import archive_decided, promote
 from registry.record import logged, prefixed, record, stamp
 from registry.services import Recipient, Services
-from registry.versions import ModelVersion, VersionNotFound
+from registry.versions import STAGE_TAG, ModelVersion, VersionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +52,26 @@ def stage_training_event(svc: Services, event: TrainingEvent, *, event_id: str) 
     gw = svc.gateway
     mv = gw.find_version(event.model_name, event.run_id, event.artifact_path, event.model_uri)
     if mv is None:
-        tags = request_tags(event, event_id)
+        # Where its notice will go is known now: one tag write fewer once it is posted.
+        channel = {"registry_bot.notice_channel": model_channel(svc, event.model_name)}
+        tags = {**request_tags(event, event_id), **channel}
         mv = gw.register(event.model_name, event.run_id, event.artifact_path, event.model_uri, tags)
         log.info("registered", extra=_ctx(event_id, mv))
     elif event.metrics and not mv.tag("metrics"):
-        gw.set_tags(mv.name, mv.version, {"registry_bot.metrics": json.dumps(event.metrics)})
-    return stage_version(svc, mv.name, mv.version, event_id=event_id)
+        metrics = {"registry_bot.metrics": json.dumps(event.metrics)}
+        gw.set_tags(mv.name, mv.version, metrics)
+        mv = replace(mv, tags={**mv.tags, **metrics})
+    return stage_version(svc, mv.name, mv.version, event_id=event_id, known=mv)
 
 
-def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> StageResult:
-    """Move an existing version to Staging (if still undecided) and post its notice once."""
-    mv = svc.gateway.get_version(name, version)
+def stage_version(
+    svc: Services, name: str, version: str, *, event_id: str, known: ModelVersion | None = None
+) -> StageResult:
+    """Move an existing version to Staging (if still undecided) and post its notice once.
+
+    `known` is the version as the caller has just read or registered it, else it is read.
+    """
+    mv = known or svc.gateway.get_version(name, version)
     if mv.stage in ("Production", "Archived"):
         log.info("already decided, no notice", extra=_ctx(event_id, mv))
         return StageResult(mv.version, "already_decided")
@@ -71,31 +80,30 @@ def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> S
         failing = [line for v, line in report if not v.passed]
         if failing:
             # A failing gate keeps the version out of Staging; the notice says why.
-            record(svc, mv, "gate_failed", reason="; ".join(failing), extra={"gates": "failed"})
-            mv = svc.gateway.get_version(name, version)
+            failed = {"gates": "failed"}
+            mv = record(svc, mv, "gate_failed", reason="; ".join(failing), extra=failed)
         elif report:
-            svc.gateway.set_tags(name, version, prefixed({"gates": "passed"}))
+            passed = prefixed({"gates": "passed"})
+            svc.gateway.set_tags(name, version, passed)
+            mv = replace(mv, tags={**mv.tags, **passed})
     moved = mv.stage != "Staging" and mv.tag("gates") != "failed"
     if moved:
         svc.gateway.move(name, version, "Staging")
+        mv = _moved(svc, mv)
     # Also when a run that moved it died before recording it (one it registered itself).
-    if (moved or (mv.stage == "Staging" and mv.tag("event_id"))) and not logged(mv, "staged"):
-        record(svc, mv, "staged", actor=mv.tag("requested_by"), extra={"staged_at": stamp(svc)})
-        mv = svc.gateway.get_version(name, version)
-    elif moved:
-        mv = svc.gateway.get_version(name, version)
+    if (moved or mv.tag("event_id")) and mv.stage == "Staging" and not logged(mv, "staged"):
+        extra = {"staged_at": stamp(svc)}
+        mv = record(svc, mv, "staged", actor=mv.tag("requested_by"), extra=extra)
     outcome = "gate_failed" if mv.tag("gates") == "failed" else "noticed"
     if mv.tag("notice_ts"):
         return StageResult(mv.version, "already_noticed", mv.tag("notice_ts"))
     mv = _resolve_requester(svc, mv)
     ts = post_notice_once(svc, mv)
-    svc.gateway.set_tags(
-        name,
-        version,
-        prefixed(
-            {"notice_channel": model_channel(svc, name), "notice_ts": ts, "noticed_at": stamp(svc)}
-        ),
-    )
+    noticed = {"noticed_at": stamp(svc), "notice_ts": ts}  # notice_ts last: it says "posted"
+    channel = model_channel(svc, name)
+    if mv.tag("notice_channel") != channel:
+        noticed = {"notice_channel": channel, **noticed}
+    svc.gateway.set_tags(name, version, prefixed(noticed))
     log.info("notice posted", extra={**_ctx(event_id, mv), "notice_ts": ts})
     return StageResult(mv.version, outcome, ts)
 
@@ -289,8 +297,16 @@ def _resolve_requester(svc: Services, mv: ModelVersion) -> ModelVersion:
         return mv
     if not user:
         return mv
-    svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.requested_by_user": user})
-    return svc.gateway.get_version(mv.name, mv.version)
+    resolved = {"registry_bot.requested_by_user": user}
+    svc.gateway.set_tags(mv.name, mv.version, resolved)
+    return replace(mv, tags={**mv.tags, **resolved})
+
+
+def _moved(svc: Services, mv: ModelVersion) -> ModelVersion:
+    """Return the version as `move(..., "Staging")` left it, without reading it back."""
+    if svc.gateway.mode == "stages":
+        return replace(mv, stage="Staging")
+    return replace(mv, stage="Staging", tags={**mv.tags, STAGE_TAG: "Staging"})
 
 
 def _ctx(event_id: str, mv: ModelVersion) -> dict[str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -128,8 +129,11 @@ def record(
     extra: Mapping[str, str] | None = None,
     details: Mapping[str, str] | None = None,
     drop: Sequence[str] = (),
-) -> None:
+) -> ModelVersion:
     """Append a lifecycle change to the version's durable log, with any extra tags; publish it.
+
+    Return the version with the tags written (and without those dropped), so that the
+    caller need not read back what it has just written.
 
     `details` go into the log entry only (what the notice's state line reads); `drop`
     names state tags the change makes untrue, which are deleted so that no tag
@@ -140,9 +144,12 @@ def record(
     if previous:
         entry["previous_version"] = previous
     entry.update(details or {})
-    svc.gateway.set_tags(mv.name, mv.version, entry_tags(mv, entry, extra))
+    written = entry_tags(mv, entry, extra)
+    svc.gateway.set_tags(mv.name, mv.version, written)
     stale = [key for key in prefixed(dict.fromkeys(drop, "")) if key in mv.tags]
     if stale:
         svc.gateway.delete_tags(mv.name, mv.version, stale)
     at = parse_time(entry["at"]) or now  # what a reader of the log gets, to the millisecond
     svc.emit(event_for(change, mv.name, mv.version, entry, at=at))
+    kept = {k: v for k, v in mv.tags.items() if k not in stale}
+    return replace(mv, tags={**kept, **written})

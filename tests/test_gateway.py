@@ -43,13 +43,13 @@ def _versions_of_one_run(gateway: MlflowGateway, tracking_uri: str, name: str, c
 def _spy_on_transitions(gateway: MlflowGateway) -> list[dict]:
     """Record the keyword arguments of every stage transition the gateway makes."""
     calls: list[dict] = []
-    real = gateway.client.transition_model_version_stage
+    real = gateway.writes.transition_model_version_stage
 
     def transition(name, version, stage, **kwargs):
         calls.append({"version": str(version), "stage": stage, **kwargs})
         return real(name, version, stage, **kwargs)
 
-    gateway.client.transition_model_version_stage = transition  # type: ignore[method-assign]
+    gateway.writes.transition_model_version_stage = transition  # type: ignore[method-assign]
     return calls
 
 
@@ -85,3 +85,23 @@ def test_promoting_again_finishes_archiving_left_half_done(mlflow_server, model_
     gateway.client.transition_model_version_stage(model_name, "2", "Production")
     assert gateway.move(model_name, "2", "Production") == ["1"]
     assert [mv.version for mv in gateway.versions(model_name) if mv.stage == "Production"] == ["2"]
+
+
+@pytest.mark.parametrize("mode", ["stages", "aliases"])
+def test_production_is_found_when_its_alias_names_a_version_moved_out_of_band(
+    mlflow_server, model_name, mode
+):
+    gateway = MlflowGateway(mlflow_server, mode=mode)
+    _versions_of_one_run(gateway, mlflow_server, model_name, 2)
+    gateway.move(model_name, "1", "Production")
+    assert gateway.production(model_name).version == "1"  # by its alias
+    # By hand, in MLflow: v1 archived and v2 made Production; the alias still names v1.
+    client = MlflowClient(mlflow_server)
+    if mode == "stages":
+        client.transition_model_version_stage(model_name, "1", "Archived")
+        client.transition_model_version_stage(model_name, "2", "Production")
+    else:
+        client.set_model_version_tag(model_name, "1", "registry_bot.stage", "Archived")
+        client.set_model_version_tag(model_name, "2", "registry_bot.stage", "Production")
+    assert client.get_registered_model(model_name).aliases == {"production": "1"}
+    assert gateway.production(model_name).version == "2"

@@ -46,7 +46,7 @@ def test_the_tag_that_commits_a_decision_is_written_last():
             written.append(key)
 
     gateway = MlflowGateway("http://127.0.0.1:9")
-    gateway.client = OneTagAtATime()
+    gateway.writes = OneTagAtATime()  # what set_tags writes through
     decided = {"decision": "approved", "decided_by": "UA", "decided_at": "t", "reason": "r"}
     gateway.set_tags(MODEL, "2", prefixed(decided))
     assert written[-1] == "registry_bot.decision" and sorted(written) == sorted(prefixed(decided))

@@ -374,3 +374,22 @@ def test_a_registry_recorded_in_the_earlier_format_reads_and_rolls_back_the_same
     assert ISO_UTC.match(back["production_since"]) and ISO_UTC.match(away["production_until"])
     assert away["production_since"] == "1700003600.000"  # what was written stays as it was
     assert plan_rollback(svc.gateway.versions(model_name), model_name).target == "2"
+
+
+# -- record() returns what it wrote, so nobody reads it back ------------------------------
+
+
+def test_record_returns_the_version_as_the_registry_now_holds_it():
+    from types import SimpleNamespace
+
+    from registry.record import record
+    from tests.fakes import FakeGateway
+
+    gw = FakeGateway()
+    gw.register_elsewhere("m", "r1", tags={"registry_bot.archived_at": "2023-11-14T22:13:20.000Z"})
+    svc = SimpleNamespace(gateway=gw, clock=lambda: 1700000000.0, emit=lambda event: None)
+    mv = gw.get_version("m", "1")
+    after = record(svc, mv, "promoted", actor="UA", extra={"x": "1"}, drop=["archived_at"])
+    assert after == gw.get_version("m", "1")
+    assert after.tag("x") == "1" and not after.tag("archived_at")
+    assert [e["type"] for e in json.loads(after.tags["registry_bot.log"])] == ["promoted"]
