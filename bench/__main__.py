@@ -26,6 +26,10 @@ def main(argv: list[str]) -> int:
         from bench.doors import run_doors
 
         return run_doors(args.quick)
+    if args.scenario == "recovery":
+        from bench.recovery import run_recovery
+
+        return run_recovery(args.quick)
     plan, suffix = (QUICK, "-quick") if args.quick else (Plan(), "")
     started, day = time.monotonic(), date.today().isoformat()
     _load_services_code()
@@ -87,9 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "scenario",
         nargs="?",
-        choices=["scaleout", "doors"],
+        choices=["scaleout", "doors", "recovery"],
         help="scaleout: the curve with 1, 2 and 4 worker processes on PostgreSQL; "
-        "doors: the front doors alone (webhooks and the Slack ack), with their profiles",
+        "doors: the front doors alone (webhooks and the Slack ack), with their profiles; "
+        "recovery: whole-worker kills alone",
     )
     parser.add_argument(
         "--quick", action="store_true", help="few events and short rates: check the harness"
