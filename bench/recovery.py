@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 import devkit.stack
 from bench.load import post, training_request
 from bench.report import Figure
+from bench.scenarios import QUICK, Plan, Runs, say
 from bench.stack import WORKER_DB, Bench, Service, stop
 
 if TYPE_CHECKING:
     from bench.pipeline import NoticeWatch
-    from bench.scenarios import Runs
 
 EVENTS = 4  # per trial, sent at once: the worker (--concurrency 2) holds some, queues the rest
 TARGET_S = 120.0  # SPEC 8: a dead worker's work is done within 2 minutes of one running again
@@ -29,10 +29,9 @@ def recovery(bench: Bench, runs: Runs, hooks_url: str, watch: NoticeWatch, trial
     for i in range(trials):
         done.append(trial(bench, runs, hooks_url, watch, f"recover-{i + 1}"))
         facts = done[-1]
-        print(
-            f"[bench {time.strftime('%H:%M:%S')}] recovery {i + 1}/{trials}: "
-            f"{facts['seconds']:.1f} s ({facts['in_flight']} in flight, {facts['held']} held)",
-            flush=True,
+        say(
+            f"recovery {i + 1}/{trials}: {facts['seconds']:.1f} s "
+            f"({facts['in_flight']} in flight, {facts['held']} held)"
         )
     return {"trials": done, "seconds": [t["seconds"] for t in done]}
 
@@ -133,7 +132,6 @@ def run_recovery(quick: bool) -> int:
 
     from bench.pipeline import NoticeWatch
     from bench.report import table, write
-    from bench.scenarios import QUICK, Plan, Runs
     from bench.stack import REPO
     from registry.queue import RESTORE_SCAN_EVERY, VISIBILITY_TIMEOUT
 
