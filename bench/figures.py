@@ -356,7 +356,8 @@ unacknowledged sends SIGKILL to the whole group (main process and pool: a lost m
 starts the worker again at once. The figure is the time from the kill to the last of the
 events' notices that had not been posted before it; the events the dead worker held come back
 once their visibility lease (VISIBILITY_TIMEOUT, {visibility} s) has gone unrenewed, at the next
-restore scan. The target is SPEC 8's bound: a dead worker's work done within 2 minutes of a
+restore scan (a quick run has none: `python -m bench recovery --quick` runs one). The target
+is SPEC 8's bound: a dead worker's work done within 2 minutes of a
 worker running again; it is given for information.
 """
 QUICK_NOTE = (

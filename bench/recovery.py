@@ -90,6 +90,8 @@ def recovery_figures(found: dict) -> list[Figure]:
     """Return the median and the slowest recovery, beside the 2-minute bound (for information)."""
     seconds, bound = found["seconds"], f"≤ {TARGET_S:g} s"
     n = len(seconds)
+    if not n:  # a quick run has none
+        return []
     return [
         Figure(
             "recovery",
@@ -142,7 +144,8 @@ def run_recovery(quick: bool) -> int:
         runs, watch = Runs(bench), NoticeWatch(bench.slack)
         hooks = bench.gunicorn("webhooks", "webhooks:create_app()", WORKER_DB)
         try:
-            data = {"recovery": recovery(bench, runs, hooks.url, watch, plan.recovery_trials)}
+            trials = plan.recovery_trials or 1
+            data = {"recovery": recovery(bench, runs, hooks.url, watch, trials)}
         finally:
             watch.close()
             stop(hooks)
