@@ -22,6 +22,14 @@ def main(argv: list[str]) -> int:
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"  # no "View run" lines
     if args.scenario == "scaleout":
         return scaleout(args.quick)
+    if args.scenario == "doors":
+        from bench.doors import run_doors
+
+        return run_doors(args.quick)
+    if args.scenario == "recovery":
+        from bench.recovery import run_recovery
+
+        return run_recovery(args.quick)
     plan, suffix = (QUICK, "-quick") if args.quick else (Plan(), "")
     started, day = time.monotonic(), date.today().isoformat()
     _load_services_code()
@@ -83,8 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "scenario",
         nargs="?",
-        choices=["scaleout"],
-        help="scaleout: the curve with 1, 2 and 4 worker processes on PostgreSQL",
+        choices=["scaleout", "doors", "recovery"],
+        help="scaleout: the curve with 1, 2 and 4 worker processes on PostgreSQL; "
+        "doors: the front doors alone (webhooks and the Slack ack), with their profiles; "
+        "recovery: whole-worker kills alone",
     )
     parser.add_argument(
         "--quick", action="store_true", help="few events and short rates: check the harness"

@@ -14,11 +14,10 @@ from bench.stack import CLICKERS, FRONT_DB, WORKER_DB, Bench, stop
 
 ACK_EXPLAINED = """\
 One click at a time the bot answers in {single} ms (p50); 20 at once, p99 {p99} ms. In this
-process a click takes {cpu} ms, {sleep} ms of it in `time.sleep` inside Bolt's
-`ThreadListenerRunner.run`: with `process_before_response=False` (the default) Bolt runs the
-listener on its executor and the request thread polls for the ack every 10 ms. gunicorn's
-default sync workers (-w 2) each hold one request at a time through that sleep, so 20 clicks at
-once queue about 10 deep per worker: p99 ≈ 10 × {cpu} ms.
+process a click takes {cpu} ms, {sleep} ms of it in `time.sleep` (Bolt's 10 ms poll for the
+listener's ack, which the bot's `AckWaitingExecutor` makes unnecessary: this should be 0).
+gunicorn's sync workers (-w 2) each hold one request at a time, so 20 clicks at once queue
+about 10 deep per worker: p99 ≈ 10 × the time a click holds its worker.
 
 The same rounds again on three builds of the bot, taking turns round by round (no worker running
 now: compare the rows with each other rather than with the figure above):"""

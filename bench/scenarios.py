@@ -31,6 +31,7 @@ class Plan:
     saturation_seconds: float = 10.0
     startup_repeats: int = 3
     profile_events: int = 10
+    recovery_trials: int = 5
 
 
 QUICK = Plan(
@@ -44,6 +45,7 @@ QUICK = Plan(
     saturation_seconds=2.0,
     startup_repeats=1,
     profile_events=3,
+    recovery_trials=0,  # one trial outlasts the 60 s visibility timeout: `bench recovery --quick`
 )
 
 
@@ -284,6 +286,17 @@ def _summary(samples: Samples, *, raw: bool = False) -> dict:
     return out | ({"latencies": samples.latencies} if raw else {})
 
 
+def recover(bench: Bench, runs: Runs, plan: Plan, hooks: Service) -> dict:
+    """Time recovery from whole-worker kills, trial after trial, on a worker of each's own."""
+    from bench.recovery import recovery
+
+    watch = NoticeWatch(bench.slack)
+    try:
+        return recovery(bench, runs, hooks.url, watch, plan.recovery_trials)
+    finally:
+        watch.close()
+
+
 def run_all(bench: Bench, runs: Runs, plan: Plan) -> dict:
     """Run every scenario in an order that keeps each one's measurements quiet."""
     data: dict = {"mlflow_start_s": bench.mlflow_start_seconds}
@@ -293,9 +306,11 @@ def run_all(bench: Bench, runs: Runs, plan: Plan) -> dict:
     data["rss_start"] = {"webhooks": footprint.memory(hooks), "bot": footprint.memory(bot)}
     data["start_s"] = {"webhooks": [hooks.start_seconds], "bot": [bot.start_seconds]}
     worker = worker_scenarios(bench, runs, plan, hooks, bot, bare, data)
-    for service in (worker, bot, hooks):
+    for service in (worker, bot):
         stop(service)
+    data["recovery"] = recover(bench, runs, plan, hooks)
     data["calls"] = calls(bench, runs, plan)  # in this process, on a quiet server
+    stop(hooks)
     data["doors"] = doors(bench, plan, bare)
     for name, times in footprint.startup_times(bench, plan.startup_repeats).items():
         data["start_s"][name] += times

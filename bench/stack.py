@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -126,11 +127,18 @@ class Bench:
         ready = lambda svc: devkit.stack.url_answers(f"{url}/healthz")  # noqa: E731
         return self.spawn(name, args, db, ready, url=url)
 
-    def worker(self, concurrency: int, *, wrap: Sequence[str] = (), name: str = "") -> Service:
-        """Start `python -m worker --concurrency N` and wait until Celery says ready."""
+    def worker(
+        self, concurrency: int, *, wrap: Sequence[str] = (), name: str = "", group: bool = False
+    ) -> Service:
+        """Start `python -m worker --concurrency N` and wait until Celery says ready.
+
+        With `group`, the worker leads a process group of its own, so that it can be killed
+        whole (main process and pool at once), as a lost machine would lose it.
+        """
         args = ["-m", "worker", "--concurrency", str(concurrency)]
         name = name or f"worker-c{concurrency}"
-        return self.spawn(name, args, WORKER_DB, lambda svc: " ready." in svc.log(), wrap=wrap)
+        ready = lambda svc: " ready." in svc.log()  # noqa: E731
+        return self.spawn(name, args, WORKER_DB, ready, wrap=wrap, group=group)
 
     def spawn(
         self,
@@ -141,6 +149,7 @@ class Bench:
         *,
         url: str = "",
         wrap: Sequence[str] = (),
+        group: bool = False,
     ) -> Service:
         """Start `python <args>` (optionally under `wrap`) and time it until `ready`."""
         log_path = self.workdir / f"{name}.log"
@@ -152,6 +161,7 @@ class Bench:
                 cwd=self.workdir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                process_group=0 if group else None,
             )
         self.procs.append(proc)  # so close() stops it even if the run fails half way
         service = Service(name, proc, log_path, url)
@@ -166,7 +176,9 @@ class Bench:
         self.slack.stop()
         for proc in reversed(self.procs):
             devkit.stack.stop(proc)
-        self.flush()
+        # A Redis the bench started itself was just stopped, and its data went with it.
+        with contextlib.suppress(redis.RedisError):
+            self.flush()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
