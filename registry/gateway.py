@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from registry.events import CREATED_BY_TAG
 from registry.versions import (
+    PENDING_TAG,
     SOURCE_KEY_TAG,
     STAGE_TAG,
     STAGES,
@@ -23,6 +24,7 @@ from registry.versions import (
 log = logging.getLogger(__name__)
 
 CREATED_PAGE = 100  # versions per page when reading the newest first
+MODELS_PAGE = 1000  # registered models per page: MLflow's largest
 
 
 # Tags whose presence says a change was made; everything that explains it comes first.
@@ -198,6 +200,29 @@ class MlflowGateway:
             token = page.token
             if not token:
                 return names
+
+    def model_fingerprints(self) -> dict[str, str]:
+        """Return each model's name and its last update time with its aliases, a page at a time.
+
+        MLflow moves a registered model's `last_updated_timestamp` when one of its versions
+        is created, deleted or changes stage, but not for tag or alias writes: the aliases
+        are part of the fingerprint for that reason.
+        """
+        found: dict[str, str] = {}
+        token = None
+        while True:
+            page = self.client.search_registered_models(max_results=MODELS_PAGE, page_token=token)
+            for model in page:
+                aliases = sorted((model.aliases or {}).items())
+                found[model.name] = f"{model.last_updated_timestamp}|{aliases}"
+            token = page.token
+            if not token:
+                return found
+
+    def pending_versions(self, name: str = "") -> list[ModelVersion]:
+        """Return the versions tagged pending (of one model, or of all), by a tag search."""
+        pending = f"tags.`{PENDING_TAG}` = 'true'"
+        return self._search(f"name = '{_q(name)}' and {pending}" if name else pending)
 
     def all_versions(self) -> list[ModelVersion]:
         """Return every version of every model (no aliases: the Home tab needs none)."""

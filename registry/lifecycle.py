@@ -31,7 +31,7 @@ from registry.policy import GateVerdict, evaluate, verdict_line
 from registry.promotion import archive_decided, promote
 from registry.record import prefixed, record, stamp
 from registry.services import Recipient, Services
-from registry.versions import ModelVersion, VersionNotFound
+from registry.versions import PENDING_KEY, PENDING_TAG, ModelVersion, VersionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def stage_training_event(svc: Services, event: TrainingEvent, *, event_id: str) 
     gw = svc.gateway
     mv = gw.find_version(event.model_name, event.run_id, event.artifact_path, event.model_uri)
     if mv is None:
-        tags = request_tags(event, event_id)
+        tags = {**request_tags(event, event_id), PENDING_TAG: "true"}  # free at creation
         mv = gw.register(event.model_name, event.run_id, event.artifact_path, event.model_uri, tags)
         log.info("registered", extra=_ctx(event_id, mv))
     elif event.metrics and not mv.tag("metrics"):
@@ -75,7 +75,8 @@ def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> S
             svc.gateway.set_tags(name, version, prefixed({"gates": "passed"}))
     if mv.stage != "Staging" and mv.tag("gates") != "failed":
         svc.gateway.move(name, version, "Staging")
-        record(svc, mv, "staged", actor=mv.tag("requested_by"), extra={"staged_at": stamp(svc)})
+        extra = {"staged_at": stamp(svc), **watched(mv)}
+        record(svc, mv, "staged", actor=mv.tag("requested_by"), extra=extra)
         mv = svc.gateway.get_version(name, version)
     outcome = "gate_failed" if mv.tag("gates") == "failed" else "noticed"
     if mv.tag("notice_ts"):
@@ -86,11 +87,21 @@ def stage_version(svc: Services, name: str, version: str, *, event_id: str) -> S
         name,
         version,
         prefixed(
-            {"notice_channel": model_channel(svc, name), "notice_ts": ts, "noticed_at": stamp(svc)}
+            {
+                "notice_channel": model_channel(svc, name),
+                "notice_ts": ts,
+                "noticed_at": stamp(svc),
+                **watched(mv),  # staged by hand: the sweep watches it from now on
+            }
         ),
     )
     log.info("notice posted", extra={**_ctx(event_id, mv), "notice_ts": ts})
     return StageResult(mv.version, outcome, ts)
+
+
+def watched(mv: ModelVersion) -> dict[str, str]:
+    """Return the tag (unprefixed) that puts the version on the sweep's watch, unless it is."""
+    return {} if mv.tags.get(PENDING_TAG) == "true" else {PENDING_KEY: "true"}
 
 
 def gate_report(svc: Services, mv: ModelVersion) -> list[tuple[GateVerdict, str]]:

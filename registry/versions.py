@@ -13,6 +13,10 @@ from typing import Protocol
 TAG = "registry_bot."
 STAGE_TAG = TAG + "stage"  # aliases mode keeps the lifecycle stage here
 SOURCE_KEY_TAG = TAG + "source_key"
+# On a version in a state the sweep must watch (a notice awaiting its decision, a canary,
+# a freeze, a change half done); the sweep finds these with one tag search, not a full read.
+PENDING_KEY = "pending"
+PENDING_TAG = TAG + PENDING_KEY
 STAGES = ("None", "Staging", "Production", "Archived")
 
 
@@ -90,5 +94,16 @@ class RegistryGateway(Protocol):
     def run_summary(self, run_id: str) -> RunSummary | None: ...
 
     def model_names(self) -> list[str]: ...
+
+    def model_fingerprints(self) -> dict[str, str]:
+        """Return each registered model's name and a text that changes with its stages and aliases.
+
+        The sweep reads every version of a model only when its fingerprint changed.
+        """
+        ...
+
+    def pending_versions(self, name: str = "") -> list[ModelVersion]:
+        """Return the versions tagged PENDING_TAG, of every model or of the model `name`."""
+        ...
 
     def all_versions(self) -> list[ModelVersion]: ...
