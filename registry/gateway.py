@@ -15,6 +15,7 @@ from registry.versions import (
     SOURCE_KEY_TAG,
     STAGE_TAG,
     STAGES,
+    ModelStamp,
     ModelVersion,
     RegistryError,
     RunSummary,
@@ -24,7 +25,11 @@ from registry.versions import (
 log = logging.getLogger(__name__)
 
 CREATED_PAGE = 100  # versions per page when reading the newest first
+# The server loads every tag of each version it lists: a first page this small answers
+# "nothing new in the window" cheaply.
+CREATED_FIRST_PAGE = 10
 MODELS_PAGE = 1000  # registered models per page: MLflow's largest
+MODELS_FIRST_PAGE = 2  # the last model updated, and one older than it
 
 
 # Tags whose presence says a change was made; everything that explains it comes first.
@@ -107,10 +112,10 @@ class MlflowGateway:
         """Return every model's versions created at or after `since`, newest first."""
         floor = since * 1000  # MLflow keeps milliseconds
         found: list[ModelVersion] = []
-        token = None
+        token, size = None, CREATED_FIRST_PAGE
         while True:
             page = self.client.search_model_versions(
-                max_results=CREATED_PAGE,
+                max_results=size,
                 order_by=["creation_timestamp DESC", "name ASC", "version_number DESC"],
                 page_token=token,
             )
@@ -118,7 +123,7 @@ class MlflowGateway:
                 if (mv.creation_timestamp or 0) < floor:
                     return found
                 found.append(self._convert(mv))
-            token = page.token
+            token, size = page.token, CREATED_PAGE
             if not token:
                 return found
 
@@ -201,21 +206,28 @@ class MlflowGateway:
             if not token:
                 return names
 
-    def model_fingerprints(self) -> dict[str, str]:
-        """Return each model's name and its last update time with its aliases, a page at a time.
+    def models_updated_since(self, since: int) -> list[ModelStamp]:
+        """Return the models updated at or after `since` (ms; 0: all), newest first.
 
-        MLflow moves a registered model's `last_updated_timestamp` when one of its versions
-        is created, deleted or changes stage, but not for tag or alias writes: the aliases
-        are part of the fingerprint for that reason.
+        MLflow moves a model's `last_updated_timestamp` when a version is created, deleted
+        or changes stage, not for tag or alias writes, so in aliases mode every model is
+        read. Each model listed costs the server its latest versions per stage, so pages
+        start small: where nothing changed, the first page ends the read.
         """
-        found: dict[str, str] = {}
-        token = None
+        floor = 0 if self.mode == "aliases" else since
+        found: list[ModelStamp] = []
+        token, size = None, MODELS_FIRST_PAGE
         while True:
-            page = self.client.search_registered_models(max_results=MODELS_PAGE, page_token=token)
+            page = self.client.search_registered_models(
+                max_results=size, order_by=["last_updated_timestamp DESC"], page_token=token
+            )
             for model in page:
-                aliases = sorted((model.aliases or {}).items())
-                found[model.name] = f"{model.last_updated_timestamp}|{aliases}"
-            token = page.token
+                updated = int(model.last_updated_timestamp or 0)
+                if updated < floor:
+                    return found
+                aliases = tuple(sorted((model.aliases or {}).items()))
+                found.append(ModelStamp(model.name, updated, aliases))
+            token, size = page.token, min(size * 10, MODELS_PAGE)
             if not token:
                 return found
 

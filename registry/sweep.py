@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 EXPIRED_REASON = "expired"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 PROMPT_TAG = "mlflow.prompt.is_prompt"
+MARK_SLACK_MS = 60_000
 
 
 @dataclass
@@ -45,13 +46,16 @@ class SweepReport:
 
 @dataclass
 class SweepMemory:
-    """What one process's sweeps remember: each model's fingerprint when last read in full.
+    """What one process's sweeps remember of the registry since their first, full, read.
 
     Lost with the process (a restart, a new pool process): its first sweep then reads
     every version once, which is also how versions from before PENDING_TAG get it.
     """
 
-    seen: dict[str, str] = field(default_factory=dict)
+    seen: dict[str, str] = field(default_factory=dict)  # model: fingerprint at its full look
+    mark: int = 0  # the newest model update time seen (ms); 0: nothing read yet
+    # Changed models whose full look is still due (a busy lock), with their new fingerprint.
+    owed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,9 @@ def sweep(
         except LockBusy:
             log.info("sweep skipped a busy model", extra={"model": name})  # next sweep
             continue
-        if memory is not None and look.fingerprint:
+        if memory is not None and look.full:
             memory.seen[name] = look.fingerprint
+            memory.owed.pop(name, None)
     if report.done:
         log.info("sweep: %s", {k: len(v) for k, v in report.done.items()})
     return report
@@ -95,25 +100,26 @@ def plan_looks(svc: Services, memory: SweepMemory | None, missed: set[str]) -> d
     """Choose the models to sweep: in full those changed since the last look, else those with
     pending versions or a lost delivery; the rest not at all.
 
-    A model's fingerprint moves with its versions' stages and its aliases, so a version
-    staged by hand or an out-of-band Production change gets a full look; work that waits
-    on time (reminders, expiry, canary windows, freezes) or on a dead worker's rerun
-    (a decision or a rollback half done) carries PENDING_TAG.
+    A model's update time and aliases move when a version is staged by hand or Production
+    changes out of band, so those get a full look; work that waits on time (reminders,
+    expiry, canary windows, freezes) or on a dead worker's rerun (a decision or a rollback
+    half done) carries PENDING_TAG.
     """
-    fingerprints = svc.gateway.model_fingerprints()
     if memory is None:
-        return {name: Look(True, fp) for name, fp in fingerprints.items()}
+        return {model.name: Look(True) for model in svc.gateway.models_updated_since(0)}
+    # Read back a little before the mark: a model updated during the last listing.
+    since = max(0, memory.mark - MARK_SLACK_MS) if memory.mark else 0
+    stamps = svc.gateway.models_updated_since(since)
     pending = {mv.name for mv in svc.gateway.pending_versions()}
     looks: dict[str, Look] = {}
-    for name, fingerprint in fingerprints.items():
-        if memory.seen.get(name) != fingerprint:
-            looks[name] = Look(True, fingerprint)
-        elif name in pending or name in missed:
-            looks[name] = Look(False, fingerprint, pending=name in pending)
-    for name in (pending | missed) - fingerprints.keys():  # registered since the listing
-        looks[name] = Look(True)
-    for name in memory.seen.keys() - fingerprints.keys():
-        del memory.seen[name]  # deleted models
+    for model in stamps:
+        if memory.seen.get(model.name) != model.fingerprint:
+            memory.owed[model.name] = model.fingerprint
+    for name, fingerprint in memory.owed.items():  # with those a busy lock put off
+        looks[name] = Look(True, fingerprint)
+    for name in sorted(pending | missed):
+        looks.setdefault(name, Look(False, pending=name in pending))
+    memory.mark = max([memory.mark, *(model.updated_at for model in stamps)])
     return looks
 
 

@@ -48,6 +48,20 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
+class ModelStamp:
+    """A registered model's last change as MLflow dates it, and its aliases."""
+
+    name: str
+    updated_at: int  # milliseconds
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        """Return a text that changes whenever a version's stage or an alias does."""
+        return f"{self.updated_at}|{self.aliases}"
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """What a notice shows about the training run."""
 
@@ -95,10 +109,12 @@ class RegistryGateway(Protocol):
 
     def model_names(self) -> list[str]: ...
 
-    def model_fingerprints(self) -> dict[str, str]:
-        """Return each registered model's name and a text that changes with its stages and aliases.
+    def models_updated_since(self, since: int) -> list[ModelStamp]:
+        """Return the registered models updated at or after `since` (Unix ms; 0: all of them).
 
-        The sweep reads every version of a model only when its fingerprint changed.
+        MLflow moves a model's update time when one of its versions is created, deleted or
+        changes stage, not for tag or alias writes: in aliases mode every model is returned,
+        so that an alias moved by hand is seen.
         """
         ...
 

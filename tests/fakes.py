@@ -16,6 +16,7 @@ from registry.services import ApproverDirectory, Blocks, Notifier, Recipient
 from registry.settings import Settings
 from registry.versions import (
     PENDING_TAG,
+    ModelStamp,
     ModelVersion,
     RegistryGateway,
     RunSummary,
@@ -40,7 +41,8 @@ class FakeGateway:
         self.runs: dict[str, RunSummary] = {}
         self.clock = clock  # stamps each version's creation time, as MLflow does
         self.reads_since = 0  # versions created_since read: its cost
-        # Bumped, as MLflow bumps a model's last_updated_timestamp, by a new version or a move.
+        # Each model's update time (ms), moved as MLflow moves last_updated_timestamp: by a
+        # new version or a stage change, never by a tag; strictly later each time.
         self.updated: dict[str, int] = {}
         # Called after each write as (op, version, stage or tags); True: die there, once.
         self.die_after: Callable[[str, str, Any], bool] | None = None
@@ -146,8 +148,9 @@ class FakeGateway:
     def all_versions(self) -> list[ModelVersion]:
         return [mv for name in self.models for mv in self.versions(name)]
 
-    def model_fingerprints(self) -> dict[str, str]:
-        return {name: str(self.updated.get(name, 0)) for name in self.models}
+    def models_updated_since(self, since: int) -> list[ModelStamp]:
+        stamps = [ModelStamp(name, self.updated.get(name, 0)) for name in self.models]
+        return sorted((s for s in stamps if s.updated_at >= since), key=lambda s: -s.updated_at)
 
     def pending_versions(self, name: str = "") -> list[ModelVersion]:
         return [
@@ -157,7 +160,7 @@ class FakeGateway:
         ]
 
     def _touch(self, name: str) -> None:
-        self.updated[name] = self.updated.get(name, 0) + 1
+        self.updated[name] = max(int(self.clock() * 1000), self.updated.get(name, -1) + 1)
 
     def _put(self, mv: ModelVersion) -> None:
         self.models[mv.name][mv.version] = mv
