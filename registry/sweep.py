@@ -36,6 +36,7 @@ class SweepReport:
     """What one sweep did, by action, as (model, version) pairs."""
 
     done: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    read_in_full: list[str] = field(default_factory=list)  # models whose every version was read
 
     def add(self, action: str, mv: ModelVersion) -> None:
         self.done.setdefault(action, []).append((mv.name, mv.version))
@@ -56,6 +57,7 @@ class SweepMemory:
     mark: int = 0  # the newest model update time seen (ms); 0: nothing read yet
     # Changed models whose full look is still due (a busy lock), with their new fingerprint.
     owed: dict[str, str] = field(default_factory=dict)
+    slack_ms: int = MARK_SLACK_MS  # how far before the mark each listing starts
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,17 @@ def sweep(
         try:
             with lock(name):
                 sweep_model(svc, report, name, look, missed.get(name, []))
+                if look.full:
+                    report.read_in_full.append(name)
         except LockBusy:
             log.info("sweep skipped a busy model", extra={"model": name})  # next sweep
             continue
         if memory is not None and look.full:
             memory.seen[name] = look.fingerprint
             memory.owed.pop(name, None)
-    if report.done:
-        log.info("sweep: %s", {k: len(v) for k, v in report.done.items()})
+    if report.done or report.read_in_full:
+        done = {k: len(v) for k, v in report.done.items()}
+        log.info("sweep: %s; %d model(s) read in full", done, len(report.read_in_full))
     return report
 
 
@@ -107,8 +112,8 @@ def plan_looks(svc: Services, memory: SweepMemory | None, missed: set[str]) -> d
     """
     if memory is None:
         return {model.name: Look(True) for model in svc.gateway.models_updated_since(0)}
-    # Read back a little before the mark: a model updated during the last listing.
-    since = max(0, memory.mark - MARK_SLACK_MS) if memory.mark else 0
+    # Read back a little before the mark: a server clock that stepped back, one server of several.
+    since = max(0, memory.mark - memory.slack_ms) if memory.mark else 0
     stamps = svc.gateway.models_updated_since(since)
     pending = {mv.name for mv in svc.gateway.pending_versions()}
     looks: dict[str, Look] = {}
