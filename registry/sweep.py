@@ -112,7 +112,9 @@ def plan_looks(svc: Services, memory: SweepMemory | None, missed: set[str]) -> d
     """
     if memory is None:
         return {model.name: Look(True) for model in svc.gateway.models_updated_since(0)}
-    # Read back a little before the mark: a server clock that stepped back, one server of several.
+    # From the newest update the last listing saw: it reads newest first, so a model updated
+    # while it ran went to a page already read, and is newer. A minute before that, for a
+    # server clock that stepped back, or one server of several.
     since = max(0, memory.mark - memory.slack_ms) if memory.mark else 0
     stamps = svc.gateway.models_updated_since(since)
     pending = {mv.name for mv in svc.gateway.pending_versions()}
