@@ -41,6 +41,7 @@ POLICY = (
     "defaults:\n  remind_every: 24h\n  approval_expires_after: 7d\n  protect_production: alert\n"
 )
 PENDING_MODELS = 10
+SWEEP_INTERVAL = 60.0  # SPEC's default
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,17 @@ class SweepPlan:
     pending: int = 20
 
 
-QUICK_SWEEP = SweepPlan(shapes=((1, 10), (4, 25), (10, 50)), rounds=3)
+QUICK_SWEEP = SweepPlan(shapes=((1, 10), (10, 50)), rounds=3)  # two servers: quick starts
+
+
+@dataclass
+class Ticks:
+    """The sweeps' clock: the real time, plus SWEEP_INTERVAL for each sweep run so far."""
+
+    offset: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
 
 
 @dataclass
@@ -63,6 +74,7 @@ class Registry:
     url: str
     svc: Services
     memory: SweepMemory
+    clock: Ticks
 
 
 def run_sweep_bench(plan: SweepPlan, say: Callable[[str], None]) -> dict:
@@ -88,7 +100,9 @@ def run_sweep_bench(plan: SweepPlan, say: Callable[[str], None]) -> dict:
             seed(workdir / f"mlflow-{i}" / "mlflow.db", models, each)
             say(f"sweep: seeded {models * each} versions in {time.perf_counter() - started:.1f} s")
             url = f"http://127.0.0.1:{ports[i]}"
-            registries.append(Registry(models * each, url, _services(url, slack), SweepMemory()))
+            clock = Ticks()
+            svc = _services(url, slack, clock)
+            registries.append(Registry(models * each, url, svc, SweepMemory(), clock))
         return _measure(plan, registries, say)
     finally:
         slack.stop()
@@ -131,6 +145,7 @@ def one_sweep(registry: Registry) -> dict:
     """Sweep once as the worker's task does (a lock per model swept); count and time it."""
     from registry.sweep import sweep
 
+    registry.clock.offset += SWEEP_INTERVAL  # the scheduler's sweeps are this far apart
     with tally_calls() as tally:
         started = time.perf_counter()
         report = sweep(registry.svc, lambda name: nullcontext(), memory=registry.memory)
@@ -154,7 +169,7 @@ def _summary(runs: list[dict]) -> dict:
     }
 
 
-def _services(url: str, slack: SlackDouble) -> Services:
+def _services(url: str, slack: SlackDouble, clock: Ticks) -> Services:
     from registry.connect import build_services
     from registry.policy import parse_policy
     from registry.settings import Settings
@@ -168,7 +183,9 @@ def _services(url: str, slack: SlackDouble) -> Services:
         mlflow_webhook_secret="bench-mlflow-secret",  # the catch-up reads its window too
         policy=parse_policy(POLICY),
     )
-    return build_services(settings)
+    svc = build_services(settings)
+    svc.clock = clock
+    return svc
 
 
 # -- seeding --------------------------------------------------------------------------

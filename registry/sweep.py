@@ -55,6 +55,7 @@ class SweepMemory:
 
     seen: dict[str, str] = field(default_factory=dict)  # model: fingerprint at its full look
     mark: int = 0  # the newest model update time seen (ms); 0: nothing read yet
+    marked_at: float = 0.0  # when (this process's clock) the mark last moved
     # Changed models whose full look is still due (a busy lock), with their new fingerprint.
     owed: dict[str, str] = field(default_factory=dict)
     slack_ms: int = MARK_SLACK_MS  # how far before the mark each listing starts
@@ -112,11 +113,7 @@ def plan_looks(svc: Services, memory: SweepMemory | None, missed: set[str]) -> d
     """
     if memory is None:
         return {model.name: Look(True) for model in svc.gateway.models_updated_since(0)}
-    # From the newest update the last listing saw: it reads newest first, so a model updated
-    # while it ran went to a page already read, and is newer. A minute before that, for a
-    # server clock that stepped back, or one server of several.
-    since = max(0, memory.mark - memory.slack_ms) if memory.mark else 0
-    stamps = svc.gateway.models_updated_since(since)
+    stamps = svc.gateway.models_updated_since(_listed_since(svc, memory))
     pending = {mv.name for mv in svc.gateway.pending_versions()}
     looks: dict[str, Look] = {}
     for model in stamps:
@@ -126,8 +123,24 @@ def plan_looks(svc: Services, memory: SweepMemory | None, missed: set[str]) -> d
         looks[name] = Look(True, fingerprint)
     for name in sorted(pending | missed):
         looks.setdefault(name, Look(False, pending=name in pending))
-    memory.mark = max([memory.mark, *(model.updated_at for model in stamps)])
+    newest = max([memory.mark, *(model.updated_at for model in stamps)])
+    if newest > memory.mark:
+        memory.mark, memory.marked_at = newest, float(svc.clock())
     return looks
+
+
+def _listed_since(svc: Services, memory: SweepMemory) -> int:
+    """Return the update time (ms) the listing reads back to.
+
+    From the newest update the last listing saw: it reads newest first, so a model updated
+    while it ran went to a page already read, and is newer. While that update is recent,
+    from `slack_ms` before it: a server clock that stepped back, one server of several
+    stamping a little behind another.
+    """
+    if not memory.mark:
+        return 0
+    recent = float(svc.clock()) - memory.marked_at < memory.slack_ms / 1000
+    return max(0, memory.mark - memory.slack_ms) if recent else memory.mark
 
 
 def sweep_model(

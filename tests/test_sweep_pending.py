@@ -313,18 +313,18 @@ def test_real_mlflow_a_version_from_before_the_tag_is_swept_and_tags_leave_the_m
 def test_real_mlflow_an_idle_sweep_makes_the_same_calls_on_a_registry_ten_times_bigger(
     private_mlflow, slack
 ):
-    svc = local_services(private_mlflow, slack)
+    clock = Clock(time.time())
+    svc = local_services(private_mlflow, slack, clock=clock)
     client = MlflowClient(private_mlflow)
     add_versions(client, "idle-0", 10)
-    # Every model here was updated within seconds: no listing slack, or each sweep would
-    # list them all again (in a registry that ages, the slack covers a minute of updates).
     sweeps = Sweeps(svc)
-    sweeps.memory.slack_ms = 0
     sweeps()  # the first, full, read
+    clock.advance(60)  # the scheduler's interval: the newest update is a minute old
     small = counted(sweeps)
     for i in range(1, 5):
         add_versions(client, f"idle-{i}", 25)
     sweeps()  # the new models: read in full once
+    clock.advance(60)
     big = counted(sweeps)
     assert big == small
     everything = counted(lambda: sweep(svc, lambda name: nullcontext()))  # a first sweep
