@@ -89,7 +89,7 @@ def sweep_only(quick: bool) -> int:
     figures = sweep_figures(data["sweep"])
     lines = ([QUICK_NOTE] if quick else []) + sweep_notes(data["sweep"], plan)
     paths = write(day, suffix, data, figures, lines, [])
-    paths.append(sweep_plot(day, suffix, data["sweep"]))
+    paths.append(sweep_plot(day, "-quick" if quick else "", data["sweep"]))
     print(table(figures))
     say(
         f"done in {data['bench_seconds']} s; wrote "

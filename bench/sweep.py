@@ -401,11 +401,12 @@ def plot(day: str, suffix: str, data: dict) -> Path:
 
 
 METHOD = """\
-Sweep: {method} The sweep runs in the bench process against each registry's server, with the
-worker's settings (a policy with reminders, expiry and protect_production: alert;
-MLFLOW_WEBHOOK_SECRET set, so the catch-up reads its window); locks are no-ops here (the task's
-Redis lock is one round trip per model swept). Calls are MLflow REST requests counted in this
-process; seconds are wall time per sweep, the median over {rounds} rounds in turn.
+Sweep: {method} The sweeps' clock steps SWEEP_INTERVAL (60 s) between sweeps, as the
+scheduler's would; they use the worker's settings (a policy with reminders, expiry and
+protect_production: alert; MLFLOW_WEBHOOK_SECRET set, so the catch-up reads its window);
+locks are no-ops here (the task's Redis lock is one round trip per model swept). Calls
+are MLflow REST requests counted in this process; seconds are wall time per sweep, the
+median over {rounds} rounds in turn.
 """
 
 
