@@ -51,9 +51,11 @@ class SweepPlan:
     shapes: tuple[tuple[int, int], ...] = ((1, 10), (10, 100), (100, 100))
     rounds: int = 10
     pending: int = 20
+    one_server: bool = False  # one registry grown shape by shape (only one server to start)
 
 
-QUICK_SWEEP = SweepPlan(shapes=((1, 10), (10, 50)), rounds=3)  # two servers: quick starts
+# One server: 10 versions, then 9 models of 50 more (460); the sizes' rounds do not alternate.
+QUICK_SWEEP = SweepPlan(shapes=((1, 10), (9, 50)), rounds=3, pending=10, one_server=True)
 
 
 @dataclass
@@ -86,6 +88,8 @@ def run_sweep_bench(plan: SweepPlan, say: Callable[[str], None]) -> dict:
     slack.start()
     procs = []
     try:
+        if plan.one_server:
+            return _grown(plan, workdir, slack, procs, say)
         ports = [devkit.stack.free_port() for _ in plan.shapes]
         with ThreadPoolExecutor(len(ports)) as pool:  # the servers start side by side
             procs = list(
@@ -109,6 +113,33 @@ def run_sweep_bench(plan: SweepPlan, say: Callable[[str], None]) -> dict:
         for proc in reversed(procs):
             devkit.stack.stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _grown(
+    plan: SweepPlan, workdir: Path, slack: SlackDouble, procs: list, say: Callable[[str], None]
+) -> dict:
+    """Grow one registry shape by shape, sweeping it at each size; then make some pending."""
+    from registry.sweep import SweepMemory
+
+    port = devkit.stack.free_port()
+    procs.append(devkit.stack.start_mlflow_server(port, workdir / "mlflow"))
+    url, total, models_so_far = f"http://127.0.0.1:{port}", 0, 0
+    first, idle = {}, {}
+    for models, each in plan.shapes:
+        seed(workdir / "mlflow" / "mlflow.db", models, each, first_model=models_so_far)
+        models_so_far, total = models_so_far + models, total + models * each
+        clock = Ticks()
+        registry = Registry(total, url, _services(url, slack, clock), SweepMemory(), clock)
+        first[total] = one_sweep(registry)  # a new process's first sweep: a full read
+        idle[total] = [one_sweep(registry) for _ in range(plan.rounds)]
+        say(f"sweep: {plan.rounds} sweeps of {total} versions, nothing pending")
+    models = make_pending(registry, plan.pending)
+    settle = one_sweep(registry)
+    busy = [one_sweep(registry) for _ in range(plan.rounds)]
+    pending = {"versions": plan.pending, "models": models, "settle": settle}
+    pending |= {"smallest": _summary(idle[min(idle)]), "largest": _summary(busy)}
+    summaries = {n: _summary(runs) for n, runs in idle.items()}
+    return {"sizes": list(idle), "first": first, "idle": summaries, "pending": pending}
 
 
 def _measure(plan: SweepPlan, registries: list[Registry], say: Callable[[str], None]) -> dict:
@@ -191,7 +222,7 @@ def _services(url: str, slack: SlackDouble, clock: Ticks) -> Services:
 # -- seeding --------------------------------------------------------------------------
 
 
-def seed(db_path: Path, models: int, each: int) -> None:
+def seed(db_path: Path, models: int, each: int, *, first_model: int = 0) -> None:
     """Write `models` x `each` decided versions into a server's tables, in one transaction."""
     import sqlalchemy
     from mlflow.store.model_registry.dbmodels.models import (
@@ -202,7 +233,7 @@ def seed(db_path: Path, models: int, each: int) -> None:
 
     now = int(time.time() * 1000)
     rows: dict[str, list[dict]] = {"models": [], "versions": [], "tags": []}
-    for m in range(models):
+    for m in range(first_model, first_model + models):
         name = f"seeded-{m:03d}"
         rows["models"].append(_row(name=name, creation_time=now - 400 * DAY_MS))
         for v in range(1, each + 1):
@@ -415,4 +446,9 @@ def notes(data: dict, plan: SweepPlan) -> list[str]:
     text = METHOD.format(
         method=" ".join((__doc__ or "").split("\n\n", 1)[1].split()), rounds=plan.rounds
     )
+    if plan.one_server:
+        text += (
+            " This quick run grows one registry on one server instead, shape by shape, so its"
+            " sizes do not take turns."
+        )
     return [" ".join(text.split())]
