@@ -39,7 +39,8 @@ demo-event: install
 	$(BIN)/python -m devkit.demo event
 
 # Starts its own stack (MLflow server, Celery worker, gunicorn services, Slack double) and
-# writes bench/results/<date>.{json,md} and a latency plot; `$(BIN)/python -m bench --quick` checks it.
+# writes bench/results/<date>.{json,md}, a latency plot and the sweep's plot (<date>-sweep.png;
+# alone: `python -m bench sweep`); `$(BIN)/python -m bench --quick` checks it.
 # Then the scale-out curve on PostgreSQL (devkit/prodstack.py): bench/results/<date>-scaleout.*
 bench: install
 	$(BIN)/python -m bench

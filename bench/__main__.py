@@ -9,11 +9,15 @@ import time
 from dataclasses import asdict
 from datetime import date
 
-from bench.figures import all_figures, notes
+from bench.figures import QUICK_NOTE, all_figures, notes
 from bench.misses import profile_misses
 from bench.report import plot, table, write
 from bench.scenarios import QUICK, Plan, Runs, run_all, say
 from bench.stack import REPO, Bench
+from bench.sweep import QUICK_SWEEP, SweepPlan, run_sweep_bench
+from bench.sweep import figures as sweep_figures
+from bench.sweep import notes as sweep_notes
+from bench.sweep import plot as sweep_plot
 
 
 def main(argv: list[str]) -> int:
@@ -30,6 +34,8 @@ def main(argv: list[str]) -> int:
         from bench.recovery import run_recovery
 
         return run_recovery(args.quick)
+    if args.scenario == "sweep":
+        return sweep_only(args.quick)
     plan, suffix = (QUICK, "-quick") if args.quick else (Plan(), "")
     started, day = time.monotonic(), date.today().isoformat()
     _load_services_code()
@@ -41,14 +47,19 @@ def main(argv: list[str]) -> int:
         data["profiles"], profile_md = profile_misses(bench, runs, plan, data, figures)
     finally:
         bench.close()
+    sweep_plan = QUICK_SWEEP if args.quick else SweepPlan()
+    data["sweep"] = run_sweep_bench(sweep_plan, say)
+    figures += sweep_figures(data["sweep"])
     data |= {
         "plan": asdict(plan),
         "day": day,
         "cpus": os.cpu_count(),
         "bench_seconds": round(time.monotonic() - started),
     }
-    paths = write(day, suffix, data, figures, notes(data, args.quick), profile_md)
+    lines = notes(data, args.quick) + sweep_notes(data["sweep"], sweep_plan)
+    paths = write(day, suffix, data, figures, lines, profile_md)
     paths.append(plot(day, suffix, _pipeline_series(data), _door_series(data)))
+    paths.append(sweep_plot(day, suffix, data["sweep"]))
     print(table(figures))
     say(
         f"done in {data['bench_seconds']} s; wrote "
@@ -77,6 +88,24 @@ def scaleout(quick: bool) -> int:
     return 0
 
 
+def sweep_only(quick: bool) -> int:
+    """Measure the sweep against the registry's size alone; write and print the results."""
+    plan, suffix = (QUICK_SWEEP, "-quick-sweep") if quick else (SweepPlan(), "-sweep")
+    started, day = time.monotonic(), date.today().isoformat()
+    data = {"sweep": run_sweep_bench(plan, say), "plan": asdict(plan), "day": day}
+    data |= {"cpus": os.cpu_count(), "bench_seconds": round(time.monotonic() - started)}
+    figures = sweep_figures(data["sweep"])
+    lines = ([QUICK_NOTE] if quick else []) + sweep_notes(data["sweep"], plan)
+    paths = write(day, suffix, data, figures, lines, [])
+    paths.append(sweep_plot(day, "-quick" if quick else "", data["sweep"]))
+    print(table(figures))
+    say(
+        f"done in {data['bench_seconds']} s; wrote "
+        + ", ".join(str(p.relative_to(REPO)) for p in paths)
+    )
+    return 0
+
+
 def _load_services_code() -> None:
     """Import the services' code once, up front: later in-process profiles then see one version."""
     # Others may edit the repo during a run; a module imported half way could mismatch the rest.
@@ -91,10 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "scenario",
         nargs="?",
-        choices=["scaleout", "doors", "recovery"],
+        choices=["scaleout", "doors", "recovery", "sweep"],
         help="scaleout: the curve with 1, 2 and 4 worker processes on PostgreSQL; "
         "doors: the front doors alone (webhooks and the Slack ack), with their profiles; "
-        "recovery: whole-worker kills alone",
+        "recovery: whole-worker kills alone; "
+        "sweep: the sweep's calls and time against the registry's size",
     )
     parser.add_argument(
         "--quick", action="store_true", help="few events and short rates: check the harness"

@@ -14,9 +14,11 @@ from typing import Any
 
 from registry.events import CREATED_BY_TAG
 from registry.versions import (
+    PENDING_TAG,
     SOURCE_KEY_TAG,
     STAGE_TAG,
     STAGES,
+    ModelStamp,
     ModelVersion,
     RegistryError,
     RunSummary,
@@ -28,6 +30,11 @@ log = logging.getLogger(__name__)
 CREATED_PAGE = 100  # versions per page when reading the newest first
 RUN_MEMO_SECONDS = 30.0  # a run read to register its model serves the notice that follows
 RUN_MEMO_SIZE = 16
+# The server loads every tag of each version it lists: a first page this small answers
+# "nothing new in the window" cheaply.
+CREATED_FIRST_PAGE = 10
+MODELS_PAGE = 1000  # registered models per page: MLflow's largest
+MODELS_FIRST_PAGE = 2  # the last model updated, and one older than it
 
 
 # Tags whose presence says a change was made; everything that explains it comes first.
@@ -135,10 +142,10 @@ class MlflowGateway:
         """Return every model's versions created at or after `since`, newest first."""
         floor = since * 1000  # MLflow keeps milliseconds
         found: list[ModelVersion] = []
-        token = None
+        token, size = None, CREATED_FIRST_PAGE
         while True:
             page = self.client.search_model_versions(
-                max_results=CREATED_PAGE,
+                max_results=size,
                 order_by=["creation_timestamp DESC", "name ASC", "version_number DESC"],
                 page_token=token,
             )
@@ -146,7 +153,7 @@ class MlflowGateway:
                 if (mv.creation_timestamp or 0) < floor:
                     return found
                 found.append(self._convert(mv))
-            token = page.token
+            token, size = page.token, CREATED_PAGE
             if not token:
                 return found
 
@@ -250,6 +257,36 @@ class MlflowGateway:
             token = page.token
             if not token:
                 return names
+
+    def models_updated_since(self, since: int) -> list[ModelStamp]:
+        """Return the models updated at or after `since` (ms; 0: all), newest first.
+
+        MLflow moves a model's `last_updated_timestamp` when a version is created, deleted
+        or changes stage, not for tag or alias writes, so in aliases mode every model is
+        read. Each model listed costs the server its latest versions per stage, so pages
+        start small: where nothing changed, the first page ends the read.
+        """
+        floor = 0 if self.mode == "aliases" else since
+        found: list[ModelStamp] = []
+        token, size = None, MODELS_FIRST_PAGE
+        while True:
+            page = self.client.search_registered_models(
+                max_results=size, order_by=["last_updated_timestamp DESC"], page_token=token
+            )
+            for model in page:
+                updated = int(model.last_updated_timestamp or 0)
+                if updated < floor:
+                    return found
+                aliases = tuple(sorted((model.aliases or {}).items()))
+                found.append(ModelStamp(model.name, updated, aliases))
+            token, size = page.token, min(size * 10, MODELS_PAGE)
+            if not token:
+                return found
+
+    def pending_versions(self, name: str = "") -> list[ModelVersion]:
+        """Return the versions tagged pending (of one model, or of all), by a tag search."""
+        pending = f"tags.`{PENDING_TAG}` = 'true'"
+        return self._search(f"name = '{_q(name)}' and {pending}" if name else pending)
 
     def all_versions(self) -> list[ModelVersion]:
         """Return every version of every model (no aliases: the Home tab needs none)."""

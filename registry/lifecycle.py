@@ -33,7 +33,7 @@ from registry.policy import GateVerdict, evaluate, verdict_line
 from registry.promotion import archive_decided, promote
 from registry.record import logged, prefixed, record, stamp
 from registry.services import Recipient, Services
-from registry.versions import STAGE_TAG, ModelVersion, VersionNotFound
+from registry.versions import PENDING_KEY, PENDING_TAG, STAGE_TAG, ModelVersion, VersionNotFound
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def stage_training_event(svc: Services, event: TrainingEvent, *, event_id: str) 
     if mv is None:
         # Where its notice will go is known now: one tag write fewer once it is posted.
         channel = {"registry_bot.notice_channel": model_channel(svc, event.model_name)}
-        tags = {**request_tags(event, event_id), **channel}
+        tags = {**request_tags(event, event_id), **channel, PENDING_TAG: "true"}  # free now
         mv = gw.register(event.model_name, event.run_id, event.artifact_path, event.model_uri, tags)
         log.info("registered", extra=_ctx(event_id, mv))
     elif event.metrics and not mv.tag("metrics"):
@@ -92,20 +92,26 @@ def stage_version(
         mv = _moved(svc, mv)
     # Also when a run that moved it died before recording it (one it registered itself).
     if (moved or mv.tag("event_id")) and mv.stage == "Staging" and not logged(mv, "staged"):
-        extra = {"staged_at": stamp(svc)}
+        extra = {"staged_at": stamp(svc), **watched(mv)}
         mv = record(svc, mv, "staged", actor=mv.tag("requested_by"), extra=extra)
     outcome = "gate_failed" if mv.tag("gates") == "failed" else "noticed"
     if mv.tag("notice_ts"):
         return StageResult(mv.version, "already_noticed", mv.tag("notice_ts"))
     mv = _resolve_requester(svc, mv)
     ts = post_notice_once(svc, mv)
-    noticed = {"noticed_at": stamp(svc), "notice_ts": ts}  # notice_ts last: it says "posted"
+    # notice_ts last: it says "posted"; a version staged by hand is watched from now on.
+    noticed = {**watched(mv), "noticed_at": stamp(svc), "notice_ts": ts}
     channel = model_channel(svc, name)
     if mv.tag("notice_channel") != channel:
         noticed = {"notice_channel": channel, **noticed}
     svc.gateway.set_tags(name, version, prefixed(noticed))
     log.info("notice posted", extra={**_ctx(event_id, mv), "notice_ts": ts})
     return StageResult(mv.version, outcome, ts)
+
+
+def watched(mv: ModelVersion) -> dict[str, str]:
+    """Return the tag (unprefixed) that puts the version on the sweep's watch, unless it is."""
+    return {} if mv.tags.get(PENDING_TAG) == "true" else {PENDING_KEY: "true"}
 
 
 def gate_report(svc: Services, mv: ModelVersion) -> list[tuple[GateVerdict, str]]:

@@ -23,7 +23,7 @@ from registry.record import (
 )
 from registry.reports import outcome_of
 from registry.services import Services
-from registry.versions import ModelVersion
+from registry.versions import PENDING_KEY, ModelVersion
 
 
 def promote(svc: Services, mv: ModelVersion) -> str:
@@ -149,6 +149,7 @@ def rollback_intent(current: str, user: str, at: str, reason: str, channel: str)
             "rollback_done": "",
             "rollback_state": "",
             "rollback_told_nonce": "",  # a nonce of an earlier rollback to this version
+            PENDING_KEY: "true",  # the sweep finishes it if this run dies
         }
     )
 

@@ -41,7 +41,7 @@ from registry.record import (
 )
 from registry.reports import outcome_of
 from registry.services import Recipient, Services
-from registry.versions import ModelVersion
+from registry.versions import PENDING_KEY, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,11 @@ def _begin_revert(svc: Services, name: str, drift: Drift, *, actor: str, reason:
         "at": stamp(svc),
     }
     target = svc.gateway.get_version(name, drift.sanctioned)
-    extra = {"revert_intent": json.dumps(intent), "oob_keys": _with_key(target, drift.key)}
+    extra = {
+        "revert_intent": json.dumps(intent),
+        "oob_keys": _with_key(target, drift.key),
+        PENDING_KEY: "true",  # the sweep finishes it if this run dies
+    }
     svc.gateway.set_tags(name, drift.sanctioned, prefixed(extra))
 
 

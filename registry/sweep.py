@@ -21,13 +21,14 @@ from registry.promotion import archive_decided, finish_rollback, promote, rollba
 from registry.protection import check_production
 from registry.record import format_stamp, prefixed, record, stamp, time_of
 from registry.services import Services
-from registry.versions import TAG, ModelVersion
+from registry.versions import PENDING_TAG, TAG, ModelVersion
 
 log = logging.getLogger(__name__)
 
 EXPIRED_REASON = "expired"
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 PROMPT_TAG = "mlflow.prompt.is_prompt"
+MARK_SLACK_MS = 60_000
 
 
 @dataclass
@@ -35,6 +36,7 @@ class SweepReport:
     """What one sweep did, by action, as (model, version) pairs."""
 
     done: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    read_in_full: list[str] = field(default_factory=list)  # models whose every version was read
 
     def add(self, action: str, mv: ModelVersion) -> None:
         self.done.setdefault(action, []).append((mv.name, mv.version))
@@ -43,33 +45,160 @@ class SweepReport:
         return len(self.done.get(action, []))
 
 
+@dataclass
+class SweepMemory:
+    """What one process's sweeps remember of the registry since their first, full, read.
+
+    Lost with the process (a restart, a new pool process): its first sweep then reads
+    every version once, which is also how versions from before PENDING_TAG get it.
+    """
+
+    seen: dict[str, str] = field(default_factory=dict)  # model: fingerprint at its full look
+    mark: int = 0  # the newest model update time seen (ms); 0: nothing read yet
+    marked_at: float = 0.0  # when (this process's clock) the mark last moved
+    # Changed models whose full look is still due (a busy lock), with their new fingerprint.
+    owed: dict[str, str] = field(default_factory=dict)
+    slack_ms: int = MARK_SLACK_MS  # how far before the mark each listing starts
+
+
+@dataclass(frozen=True)
+class Look:
+    """How the sweep looks at one model: every version, or the pending ones only."""
+
+    full: bool
+    fingerprint: str = ""  # remembered once a full look is done
+    pending: bool = True  # without a full look: has versions tagged pending
+
+
 def sweep(
-    svc: Services, lock: Callable[[str], AbstractContextManager], models: list[str] | None = None
+    svc: Services,
+    lock: Callable[[str], AbstractContextManager],
+    models: list[str] | None = None,
+    memory: SweepMemory | None = None,
 ) -> SweepReport:
-    """Sweep every registered model (or `models`), each under its lock."""
+    """Sweep the models with pending work or a change since `memory`'s last look, each under
+    its lock; without `memory` (or for `models`), every version of every model."""
     report = SweepReport()
     missed = missed_deliveries(svc)
-    for name in models if models is not None else svc.gateway.model_names():
+    if models is not None:
+        looks = {name: Look(full=True) for name in models}
+    else:
+        looks = plan_looks(svc, memory, set(missed))
+    for name, look in looks.items():
         try:
             with lock(name):
-                # A rollback that died after its move goes first: finishing a decision before
-                # it would move Production again and leave the version it moved away unlogged.
-                for mv in svc.gateway.versions(name):
-                    if _rollback_moved(mv):
-                        _note(report, finish_rollback(svc, mv), mv)
-                for mv in svc.gateway.versions(name):
-                    _note(report, sweep_version(svc, mv), mv)
-                for mv in missed.get(name, []):
-                    _note(report, catch_up(svc, mv), mv)
-                # After the versions: a decision finished above is no out-of-band change.
-                action, version = check_production(svc, name)
-                if action:
-                    report.done.setdefault(action, []).append((name, version))
+                sweep_model(svc, report, name, look, missed.get(name, []))
+                if look.full:
+                    report.read_in_full.append(name)
         except LockBusy:
             log.info("sweep skipped a busy model", extra={"model": name})  # next sweep
-    if report.done:
-        log.info("sweep: %s", {k: len(v) for k, v in report.done.items()})
+            continue
+        if memory is not None and look.full:
+            memory.seen[name] = look.fingerprint
+            memory.owed.pop(name, None)
+    if report.done or report.read_in_full:
+        done = {k: len(v) for k, v in report.done.items()}
+        log.info("sweep: %s; %d model(s) read in full", done, len(report.read_in_full))
     return report
+
+
+def plan_looks(svc: Services, memory: SweepMemory | None, missed: set[str]) -> dict[str, Look]:
+    """Choose the models to sweep: in full those changed since the last look, else those with
+    pending versions or a lost delivery; the rest not at all.
+
+    A model's update time and aliases move when a version is staged by hand or Production
+    changes out of band, so those get a full look; work that waits on time (reminders,
+    expiry, canary windows, freezes) or on a dead worker's rerun (a decision or a rollback
+    half done) carries PENDING_TAG.
+    """
+    if memory is None:
+        return {model.name: Look(True) for model in svc.gateway.models_updated_since(0)}
+    stamps = svc.gateway.models_updated_since(_listed_since(svc, memory))
+    pending = {mv.name for mv in svc.gateway.pending_versions()}
+    looks: dict[str, Look] = {}
+    for model in stamps:
+        if memory.seen.get(model.name) != model.fingerprint:
+            memory.owed[model.name] = model.fingerprint
+    for name, fingerprint in memory.owed.items():  # with those a busy lock put off
+        looks[name] = Look(True, fingerprint)
+    for name in sorted(pending | missed):
+        looks.setdefault(name, Look(False, pending=name in pending))
+    newest = max([memory.mark, *(model.updated_at for model in stamps)])
+    if newest > memory.mark:
+        memory.mark, memory.marked_at = newest, float(svc.clock())
+    return looks
+
+
+def _listed_since(svc: Services, memory: SweepMemory) -> int:
+    """Return the update time (ms) the listing reads back to.
+
+    From the newest update the last listing saw: it reads newest first, so a model updated
+    while it ran went to a page already read, and is newer. While that update is recent,
+    from `slack_ms` before it: a server clock that stepped back, one server of several
+    stamping a little behind another.
+    """
+    if not memory.mark:
+        return 0
+    recent = float(svc.clock()) - memory.marked_at < memory.slack_ms / 1000
+    return max(0, memory.mark - memory.slack_ms) if recent else memory.mark
+
+
+def sweep_model(
+    svc: Services, report: SweepReport, name: str, look: Look, missed: list[ModelVersion]
+) -> None:
+    """Sweep one model's versions (all, or the pending ones), its lost deliveries and,
+    after a full look or with a revert half done, its Production."""
+    versions = _read(svc, name, look)
+    # A rollback that died after its move goes first: finishing a decision before
+    # it would move Production again and leave the version it moved away unlogged.
+    finished = False
+    for mv in versions:
+        if _rollback_moved(mv):
+            finished = _note(report, finish_rollback(svc, mv), mv) or finished
+    if finished:
+        versions = _read(svc, name, look)
+    for mv in versions:
+        action = sweep_version(svc, mv)
+        _note(report, action, mv)
+        keep_mark(svc, svc.gateway.get_version(name, mv.version) if action else mv)
+    for mv in missed:
+        _note(report, catch_up(svc, mv), mv)
+    if look.full or any(mv.tag("revert_intent") for mv in versions):
+        # After the versions: a decision finished above is no out-of-band change.
+        action, version = check_production(svc, name)
+        if action:
+            report.done.setdefault(action, []).append((name, version))
+
+
+def _read(svc: Services, name: str, look: Look) -> list[ModelVersion]:
+    """Read the model's versions for this look, under its lock."""
+    if look.full:
+        return svc.gateway.versions(name)
+    return svc.gateway.pending_versions(name) if look.pending else []
+
+
+def needs_sweep(mv: ModelVersion) -> bool:
+    """Say whether the sweep must watch the version: what PENDING_TAG marks."""
+    if (mv.tag("decision") and not mv.tag("announced")) or rollback_pending(mv):
+        return True  # a change half done, for the sweep to finish
+    if mv.tag("revert_intent"):
+        return True
+    if mv.stage != "Staging":
+        return False
+    if not mv.tag("notice_ts") or mv.tag("freeze_state") == "waiting":
+        return True
+    if mv.tag("canary_state") in ("running", "passed"):
+        return True
+    return not (mv.tag("gates") == "failed" or mv.tag("decision"))  # reminders and expiry
+
+
+def keep_mark(svc: Services, mv: ModelVersion) -> None:
+    """Set or clear the version's PENDING_TAG to say whether the sweep must watch it."""
+    marked = mv.tags.get(PENDING_TAG) == "true"
+    if needs_sweep(mv) and not marked:
+        svc.gateway.set_tags(mv.name, mv.version, {PENDING_TAG: "true"})
+    elif marked and not needs_sweep(mv):
+        svc.gateway.delete_tags(mv.name, mv.version, [PENDING_TAG])
 
 
 def _rollback_moved(mv: ModelVersion) -> bool:
@@ -77,9 +206,10 @@ def _rollback_moved(mv: ModelVersion) -> bool:
     return rollback_pending(mv) and mv.stage == "Production"
 
 
-def _note(report: SweepReport, action: str, mv: ModelVersion) -> None:
+def _note(report: SweepReport, action: str, mv: ModelVersion) -> bool:
     if action:
         report.add(action, mv)
+    return bool(action)
 
 
 def sweep_version(svc: Services, mv: ModelVersion) -> str:

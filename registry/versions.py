@@ -13,6 +13,10 @@ from typing import Protocol
 TAG = "registry_bot."
 STAGE_TAG = TAG + "stage"  # aliases mode keeps the lifecycle stage here
 SOURCE_KEY_TAG = TAG + "source_key"
+# On a version in a state the sweep must watch (a notice awaiting its decision, a canary,
+# a freeze, a change half done); the sweep finds these with one tag search, not a full read.
+PENDING_KEY = "pending"
+PENDING_TAG = TAG + PENDING_KEY
 STAGES = ("None", "Staging", "Production", "Archived")
 
 
@@ -41,6 +45,20 @@ class ModelVersion:
     def tag(self, key: str, default: str = "") -> str:
         """Return our tag `registry_bot.<key>`."""
         return self.tags.get(TAG + key, default)
+
+
+@dataclass(frozen=True)
+class ModelStamp:
+    """A registered model's last change as MLflow dates it, and its aliases."""
+
+    name: str
+    updated_at: int  # milliseconds
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        """Return a text that changes whenever a version's stage or an alias does."""
+        return f"{self.updated_at}|{self.aliases}"
 
 
 @dataclass(frozen=True)
@@ -90,5 +108,18 @@ class RegistryGateway(Protocol):
     def run_summary(self, run_id: str) -> RunSummary | None: ...
 
     def model_names(self) -> list[str]: ...
+
+    def models_updated_since(self, since: int) -> list[ModelStamp]:
+        """Return the registered models updated at or after `since` (Unix ms; 0: all of them).
+
+        MLflow moves a model's update time when one of its versions is created, deleted or
+        changes stage, not for tag or alias writes: in aliases mode every model is returned,
+        so that an alias moved by hand is seen.
+        """
+        ...
+
+    def pending_versions(self, name: str = "") -> list[ModelVersion]:
+        """Return the versions tagged PENDING_TAG, of every model or of the model `name`."""
+        ...
 
     def all_versions(self) -> list[ModelVersion]: ...

@@ -14,7 +14,14 @@ from registry.events import CREATED_BY_TAG
 from registry.gateway import source_key
 from registry.services import ApproverDirectory, Blocks, Notifier, Recipient
 from registry.settings import Settings
-from registry.versions import ModelVersion, RegistryGateway, RunSummary, VersionNotFound
+from registry.versions import (
+    PENDING_TAG,
+    ModelStamp,
+    ModelVersion,
+    RegistryGateway,
+    RunSummary,
+    VersionNotFound,
+)
 
 
 class Crash(BaseException):
@@ -34,6 +41,9 @@ class FakeGateway:
         self.runs: dict[str, RunSummary] = {}
         self.clock = clock  # stamps each version's creation time, as MLflow does
         self.reads_since = 0  # versions created_since read: its cost
+        # Each model's update time (ms), moved as MLflow moves last_updated_timestamp: by a
+        # new version or a stage change, never by a tag; strictly later each time.
+        self.updated: dict[str, int] = {}
         # Called after each write as (op, version, stage or tags); True: die there, once.
         self.die_after: Callable[[str, str, Any], bool] | None = None
 
@@ -73,6 +83,7 @@ class FakeGateway:
     ) -> ModelVersion:
         """Register a version as a pipeline's own step would: none of our tags."""
         versions = self.models.setdefault(name, {})
+        self._touch(name)
         version = str(len(versions) + 1)
         created = int(self.clock() * 1000)
         versions[version] = ModelVersion(
@@ -113,6 +124,7 @@ class FakeGateway:
                     self._put(replace(mv, stage="Archived"))
                     archived.append(mv.version)
         self._put(replace(self.get_version(name, version), stage=stage))
+        self._touch(name)
         self._maybe_die("move", version, stage)
         return archived
 
@@ -135,6 +147,20 @@ class FakeGateway:
 
     def all_versions(self) -> list[ModelVersion]:
         return [mv for name in self.models for mv in self.versions(name)]
+
+    def models_updated_since(self, since: int) -> list[ModelStamp]:
+        stamps = [ModelStamp(name, self.updated.get(name, 0)) for name in self.models]
+        return sorted((s for s in stamps if s.updated_at >= since), key=lambda s: -s.updated_at)
+
+    def pending_versions(self, name: str = "") -> list[ModelVersion]:
+        return [
+            mv
+            for mv in self.all_versions()
+            if (not name or mv.name == name) and mv.tags.get(PENDING_TAG) == "true"
+        ]
+
+    def _touch(self, name: str) -> None:
+        self.updated[name] = max(int(self.clock() * 1000), self.updated.get(name, -1) + 1)
 
     def _put(self, mv: ModelVersion) -> None:
         self.models[mv.name][mv.version] = mv

@@ -220,6 +220,7 @@ def test_the_newest_first_read_stops_at_the_window(default_cache_mlflow, monkeyp
         pages.append(kwargs.get("page_token"))
         return search(*args, **kwargs)
 
+    monkeypatch.setattr(gateway_module, "CREATED_FIRST_PAGE", 1)
     monkeypatch.setattr(gateway_module, "CREATED_PAGE", 1)
     monkeypatch.setattr(gw.client, "search_model_versions", counted)
     found = gw.created_since(since)

@@ -41,6 +41,7 @@ from registry.reports import RollbackPlan
 from registry.services import Services
 from registry.settings import Settings
 from registry.slack import ResponseUrlFailed
+from registry.sweep import SweepMemory
 from registry.sweep import sweep as run_sweep
 
 log = logging.getLogger(__name__)
@@ -372,14 +373,20 @@ def alert(
 
 @shared_task(bind=True, name=TASK_SWEEP)
 def sweep(self: Task) -> dict:
-    """Run the periodic sweep over every model; a model whose lock is busy waits for the next."""
+    """Run the periodic sweep over the models with work; a busy model waits for the next."""
     settings: Settings = self.app.registry_settings
     client = redis_client(settings.redis_url)
     lock = lambda name: model_lock(client, name, wait=5)  # noqa: E731
-    report = run_sweep(services(settings), lock)
+    report = run_sweep(services(settings), lock, memory=sweep_memory())
     # Now and then, the guard entries again from the registry (a Redis may have lost them).
     watchlist.rebuild(client, services(settings), lock)
     return {action: len(done) for action, done in report.done.items()}
+
+
+@cache
+def sweep_memory() -> SweepMemory:
+    """Return what this process's sweeps remember; its first sweep reads every version."""
+    return SweepMemory()
 
 
 def _run(
