@@ -32,6 +32,7 @@ ALERT_KEY = "registry-bot:alert:{key}"
 REBUILT_KEY = "registry-bot:guarded:rebuilt"
 ALERT_TTL = 30 * 86400  # longer than any alert stays firing before it resolves
 REBUILD_EVERY = 300  # seconds between rebuilds from the registry
+CLOCK_SKEW = 60.0  # seconds the worker's clock and the registry's may disagree by
 
 
 def publish(client: redis.Redis, model: str, entry: Watched | None, now: float) -> None:
@@ -88,11 +89,19 @@ def rebuild(
     *,
     force: bool = False,
 ) -> int:
-    """Rebuild every model's guard entry from the registry, at most every REBUILD_EVERY s."""
+    """Rebuild the guard entries from the registry, at most every REBUILD_EVERY s.
+
+    Only a model whose Production changed within its guard window can have an entry, and
+    such a change moves the model's update time: the models updated since the longest
+    window began (with a minute for clocks that disagree) are read, newest first, so the
+    cost follows recent changes, not the registry's size (in aliases mode, where alias
+    writes leave that time alone, every model is read).
+    """
     if not (force or client.set(REBUILT_KEY, "1", nx=True, ex=REBUILD_EVERY)):
         return 0
     guarded = 0
-    for name in svc.gateway.model_names():
+    since = svc.clock() - longest_guard_window(svc.settings.policy) - CLOCK_SKEW
+    for name in (m.name for m in svc.gateway.models_updated_since(max(0, int(since * 1000)))):
         try:
             with lock(name):
                 guard = svc.settings.policy.for_model(name).guard
@@ -102,3 +111,8 @@ def rebuild(
             continue  # the next rebuild sees it
         guarded += entry is not None
     return guarded
+
+
+def longest_guard_window(policy: Policy) -> float:
+    """Return the longest guard window any model's policy sets, in seconds."""
+    return max(p.guard.window for p in (policy.defaults, *policy.models.values()))

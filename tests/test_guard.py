@@ -200,7 +200,7 @@ class Guarded:
 
     def __init__(self, policy: str = "", *, promoted_ago: float = 600.0) -> None:
         self.clock = Clock(NOW)
-        self.gateway = FakeGateway()
+        self.gateway = FakeGateway(self.clock)  # dates each change as MLflow does
         self.notifier = RecordingNotifier()
         self.events: list[LifecycleEvent] = []
         self.remembered: list[tuple[str, str]] = []
@@ -403,6 +403,27 @@ def test_the_door_queues_firing_alerts_for_a_guarded_version_and_resolved_ones_w
     assert not watchlist.concerns(redis_client, done, now)
     watchlist.remember_alert(redis_client, alert_key(done.fingerprint, done.starts_at), model_name)
     assert watchlist.concerns(redis_client, done, now)
+
+
+def test_the_rebuild_reads_only_the_models_changed_within_the_guard_window(redis_client):
+    from contextlib import nullcontext
+
+    from registry import watchlist
+
+    model = Guarded(promoted_ago=600)  # churn: promoted 10 minutes ago, a day's window
+    model.clock.advance(-3 * DAY)  # "old": its last change three days before churn's
+    model.gateway.register("old", "run7", "model", "", {})
+    model.gateway.move("old", "1", "Production")
+    model.clock.advance(3 * DAY)
+    read: list[str] = []
+    versions = model.gateway.versions
+    model.gateway.versions = lambda name: read.append(name) or versions(name)  # type: ignore[method-assign]
+    assert watchlist.rebuild(redis_client, model.svc, lambda name: nullcontext(), force=True) == 1
+    assert read == ["churn"]
+    model.clock.advance(2 * DAY)  # now churn's window is over too: nothing left to read
+    read.clear()
+    assert watchlist.rebuild(redis_client, model.svc, lambda name: nullcontext(), force=True) == 0
+    assert read == []
 
 
 def test_production_changes_move_the_guard_entry(redis_client, model_name):
