@@ -77,11 +77,15 @@ class Bench:
 
     @classmethod
     def open(cls) -> Bench:
-        """Start Redis (unless one answers), the MLflow server and the Slack double."""
+        """Start a Redis of its own, the MLflow server and the Slack double.
+
+        Never a Redis that already answers: the bench flushes its databases, and another
+        bench or test run on the same server would take its queued tasks.
+        """
         bench = cls(Path(tempfile.mkdtemp(prefix="registry-bot-bench-")))
-        bench.redis_base, redis_proc = devkit.stack.find_or_start_redis(bench.workdir / "redis")
-        if redis_proc is not None:
-            bench.procs.append(redis_proc)
+        redis_port = devkit.stack.free_port()
+        bench.procs.append(devkit.stack.start_redis(redis_port, bench.workdir / "redis"))
+        bench.redis_base = f"redis://127.0.0.1:{redis_port}"
         started = time.perf_counter()
         port = devkit.stack.free_port()
         server = devkit.stack.start_mlflow_server(port, bench.workdir / "mlflow")
