@@ -28,7 +28,7 @@ install: $(STAMP)
 # the browser test drives the system's Chromium, installed here if missing and root.
 test: install
 	bash scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=10 $(PYTEST_ARGS)
 
 # The whole loop on this machine with the browser sandbox; Ctrl-C stops it (devkit/demo.py).
 demo: install

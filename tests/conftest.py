@@ -149,7 +149,27 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_line(line)
 
 
+# The modules that take minutes, longest first: collected first, so that in a parallel run
+# they start at once instead of being handed out last, to a process that runs them alone.
+LONG_MODULES = (
+    "test_production_shape.py",
+    "test_governance_flow.py",
+    "test_soak.py",
+    "test_demo.py",
+    "test_burst.py",
+    "test_guard_flow.py",
+    "test_faults.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the `test_zz_*` checks last of the session, so they see every log it wrote."""
+    """Collect the long modules first; run the `test_zz_*` checks last of the session (of
+    its process, in a parallel run), so they see every log it wrote."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_MODULES.index(name) if name in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)  # stable: each module's own order is kept
     last = [item for item in items if item.name.startswith("test_zz_")]
     items[:] = [item for item in items if item not in last] + last
