@@ -9,6 +9,7 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.deps import QUEUE_DOWN, Deps
+from bot.listeners.clicks import authorised_click, ephemeral, from_home
 from registry.messages import (
     APPROVE_ACTION,
     REASON_BLOCK,
@@ -33,7 +34,7 @@ def register(app: App) -> None:
 
 def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> None:
     """Acknowledge at once; refuse non-approvers; queue the approval."""
-    click = _authorised_click(ack, context, body, "approve", respond)
+    click = authorised_click(ack, context, body, "approve", respond, parse_button_value)
     if click is None:
         return
     deps, user, model, version = click
@@ -47,7 +48,7 @@ def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> 
         home=from_home(body),
     )
     if not queued:
-        _ephemeral(respond, QUEUE_DOWN, context, body)
+        ephemeral(respond, QUEUE_DOWN, context, body)
 
 
 def on_reject(
@@ -60,7 +61,9 @@ def on_reject(
     checks the record again before anything changes.
     """
     requester = button_requester(body["actions"][0]["value"])
-    click = _authorised_click(ack, context, body, "reject", respond, requester=requester)
+    click = authorised_click(
+        ack, context, body, "reject", respond, parse_button_value, requester=requester
+    )
     if click is None:
         return
     deps, _, model, version = click
@@ -70,48 +73,6 @@ def on_reject(
     client.views_open(
         trigger_id=body["trigger_id"],
         view=reject_modal(model, version, channel=channel, message_ts=ts, home=from_home(body)),
-    )
-
-
-def _authorised_click(
-    ack: Ack,
-    context: BoltContext,
-    body: dict,
-    verb: str,
-    respond: Respond,
-    *,
-    requester: str = "",
-) -> tuple[Deps, str, str, str] | None:
-    """Ack a button click; return (deps, user, model, version), or None after a refusal.
-
-    The refusal is the model's (`Deps.refusal`); for Reject, `requester` (as the button
-    names them) may open it to withdraw, approver or not.
-    """
-    ack()
-    deps: Deps = context["deps"]
-    user = body["user"]["id"]
-    model, version = parse_button_value(body["actions"][0]["value"])
-    refusal = deps.refusal(user, verb, model, requester=requester)
-    if refusal:
-        _ephemeral(respond, refusal, context, body)
-        return None
-    return deps, user, model, version
-
-
-def from_home(body: dict) -> bool:
-    """Say whether a click came from the App Home tab rather than a channel message."""
-    return (body.get("view") or {}).get("type") == "home"
-
-
-def _ephemeral(respond: Respond, text: str, context: BoltContext, body: dict) -> None:
-    """Tell the clicker something only they see, where they will see it."""
-    if body.get("response_url"):
-        respond(text=text, response_type="ephemeral", replace_original=False)
-        return
-    # A click in the Home tab comes with no response URL: say it in the notice channel.
-    deps: Deps = context["deps"]
-    context.client.chat_postEphemeral(
-        channel=deps.settings.slack_channel, user=body["user"]["id"], text=text
     )
 
 

@@ -9,6 +9,7 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.deps import QUEUE_DOWN, Deps
+from bot.listeners.clicks import authorised_click, ephemeral
 from registry.messages import (
     ACCEPT_ACTION,
     ACCEPT_MODAL,
@@ -33,7 +34,7 @@ def register(app: App) -> None:
 
 def on_revert(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> None:
     """Acknowledge; refuse anyone but the model's approvers; queue the revert."""
-    click = _authorised(ack, context, body, "revert", respond)
+    click = authorised_click(ack, context, body, "revert", respond, parse_alert_value)
     if click is None:
         return
     deps, user, model, key = click
@@ -45,14 +46,14 @@ def on_revert(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> N
         user=user,
         response_url=body.get("response_url", ""),
     )
-    _ephemeral(respond, REVERTING.format(model=model) if queued else QUEUE_DOWN)
+    ephemeral(respond, REVERTING.format(model=model) if queued else QUEUE_DOWN, context, body)
 
 
 def on_accept(
     ack: Ack, body: dict, context: BoltContext, client: WebClient, respond: Respond
 ) -> None:
     """Acknowledge; refuse non-approvers; open the reason modal while trigger_id is valid."""
-    click = _authorised(ack, context, body, "accept", respond)
+    click = authorised_click(ack, context, body, "accept", respond, parse_alert_value)
     if click is None:
         return
     deps, _, model, key = click
@@ -88,22 +89,3 @@ def on_accept_submitted(ack: Ack, body: dict, view: dict, context: BoltContext) 
     if not queued:
         text = refusal or QUEUE_DOWN
         context.client.chat_postEphemeral(channel=meta["channel"], user=user, text=text)
-
-
-def _authorised(
-    ack: Ack, context: BoltContext, body: dict, verb: str, respond: Respond
-) -> tuple[Deps, str, str, str] | None:
-    """Ack an alert button; return (deps, user, model, key), or None after a refusal."""
-    ack()
-    deps: Deps = context["deps"]
-    user = body["user"]["id"]
-    model, key = parse_alert_value(body["actions"][0]["value"])
-    refusal = deps.refusal(user, verb, model)
-    if refusal:
-        _ephemeral(respond, refusal)
-        return None
-    return deps, user, model, key
-
-
-def _ephemeral(respond: Respond, text: str) -> None:
-    respond(text=text, response_type="ephemeral", replace_original=False)
