@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import Ack, App, BoltContext, BoltRequest, BoltResponse, Respond
+from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from bot.deps import OTHER_WORKSPACE, Deps
@@ -53,7 +54,9 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
     def provide_deps(context: BoltContext, next):  # noqa: A002 (Bolt's argument name)
         context["deps"] = deps
         if context.response_url:
-            context["respond"] = RetryingRespond(response_url=context.response_url)
+            context["respond"] = RetryingRespond(
+                response_url=context.response_url, fallback=_ephemeral_to_clicker(context)
+            )
         next()
 
     app.middleware(only_our_workspace)
@@ -112,12 +115,20 @@ class AckWaitingExecutor(ThreadPoolExecutor):
         return future
 
 
+Fallback = Callable[[str, dict[str, Any]], None]
+
+
 class RetryingRespond(Respond):
-    """Bolt's `respond`, retrying a response URL's 429s and 5xx as every other Slack call does.
+    """Bolt's `respond`, retrying a response URL's 429s and 5xx as every other Slack call does,
+    and saying it with `chat.postEphemeral` when the response URL still will not take it.
 
     Bolt's own retries only a refused connection, so a Slack hiccup would lose a refusal
     or a "try again" silently: the person would never hear why nothing happened.
     """
+
+    def __init__(self, *, response_url: str, fallback: Fallback | None = None, **kw: Any):
+        super().__init__(response_url=response_url, **kw)
+        self.fallback = fallback
 
     def __call__(self, text: str = "", **message: Any) -> WebhookResponse:  # type: ignore[override]
         client = WebhookClient(
@@ -126,7 +137,29 @@ class RetryingRespond(Respond):
         resp = client.send(text=text, **message)
         if resp.status_code != 200:
             log.error("could not answer through the response URL: %s", resp.status_code)
+            if self.fallback is not None:
+                self.fallback(text, message)
         return resp
+
+
+def _ephemeral_to_clicker(context: BoltContext) -> Fallback | None:
+    """Return how to tell the person who clicked or typed, in that channel, without the
+    response URL (Slack limits `chat.postEphemeral` apart from response URLs)."""
+    channel, user, client = context.channel_id, context.user_id, context.client
+    if not (channel and user and client):
+        return None
+
+    def tell(text: str, message: dict[str, Any]) -> None:
+        try:
+            client.chat_postEphemeral(
+                channel=channel, user=user, text=text, blocks=message.get("blocks")
+            )
+        except SlackApiError as exc:  # both ways refused: nothing more to try from here
+            log.error(
+                "could not answer with chat.postEphemeral either: %s", exc.response.status_code
+            )
+
+    return tell
 
 
 def only_our_workspace(context: BoltContext, next, logger: logging.Logger):  # noqa: A002

@@ -298,6 +298,35 @@ def test_a_refusal_reaches_the_clicker_through_slack_500s(stacks, slack, mlflow_
     assert len([c for c in slack.calls("response_url") if c.path == path]) == 3
 
 
+def test_a_refusal_the_response_url_keeps_refusing_is_told_with_an_ephemeral(
+    stacks, slack, mlflow_server, model_name
+):
+    loop = stacks.get(services=SERVICES)
+    version, ts = stage(loop, slack, mlflow_server, model_name)
+    posted_before = len(slack.calls("chat.postEphemeral"))
+    slack.fail_next("response_url", status=429, retry_after=1, count=4)  # past the retries
+    resp, url = click(
+        loop.bot_url,
+        slack,
+        user="UOUTSIDER",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
+    assert resp.status_code == 200
+    told = wait_for(
+        lambda: [
+            c
+            for c in slack.calls("chat.postEphemeral")[posted_before:]
+            if c.status == 200 and c.params.get("user") == "UOUTSIDER"
+        ],
+        "the refusal as an ephemeral",
+    )
+    assert "not one" in told[0].params["text"] and told[0].params["channel"] == "CNOTICES"
+    path = "/response/" + url.rsplit("/", 1)[-1]
+    assert [c.status for c in slack.calls("response_url") if c.path == path] == [429] * 4
+
+
 def test_an_answer_slack_keeps_refusing_fails_the_task_so_that_it_retries(slack):
     from registry.services import Recipient
     from registry.settings import Settings

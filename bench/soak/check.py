@@ -12,6 +12,7 @@ from bench.soak.drive import Click, Event, Ledger
 from bench.soak.slack import SlackSide
 from bench.soak.stack import QUEUE, SoakStack
 from bench.stack import CHANNEL
+from registry.decisions import NOT_APPROVER
 from registry.gateway import MlflowGateway
 from registry.notice import NOTICE_EVENT
 from registry.record import history_of
@@ -22,6 +23,7 @@ NEEDS_REASON = ("rolled_back", "archived", "rejected")
 LEFT = ("archived", "rejected", "expired")
 PROMOTED_REPLY = "Production, approved by"  # "is now ...", or "was promoted to ..." if replaced
 REJECTED_REPLY = "was rejected"
+NOT_APPROVER_END = NOT_APPROVER.rsplit(";", 1)[-1]  # "you are not one.": a refusal's words
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Seen:
     side: SlackSide
     notice_at: dict[tuple[str, str], float]
     ephemerals: list[dict]
+    counted: set[int] = field(default_factory=set)  # ephemerals already counted for a click
 
     def version(self, model: str, version: str) -> ModelVersion | None:
         return next((mv for mv in self.versions.get(model, []) if mv.version == version), None)
@@ -210,7 +213,7 @@ def _outcome(seen: Seen, click: Click) -> tuple[bool, bool]:
         )
         return decided, answered or _told_ephemerally(seen, click)
     decided = tags("decision") == "approved" and click.user in tags("decided_by").split(",")
-    return decided, answered
+    return decided, answered or _told_ephemerally(seen, click)
 
 
 def _rollback_outcome(seen: Seen, click: Click) -> tuple[bool, bool]:
@@ -230,13 +233,16 @@ def _rollback_outcome(seen: Seen, click: Click) -> tuple[bool, bool]:
 
 
 def _told_ephemerally(seen: Seen, click: Click) -> bool:
-    """Say whether the worker or bot told the clicker something about this version."""
+    """Say whether the worker or bot told the clicker, with an ephemeral no other click was
+    counted for, something about this version, a refusal or "try again"."""
     name = f"{click.model} v{click.version}"
-    return any(
-        e.get("user") == click.user
-        and (name in e.get("text", "") or "try again" in e.get("text", ""))
-        for e in seen.ephemerals
-    )
+    for i, e in enumerate(seen.ephemerals):
+        text = e.get("text", "")
+        about = name in text or "try again" in text or NOT_APPROVER_END in text
+        if i not in seen.counted and e.get("user") == click.user and about:
+            seen.counted.add(i)
+            return True
+    return False
 
 
 def _check_queue(stack: SoakStack, found: Findings) -> None:
