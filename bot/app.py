@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -16,7 +17,7 @@ from bot.deps import OTHER_WORKSPACE, Deps
 from bot.listeners import commands, decisions, governance, home
 from registry.approvers import SlackDirectory
 from registry.dedup import DeliveryLedger
-from registry.queue import Producer
+from registry.queue import TASK_TELL, Producer
 from registry.settings import Settings
 from registry.slack import retry_handlers, web_client
 
@@ -55,7 +56,7 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
         context["deps"] = deps
         if context.response_url:
             context["respond"] = RetryingRespond(
-                response_url=context.response_url, fallback=_ephemeral_to_clicker(context)
+                response_url=context.response_url, fallback=_fallback(context, deps)
             )
         next()
 
@@ -142,10 +143,12 @@ class RetryingRespond(Respond):
         return resp
 
 
-def _ephemeral_to_clicker(context: BoltContext) -> Fallback | None:
-    """Return how to tell the person who clicked or typed, in that channel, without the
-    response URL (Slack limits `chat.postEphemeral` apart from response URLs)."""
+def _fallback(context: BoltContext, deps: Deps) -> Fallback | None:
+    """Return how to tell the person who clicked or typed when the response URL will not
+    take it: `chat.postEphemeral` in that channel (Slack limits it apart from response
+    URLs), else the worker's `tell` task, which keeps trying while Slack is busy."""
     channel, user, client = context.channel_id, context.user_id, context.client
+    response_url = context.response_url or ""
     if not (channel and user and client):
         return None
 
@@ -154,10 +157,21 @@ def _ephemeral_to_clicker(context: BoltContext) -> Fallback | None:
             client.chat_postEphemeral(
                 channel=channel, user=user, text=text, blocks=message.get("blocks")
             )
-        except SlackApiError as exc:  # both ways refused: nothing more to try from here
+            return
+        except SlackApiError as exc:
             log.error(
                 "could not answer with chat.postEphemeral either: %s", exc.response.status_code
             )
+        queued = deps.enqueue(
+            TASK_TELL,
+            event_id=f"tell-{uuid.uuid4().hex}",
+            channel=channel,
+            user=user,
+            response_url=response_url,
+            text=text,
+        )
+        if not queued:
+            log.error("could not queue the answer either; it is lost", extra={"user": user})
 
     return tell
 

@@ -40,6 +40,7 @@ TASK_REVERT = "registry_bot.revert"
 TASK_ACCEPT = "registry_bot.accept"
 TASK_PUBLISH_HOME = "registry_bot.publish_home"
 TASK_ALERT = "registry_bot.alert"
+TASK_TELL = "registry_bot.tell"  # an answer the bot could not get to Slack itself
 
 # A worker killed whole (main process and pool: a lost node, an OOM-killed container) never
 # acks what it held, and Redis gives a message back only once it has been unacked for

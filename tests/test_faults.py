@@ -327,6 +327,32 @@ def test_a_refusal_the_response_url_keeps_refusing_is_told_with_an_ephemeral(
     assert [c.status for c in slack.calls("response_url") if c.path == path] == [429] * 4
 
 
+def test_a_refusal_slack_refuses_both_ways_is_handed_to_the_worker(
+    stacks, slack, mlflow_server, model_name
+):
+    loop = stacks.get(services=SERVICES)
+    version, ts = stage(loop, slack, mlflow_server, model_name)
+    slack.fail_next("response_url", status=429, retry_after=1, count=4)  # past the retries
+    slack.fail_next("chat.postEphemeral", status=500, count=4)
+    resp, url = click(
+        loop.bot_url,
+        slack,
+        user="UOUTSIDER",
+        action_id=APPROVE_ACTION,
+        value=button_value(model_name, version),
+        message_ts=ts,
+    )
+    assert resp.status_code == 200
+    path = "/response/" + url.rsplit("/", 1)[-1]
+    told = wait_for(
+        lambda: [c for c in slack.calls("response_url") if c.path == path and c.status == 200],
+        "the refusal, told by the worker",
+        timeout=60,
+    )
+    assert "not one" in told[0].params["text"]
+    assert [c.status for c in slack.calls("response_url") if c.path == path] == [429] * 4 + [200]
+
+
 def test_an_answer_slack_keeps_refusing_fails_the_task_so_that_it_retries(slack):
     from registry.services import Recipient
     from registry.settings import Settings

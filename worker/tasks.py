@@ -36,9 +36,10 @@ from registry.queue import (
     TASK_STAGE_EVENT,
     TASK_STAGE_VERSION,
     TASK_SWEEP,
+    TASK_TELL,
 )
 from registry.reports import RollbackPlan
-from registry.services import Services
+from registry.services import Recipient, Services
 from registry.settings import Settings
 from registry.slack import ResponseUrlFailed
 from registry.sweep import SweepMemory
@@ -193,6 +194,15 @@ def reject(
 def publish_home(self: Task, *, event_id: str, user: str) -> str:
     """Publish the user's App Home tab."""
     return _run(self, "", event_id, lambda svc: home_tab.publish_home(svc, user), lock=False)
+
+
+@shared_task(bind=True, name=TASK_TELL, max_retries=MAX_RETRIES)
+def tell(
+    self: Task, *, event_id: str, channel: str, user: str, response_url: str, text: str
+) -> str:
+    """Tell a person what the bot could not get to Slack itself, retrying while Slack is busy."""
+    to = Recipient(channel, user, response_url)
+    return _run(self, "", event_id, lambda svc: svc.notifier.tell(to, text) or "told", lock=False)
 
 
 def _then_home(svc: Services, outcome: str, user: str) -> str:
