@@ -47,6 +47,7 @@ class _Link:
     connection: ServerConnection
     app_token: str
     opened_at: float = field(default_factory=time.time)
+    greeted: threading.Event = field(default_factory=threading.Event)  # its hello is sent
 
 
 class NotConnected(RuntimeError):
@@ -135,6 +136,7 @@ class SocketModeServer:
         with self._cond:
             envelope.sent_at = time.time()
             self._envelopes[envelope.envelope_id] = envelope
+        link.greeted.wait(5)  # as on Slack, an app hears hello before any envelope
         link.connection.send(json.dumps(message))
         return envelope
 
@@ -185,10 +187,13 @@ class SocketModeServer:
             connection.close(BAD_TICKET, "invalid ticket")
             return
         link = _Link(connection, app_token)
-        connection.send(json.dumps(self._hello()))
+        hello = self._hello()
+        # Registered before the hello goes out: an app may push the moment it reads it.
         with self._cond:
             self._links.append(link)
             self._cond.notify_all()
+        connection.send(json.dumps(hello))
+        link.greeted.set()
         try:
             for message in connection:
                 self._on_message(message)
