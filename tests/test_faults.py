@@ -276,10 +276,8 @@ def test_slack_500s_are_retried_without_duplicates(stack, slack, mlflow_server, 
     assert len([c for c in slack.calls("chat.postMessage") if c.status == 500]) >= 2
 
 
-def test_a_refusal_reaches_the_clicker_through_slack_500s(stacks, slack, mlflow_server, model_name):
-    loop = stacks.get(services=SERVICES)
-    version, ts = stage(loop, slack, mlflow_server, model_name)
-    slack.fail_next("response_url", status=500, count=2)
+def outsider_approves(loop, slack, model_name: str, version: str, ts: str) -> str:
+    """Click Approve as a non-approver; return the path of the click's response URL."""
     resp, url = click(
         loop.bot_url,
         slack,
@@ -289,7 +287,14 @@ def test_a_refusal_reaches_the_clicker_through_slack_500s(stacks, slack, mlflow_
         message_ts=ts,
     )
     assert resp.status_code == 200
-    path = "/response/" + url.rsplit("/", 1)[-1]
+    return "/response/" + url.rsplit("/", 1)[-1]
+
+
+def test_a_refusal_reaches_the_clicker_through_slack_500s(stacks, slack, mlflow_server, model_name):
+    loop = stacks.get(services=SERVICES)
+    version, ts = stage(loop, slack, mlflow_server, model_name)
+    slack.fail_next("response_url", status=500, count=2)
+    path = outsider_approves(loop, slack, model_name, version, ts)
     told = wait_for(
         lambda: [c for c in slack.calls("response_url") if c.path == path and c.status == 200],
         "the refusal",
@@ -305,15 +310,7 @@ def test_a_refusal_the_response_url_keeps_refusing_is_told_with_an_ephemeral(
     version, ts = stage(loop, slack, mlflow_server, model_name)
     posted_before = len(slack.calls("chat.postEphemeral"))
     slack.fail_next("response_url", status=429, retry_after=1, count=4)  # past the retries
-    resp, url = click(
-        loop.bot_url,
-        slack,
-        user="UOUTSIDER",
-        action_id=APPROVE_ACTION,
-        value=button_value(model_name, version),
-        message_ts=ts,
-    )
-    assert resp.status_code == 200
+    path = outsider_approves(loop, slack, model_name, version, ts)
     told = wait_for(
         lambda: [
             c
@@ -323,7 +320,6 @@ def test_a_refusal_the_response_url_keeps_refusing_is_told_with_an_ephemeral(
         "the refusal as an ephemeral",
     )
     assert "not one" in told[0].params["text"] and told[0].params["channel"] == "CNOTICES"
-    path = "/response/" + url.rsplit("/", 1)[-1]
     assert [c.status for c in slack.calls("response_url") if c.path == path] == [429] * 4
 
 
@@ -334,16 +330,7 @@ def test_a_refusal_slack_refuses_both_ways_is_handed_to_the_worker(
     version, ts = stage(loop, slack, mlflow_server, model_name)
     slack.fail_next("response_url", status=429, retry_after=1, count=4)  # past the retries
     slack.fail_next("chat.postEphemeral", status=500, count=4)
-    resp, url = click(
-        loop.bot_url,
-        slack,
-        user="UOUTSIDER",
-        action_id=APPROVE_ACTION,
-        value=button_value(model_name, version),
-        message_ts=ts,
-    )
-    assert resp.status_code == 200
-    path = "/response/" + url.rsplit("/", 1)[-1]
+    path = outsider_approves(loop, slack, model_name, version, ts)
     told = wait_for(
         lambda: [c for c in slack.calls("response_url") if c.path == path and c.status == 200],
         "the refusal, told by the worker",
