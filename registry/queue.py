@@ -41,6 +41,7 @@ TASK_ACCEPT = "registry_bot.accept"
 TASK_PUBLISH_HOME = "registry_bot.publish_home"
 TASK_ALERT = "registry_bot.alert"
 TASK_TELL = "registry_bot.tell"  # an answer the bot could not get to Slack itself
+HOST = socket.gethostname()  # in a task message's origin, as Celery writes it
 
 # A worker killed whole (main process and pool: a lost node, an OOM-killed container) never
 # acks what it held, and Redis gives a message back only once it has been unacked for
@@ -162,9 +163,6 @@ def task_message(
             "delivery_tag": str(uuid.uuid4()),
         },
     }
-
-
-HOST = socket.gethostname()
 
 
 class Producer:

@@ -327,34 +327,10 @@ def interaction(bot_url: str, payload: dict, **kw: Any) -> requests.Response:
     return slack_post(bot_url, body, content_type="application/x-www-form-urlencoded", **kw)
 
 
-def click(
-    bot_url: str,
-    slack,
-    *,
-    user: str,
-    action_id: str,
-    value: str,
-    message_ts: str = "",
-    channel: str = "CNOTICES",
-    team: str = "T0TEST",
-    tag: str = "",
-    message: dict | None = None,
-) -> tuple[requests.Response, str]:
-    """Click a button as `user`; return the answer and the response URL Slack would give.
-
-    `message` is the channel message clicked, sent along whole as Slack does.
-    """
-    payload, response_url = click_payload(
-        slack,
-        user=user,
-        action_id=action_id,
-        value=value,
-        message_ts=message_ts,
-        channel=channel,
-        team=team,
-        tag=tag,
-        message=message,
-    )
+def click(bot_url: str, slack, **kw: Any) -> tuple[requests.Response, str]:
+    """Click a button (what `click_payload` takes) as `user`; return the answer and the
+    response URL Slack would give. `message` is the channel message clicked, sent whole."""
+    payload, response_url = click_payload(slack, **kw)
     return interaction(bot_url, payload), response_url
 
 
