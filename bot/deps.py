@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,8 @@ from registry.services import ApproverDirectory
 from registry.settings import Settings
 
 OTHER_WORKSPACE = "registry-bot serves a single workspace; this request came from another one."
+log = logging.getLogger(__name__)
+
 QUEUE_DOWN = "registry-bot could not queue that just now; nothing changed. Please try again."
 
 
@@ -42,8 +45,11 @@ class Deps:
 
     def enqueue(self, task: str, **kwargs: Any) -> bool:
         """Queue a task with primitive keyword arguments; False if the queue is down."""
+        ctx = {"task": task, "event_id": kwargs.get("event_id", "")}
         try:
             self.producer.send(task, **kwargs)
-        except QueueUnavailable:
+        except QueueUnavailable as exc:
+            log.warning("could not queue: %s", exc, extra=ctx)
             return False
+        log.info("queued", extra=ctx)
         return True

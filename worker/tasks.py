@@ -415,9 +415,10 @@ def _run(
     try:
         with metrics().task_seconds.labels(task.name).time():
             if not lock:
-                return _counted(task, work(services(settings)))
-            with model_lock(redis_client(settings.redis_url), model_name):
-                return _counted(task, work(services(settings)))
+                outcome = work(services(settings))
+            else:
+                with model_lock(redis_client(settings.redis_url), model_name):
+                    outcome = work(services(settings))
     except Exception as exc:
         transient = is_transient(exc)
         metrics().task_failures.labels(task.name, str(transient).lower()).inc()
@@ -429,6 +430,9 @@ def _run(
             raise task.retry(exc=exc, countdown=delay) from exc
         log.exception("task failed for good", extra=ctx)
         raise
+    # One line per task with the event it ran for: a click or an event can be followed.
+    log.info("task done: %s", outcome, extra=ctx)
+    return _counted(task, outcome)
 
 
 @cache

@@ -195,7 +195,7 @@ def _check_click(seen: Seen, click: Click, found: Findings) -> None:
         found.wrong.append(f"{what}: counted, though it should have been refused")
     if not (decided or answered):
         note = f" ({click.note})" if click.note else ""
-        found.lost.append(f"{what}: neither decided nor answered{note}")
+        found.lost.append(f"{what}: neither decided nor answered{note}; {_trace(seen, click)}")
 
 
 def _outcome(seen: Seen, click: Click) -> tuple[bool, bool]:
@@ -230,6 +230,17 @@ def _rollback_outcome(seen: Seen, click: Click) -> tuple[bool, bool]:
         else []
     )
     return decided, refused or bool(final)
+
+
+def _trace(seen: Seen, click: Click) -> str:
+    """Say what became of a lost click, as far as the soak can see: for the logs' reader."""
+    mv = seen.version(click.model, click.version) if click.version else None
+    state = f"{mv.stage}, decision {mv.tag('decision')!r} by {mv.tag('decided_by')!r}" if mv else ""
+    return (
+        f"bot answered {click.status}, event id {click.event_id or '-'}, "
+        f"response URL posts {seen.side.attempts(click.reply) if click.reply else '-'}, "
+        f"version {state or '-'}"
+    )
 
 
 def _told_ephemerally(seen: Seen, click: Click) -> bool:

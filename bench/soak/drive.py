@@ -52,6 +52,7 @@ class Click:
     at: float = 0.0
     status: int = 0
     note: str = ""  # why the click went no further (no plan, no modal)
+    event_id: str = ""  # the id the bot queued it under
 
 
 @dataclass
@@ -222,7 +223,7 @@ class ClickDriver:
     def approve(self, user: str, model: str, version: str, ts: str, kind: str = "approve") -> None:
         click = self.ledger.add_click(Click(kind, user, model, version, at=time.time()))
         sent = self.side.click(user, APPROVE_ACTION, button_value(model, version), ts)
-        click.reply, click.status = sent.reply, sent.status
+        click.reply, click.status, click.event_id = sent.reply, sent.status, sent.event_id
 
     def reject(self, user: str, model: str, version: str, ts: str) -> None:
         """Press Reject, wait for the modal, type a reason and submit it."""
@@ -231,7 +232,7 @@ class ClickDriver:
         click.at = time.time()
         opened_before = len(self.double.calls("views.open"))
         sent = self.side.click(user, REJECT_ACTION, button_value(model, version), ts)
-        click.reply, click.status = sent.reply, sent.status
+        click.reply, click.status, click.event_id = sent.reply, sent.status, sent.event_id
         view = self._modal((REJECT_MODAL, model, version), opened_before)
         if view is None:
             click.note = "no modal opened"

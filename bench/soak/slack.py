@@ -24,6 +24,7 @@ class Sent:
 
     status: int
     reply: str  # the response URL's name; the double records its posts under this path
+    event_id: str = ""  # the id the bot queues a click under (its task logs name it)
 
 
 class SlackSide:
@@ -46,7 +47,9 @@ class SlackSide:
             message_ts=message_ts,
             **SOAK,
         )
-        return Sent(self._post({"payload": json.dumps(payload)}), reply)
+        action = payload["actions"][0]
+        event_id = f"click-{action['action_ts']}-{user}"
+        return Sent(self._post({"payload": json.dumps(payload)}), reply, event_id)
 
     def submit(self, user: str, view: dict, reason: str) -> int:
         """Submit a modal the bot opened, with `reason` typed in."""
@@ -72,6 +75,11 @@ class SlackSide:
         path = "/response/" + quote(reply, safe="")
         calls = self.double.calls("response_url")
         return [c.params for c in calls if c.path == path and c.status == 200]
+
+    def attempts(self, reply: str) -> list[int]:
+        """Return the status of every post to a response URL, taken or not, oldest first."""
+        path = "/response/" + quote(reply, safe="")
+        return [c.status for c in self.double.calls("response_url") if c.path == path]
 
     def _post(self, form: dict[str, str]) -> int:
         body = urlencode(form)
