@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -211,9 +212,10 @@ def _outcome(seen: Seen, click: Click) -> tuple[bool, bool]:
             click.user,
             click.reason,
         )
-        return decided, answered or _told_ephemerally(seen, click)
-    decided = tags("decision") == "approved" and click.user in tags("decided_by").split(",")
-    return decided, answered or _told_ephemerally(seen, click)
+    else:
+        decided = tags("decision") == "approved" and click.user in tags("decided_by").split(",")
+    # A decided click needs no answer: it must not take an ephemeral another click was told.
+    return decided, answered or (not decided and _told_ephemerally(seen, click))
 
 
 def _rollback_outcome(seen: Seen, click: Click) -> tuple[bool, bool]:
@@ -245,15 +247,19 @@ def _trace(seen: Seen, click: Click) -> str:
 
 def _told_ephemerally(seen: Seen, click: Click) -> bool:
     """Say whether the worker or bot told the clicker, with an ephemeral no other click was
-    counted for, something about this version, a refusal or "try again"."""
-    name = f"{click.model} v{click.version}"
-    for i, e in enumerate(seen.ephemerals):
-        text = e.get("text", "")
-        about = name in text or "try again" in text or NOT_APPROVER_END in text
-        if i not in seen.counted and e.get("user") == click.user and about:
-            seen.counted.add(i)
-            return True
-    return False
+    counted for, something about this version or else a refusal or "try again"."""
+    # "m2 v1" must not match a text about m2 v17; one naming the version is taken first.
+    name = re.compile(re.escape(f"{click.model} v{click.version}") + r"\b")
+    mine = [
+        (i, e.get("text", ""))
+        for i, e in enumerate(seen.ephemerals)
+        if i not in seen.counted and e.get("user") == click.user
+    ]
+    about = [i for i, text in mine if name.search(text)]
+    about += [i for i, text in mine if "try again" in text or NOT_APPROVER_END in text]
+    if about:
+        seen.counted.add(about[0])
+    return bool(about)
 
 
 def _check_queue(stack: SoakStack, found: Findings) -> None:
