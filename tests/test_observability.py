@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from devkit.stack import free_port
+from registry.queue import TASK_STAGE_EVENT
 from tests.support import SERVICES, log_model, slash, stage, wait_for, wait_notice
 
 pytestmark = pytest.mark.slow
@@ -72,3 +73,6 @@ def test_log_lines_about_an_event_name_it(stack, slack, mlflow_server, model_nam
     ]
     assert {e["msg"] for e in about} >= {"registered", "notice posted"}
     assert all(e.get("event_id") == event_id and e.get("version") == "1" for e in about)
+    # And the task's own last line, with its outcome: a click or an event can be followed.
+    done = [e for e in lines if e["logger"] == "worker.tasks" and e["msg"].startswith("task done")]
+    assert [(e.get("event_id"), e.get("task")) for e in done] == [(event_id, TASK_STAGE_EVENT)]
