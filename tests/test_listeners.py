@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,12 +137,18 @@ def ephemeral(text: str) -> dict:
 # -- Approve and Reject ----------------------------------------------------------------
 
 
-def test_approve_by_an_approver_queues_the_approval(slack):
+def test_approve_by_an_approver_queues_the_approval(slack, caplog):
     body = click(APPROVER, APPROVE_ACTION, button_value("churn", "3"))
-    decisions.on_approve(ack=slack.ack, body=body, context=slack.context, respond=slack.respond)
+    with caplog.at_level(logging.INFO, logger="bot.deps"):
+        decisions.on_approve(ack=slack.ack, body=body, context=slack.context, respond=slack.respond)
     assert slack.ack.calls == [{}]
+    event_id = f"click-1700000001.000200-{APPROVER}"
+    # The click can be followed: the bot's line names the id the worker's lines will carry.
+    assert [(r.getMessage(), r.event_id, r.task) for r in caplog.records] == [
+        ("queued", event_id, TASK_APPROVE)
+    ]
     assert slack.sent_once(TASK_APPROVE) == {
-        "event_id": f"click-1700000001.000200-{APPROVER}",
+        "event_id": event_id,
         "model_name": "churn",
         "version": "3",
         "user": APPROVER,
@@ -223,12 +230,16 @@ def test_a_reason_closes_the_modal_and_queues_the_rejection(slack):
     }
 
 
-def test_queue_down_the_clicker_is_told_to_try_again(slack):
+def test_queue_down_the_clicker_is_told_to_try_again(slack, caplog):
     slack.producer.down = True
     body = click(APPROVER, APPROVE_ACTION, button_value("churn", "3"))
-    decisions.on_approve(ack=slack.ack, body=body, context=slack.context, respond=slack.respond)
+    with caplog.at_level(logging.INFO, logger="bot.deps"):
+        decisions.on_approve(ack=slack.ack, body=body, context=slack.context, respond=slack.respond)
     assert slack.ack.calls == [{}]
     assert slack.respond.calls == [ephemeral(QUEUE_DOWN)]
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records] == [
+        ("WARNING", "could not queue")
+    ]
 
     ack = Recorder()
     view = submitted("worse on the EU slice")
