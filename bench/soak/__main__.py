@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from bench.soak.run import QUICK, Plan, figures, soak, table
 
@@ -19,12 +19,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", help="also write the figures and findings to this file")
     parser.add_argument("--keep", action="store_true", help="keep the logs even if it passes")
     parser.add_argument(
+        "--seed", type=int, help="seed of the chaos, the faults and the clicks (default: 7)"
+    )
+    parser.add_argument(
         "--mlflow-url", default="", help="use this MLflow server (never restarted) instead of one"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-    result = soak(QUICK if args.quick else Plan(), mlflow_url=args.mlflow_url, keep=args.keep)
+    plan = QUICK if args.quick else Plan()
+    if args.seed is not None:
+        plan = replace(plan, seed=args.seed)
+    result = soak(plan, mlflow_url=args.mlflow_url, keep=args.keep)
     print(table(result))
     problems = result.findings.problems() + result.chaos.errors
     for line in problems[:50]:

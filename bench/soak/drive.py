@@ -149,7 +149,7 @@ ACTIONS = ["approve"] * 5 + ["pair"] * 2 + ["reject"] * 2 + ["outsider", "rollba
 class ClickDriver:
     """Clicks on the notices as they appear, from several approvers, some at once."""
 
-    def __init__(self, side: SlackSide, double: SlackDouble, ledger: Ledger, seed: int = 13):
+    def __init__(self, side: SlackSide, double: SlackDouble, ledger: Ledger, seed: int = 7):
         self.side, self.double, self.ledger = side, double, ledger
         self.random = random.Random(seed)
         self.pool = ThreadPoolExecutor(6)

@@ -38,6 +38,7 @@ class Plan:
     mlflow_restart: bool = True
     settle_seconds: float = 600.0
     sweep_interval: int = 30
+    seed: int = 7  # the chaos schedule, the faults and the clicks; a finding replays with it
 
 
 # The variant `make test` runs: kills early, so their work is back well within the run, and
@@ -99,7 +100,8 @@ def _soak(stack: SoakStack, plan: Plan) -> Result:
     models = [f"soak-{run}-m{i}" for i in range(plan.models)]
     runs = _runs(stack, models, plan.events, f"soak-{run}")
     ledger, side = Ledger(), SlackSide(stack.bot_url, stack.slack)
-    events, clicks = EventDriver(stack.webhooks_url, ledger), ClickDriver(side, stack.slack, ledger)
+    events = EventDriver(stack.webhooks_url, ledger)
+    clicks = ClickDriver(side, stack.slack, ledger, seed=plan.seed)
     stop = threading.Event()
     calm = _calm(stack, ledger, side, events, runs[: plan.calm_events], plan)
     chaos = Chaos(
@@ -111,7 +113,9 @@ def _soak(stack: SoakStack, plan: Plan) -> Result:
             kills_within=plan.kills_within,
             redis=plan.redis_restart,
             mlflow=plan.mlflow_restart,
+            seed=plan.seed,
         ),
+        seed=plan.seed,
     )
     chaos.start()
     clicking = threading.Thread(
@@ -205,6 +209,7 @@ def figures(result: Result) -> dict:
         "calm_deliveries": result.calm_deliveries,
         "calm_redeliveries": result.calm_redeliveries,
         "redeliveries": result.redeliveries,
+        "seed": result.plan.seed,
         "seconds": round(result.seconds),
         "settle_seconds": round(result.settle_seconds),
     }
@@ -233,6 +238,7 @@ def table(result: Result) -> str:
             f"{f['calm_redeliveries']} of {f['calm_deliveries']} tasks / {f['redeliveries']}",
         ),
         ("soak time (settling)", f"{f['seconds']} s ({f['settle_seconds']} s)"),
+        ("seed", str(f["seed"])),
     ]
     lines = ["| figure | value |", "| --- | --- |"]
     lines += [f"| {name} | {value} |" for name, value in rows]
