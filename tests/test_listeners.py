@@ -414,7 +414,7 @@ def test_rollback_confirm_by_an_approver_asks_for_the_reason_then_queues_it(slac
     commands.on_rollback_submitted(ack=ack, body=body, view=view, context=slack.context)
     assert ack.calls == [{}]  # the modal closes
     assert slack.sent_once(TASK_ROLLBACK) == {
-        "event_id": "rollback-churn-2",
+        "event_id": "view-V0ROLLBACK",
         "model_name": "churn",
         "current": "3",
         "target": "2",
@@ -479,6 +479,7 @@ def test_confirm_on_an_alerts_channel_plan_queues_at_once_and_closes_it_for_ever
     assert slack.client.opened == []  # the alert is its reason: no modal
     sent = slack.sent_once(TASK_ROLLBACK)
     assert (sent["reason"], sent["response_url"]) == ("HighErrorRate", "")
+    assert sent["event_id"] == f"click-1700000001.000200-{APPROVER}"  # this click's own id
     [closed] = slack.respond.calls
     assert closed["response_type"] == "in_channel" and closed["replace_original"] is True
     assert "*Confirmed* by <@UAPPROVER1>" in closed["text"]

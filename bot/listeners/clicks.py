@@ -36,6 +36,12 @@ def authorised_click(
     return deps, user, model, what
 
 
+def click_id(body: dict) -> str:
+    """Return the id a click's task is queued and logged under: one per click."""
+    action = body["actions"][0]
+    return f"click-{action.get('action_ts', '')}-{body['user']['id']}"
+
+
 def from_home(body: dict) -> bool:
     """Say whether a click came from the App Home tab rather than a channel message."""
     return (body.get("view") or {}).get("type") == "home"

@@ -11,6 +11,7 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.deps import QUEUE_DOWN, Deps
+from bot.listeners.clicks import click_id
 from registry.commands import APPROVER_VERBS, CommandError, help_text, parse_command
 from registry.guard import PLAN_CANCELLED, PLAN_CONFIRMED, closed_plan
 from registry.messages import REASON_BLOCK, REASON_INPUT, escape, format_time, mention
@@ -133,7 +134,7 @@ def on_rollback_submitted(ack: Ack, body: dict, view: dict, context: BoltContext
     user, response_url = body["user"]["id"], meta.get("response_url", "")
     queued = deps.enqueue(
         TASK_ROLLBACK,
-        event_id=f"rollback-{meta['model']}-{meta['target']}",
+        event_id=f"view-{view.get('id', '')}",  # one per submission, as a rejection's
         model_name=meta["model"],
         current=meta["current"],
         target=meta["target"],
@@ -159,7 +160,7 @@ def _confirm_channel_plan(
     """Queue an alert's channel plan with the alert's reason; replace it for everyone."""
     queued = deps.enqueue(
         TASK_ROLLBACK,
-        event_id=f"rollback-{plan.model}-{plan.target}",
+        event_id=click_id(body),
         model_name=plan.model,
         current=plan.current,
         target=plan.target,

@@ -9,7 +9,7 @@ from slack_bolt import Ack, App, BoltContext, Respond
 from slack_sdk import WebClient
 
 from bot.deps import QUEUE_DOWN, Deps
-from bot.listeners.clicks import authorised_click, ephemeral, from_home
+from bot.listeners.clicks import authorised_click, click_id, ephemeral, from_home
 from registry.messages import (
     APPROVE_ACTION,
     REASON_BLOCK,
@@ -40,7 +40,7 @@ def on_approve(ack: Ack, body: dict, context: BoltContext, respond: Respond) -> 
     deps, user, model, version = click
     queued = deps.enqueue(
         TASK_APPROVE,
-        event_id=_click_id(body),
+        event_id=click_id(body),
         model_name=model,
         version=version,
         user=user,
@@ -97,8 +97,3 @@ def on_reject_submitted(ack: Ack, body: dict, view: dict, context: BoltContext) 
     )
     if not queued:
         context.client.chat_postEphemeral(channel=meta["channel"], user=user, text=QUEUE_DOWN)
-
-
-def _click_id(body: dict) -> str:
-    action = body["actions"][0]
-    return f"click-{action.get('action_ts', '')}-{body['user']['id']}"
