@@ -55,6 +55,19 @@ VISIBILITY_TIMEOUT = 60
 HELD_RENEW_EVERY = 10
 RESTORE_SCAN_EVERY = 5
 
+# kombu's Redis transport takes a message off the queue with BRPOP and records it as
+# unacked only after that reply is read: a worker killed in between loses the message for
+# good (kombu#305, celery#7950; the chaos soak lost a retried event this way). So every
+# task message is also written to a journal when it is queued, and struck off once a worker
+# has it recorded as unacked (Celery's task_received). An entry older than JOURNAL_GRACE
+# that is neither waiting in the queue nor held unacked was lost in that gap and is queued
+# again (`resend_lost`, run by one worker every RESEND_EVERY seconds): at least once, never
+# lost, and every task is idempotent. An entry sent again RESEND_LIMIT times is given up.
+JOURNAL_GRACE = 30
+RESEND_EVERY = 10
+RESEND_LIMIT = 5
+UNACKED = "unacked"  # kombu's hash of held messages (its default `unacked_key`)
+
 
 class QueueUnavailable(RuntimeError):
     """The broker did not take the task; nothing was enqueued."""
@@ -127,37 +140,45 @@ def task_message(
     body = json.dumps(
         [[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
     )
+    celery_headers = {
+        "lang": "py",
+        "task": task,
+        "id": task_id,
+        "shadow": None,
+        "eta": None,
+        "expires": None,
+        "group": None,
+        "group_index": None,
+        "retries": 0,
+        "timelimit": [None, None],
+        "root_id": task_id,
+        "parent_id": None,
+        "argsrepr": "()",
+        "kwargsrepr": repr(kwargs),
+        "origin": f"gen{os.getpid()}@{HOST}",
+        "ignore_result": True,
+        "replaced_task_nesting": 0,
+        "stamped_headers": None,
+        "stamps": {},
+        **headers,
+    }
+    return envelope(body, celery_headers, exchange="", routing_key=queue)
+
+
+def envelope(
+    body: str, headers: dict[str, Any], *, exchange: str, routing_key: str, reply_to: str = ""
+) -> dict[str, Any]:
+    """Wrap a task message's JSON body and headers as kombu's Redis transport stores them."""
     return {
         "body": base64.b64encode(body.encode()).decode(),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": {
-            "lang": "py",
-            "task": task,
-            "id": task_id,
-            "shadow": None,
-            "eta": None,
-            "expires": None,
-            "group": None,
-            "group_index": None,
-            "retries": 0,
-            "timelimit": [None, None],
-            "root_id": task_id,
-            "parent_id": None,
-            "argsrepr": "()",
-            "kwargsrepr": repr(kwargs),
-            "origin": f"gen{os.getpid()}@{HOST}",
-            "ignore_result": True,
-            "replaced_task_nesting": 0,
-            "stamped_headers": None,
-            "stamps": {},
-            **headers,
-        },
+        "headers": headers,
         "properties": {
-            "correlation_id": task_id,
-            "reply_to": "",
+            "correlation_id": headers["id"],
+            "reply_to": reply_to,
             "delivery_mode": 2,  # persistent
-            "delivery_info": {"exchange": "", "routing_key": queue},
+            "delivery_info": {"exchange": exchange, "routing_key": routing_key},
             "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": str(uuid.uuid4()),
@@ -165,10 +186,94 @@ def task_message(
     }
 
 
+def journal_keys(queue: str) -> tuple[str, str]:
+    """Return the journal's hash (task id -> entry) and its index (task id -> sent at)."""
+    return f"{queue}:journal", f"{queue}:journal:sent"
+
+
+def journal_entry(raw: str, resent: int = 0) -> str:
+    """Return a journal entry: the message exactly as queued, and how often it was resent."""
+    return json.dumps({"message": raw, "resent": resent})
+
+
+def journal(pipe: Any, queue: str, task_id: str, raw: str, at: float) -> None:
+    """Add the writes that journal one queued message to `pipe` (a Redis pipeline)."""
+    entries, index = journal_keys(queue)
+    pipe.hset(entries, task_id, journal_entry(raw))
+    pipe.zadd(index, {task_id: at})
+
+
+def strike_off(client: redis.Redis, queue: str, task_id: str) -> None:
+    """Remove a message from the journal: a worker holds it now (kombu can give it back)."""
+    _forget(client, queue, task_id)
+
+
+def _forget(client: redis.Redis, queue: str, *task_ids: str) -> None:
+    entries, index = journal_keys(queue)
+    pipe = client.pipeline(transaction=False)
+    pipe.hdel(entries, *task_ids)
+    pipe.zrem(index, *task_ids)
+    pipe.execute()
+
+
+def resend_lost(
+    client: redis.Redis, queue: str, *, now: float | None = None, grace: float = JOURNAL_GRACE
+) -> list[str]:
+    """Queue again every journaled message older than `grace` that is neither waiting in the
+    queue nor held unacked; return their task ids.
+
+    The queue is read before the held messages, so a message moving from one to the other
+    meanwhile is seen in the second; one struck off meanwhile is not sent again.
+    """
+    now = time.time() if now is None else now
+    entries, index = journal_keys(queue)
+    stale = {_text(t) for t in client.zrangebyscore(index, "-inf", now - grace, 0, 500)}
+    if not stale:
+        return []
+    waiting = {_message_id(raw) for raw in client.lrange(queue, 0, -1)} & stale
+    held = {_message_id(json.loads(raw)[0]) for raw in client.hvals(UNACKED)} & stale
+    if held:  # struck off late (a worker died just after taking it): kombu has it
+        _forget(client, queue, *held)
+    resent = []
+    for task_id in sorted(stale - waiting - held):
+        found = client.hget(entries, task_id)
+        if found is None:
+            continue  # a worker took it just now
+        entry = json.loads(found)
+        message = json.loads(entry["message"])
+        what = {"task_id": task_id, "task": message["headers"].get("task")}
+        if entry["resent"] >= RESEND_LIMIT:
+            log.error("a queued task was lost %s times; giving up", entry["resent"], extra=what)
+            _forget(client, queue, task_id)
+            continue
+        # A delivery tag of its own: kombu keys what a worker holds by it.
+        message["properties"]["delivery_tag"] = str(uuid.uuid4())
+        raw = json.dumps(message)
+        pipe = client.pipeline(transaction=True)
+        pipe.hset(entries, task_id, journal_entry(raw, entry["resent"] + 1))
+        pipe.zadd(index, {task_id: now})
+        pipe.lpush(queue, raw)
+        pipe.execute()
+        log.warning("queued again: a task lost between the queue and a worker", extra=what)
+        resent.append(task_id)
+    return resent
+
+
+def _message_id(message: Any) -> str:
+    """Return the task id of a queued message (raw JSON or decoded)."""
+    decoded = json.loads(message) if isinstance(message, bytes | str) else message
+    return str((decoded.get("headers") or {}).get("id", ""))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class Producer:
     """Sends tasks by name: keyword-only primitive arguments and an `enqueued_at` header.
 
-    A task is one LPUSH of a prepared message onto the queue's list, on a Redis client the
+    A task is one LPUSH of a prepared message onto the queue's list (with its journal entry,
+    in the same transaction), on a Redis client the
     process keeps: what `Celery.send_task` ends in, without its per-call routing, message
     building and (in kombu's Redis transport) a new client object per message, which made
     up most of an enqueue's time. With `celery`, tasks go through its `send_task` instead
@@ -195,10 +300,14 @@ class Producer:
             if self.celery is not None:
                 self.celery.send_task(task, kwargs=kwargs, retry=False, headers=headers)
                 return
-            message = task_message(
-                task, kwargs, task_id=str(uuid.uuid4()), queue=self.queue, headers=headers
-            )
-            self.redis.lpush(self.queue, json.dumps(message))
+            task_id = str(uuid.uuid4())
+            message = task_message(task, kwargs, task_id=task_id, queue=self.queue, headers=headers)
+            raw = json.dumps(message)
+            # One round trip, all or nothing: the message and its journal entry.
+            pipe = self.redis.pipeline(transaction=True)
+            journal(pipe, self.queue, task_id, raw, headers["enqueued_at"])
+            pipe.lpush(self.queue, raw)
+            pipe.execute()
         except Exception as exc:  # kombu raises several types for an unreachable broker
             ctx = {
                 "task": task,

@@ -13,6 +13,9 @@ from kombu import Connection
 
 from registry.queue import (
     HELD_RENEW_EVERY,
+    JOURNAL_GRACE,
+    RESEND_EVERY,
+    RESEND_LIMIT,
     RESTORE_SCAN_EVERY,
     TASK_STAGE_EVENT,
     VISIBILITY_TIMEOUT,
@@ -20,11 +23,14 @@ from registry.queue import (
     QueueUnavailable,
     celery_app,
     celery_config,
+    journal,
+    journal_keys,
     renew_held,
+    resend_lost,
     task_message,
 )
 from registry.settings import Settings
-from tests.support import log_model, wait_notice
+from tests.support import log_model, wait_for, wait_notice
 
 SHORT = 2.0  # a visibility timeout the test can outlive in seconds, not minutes
 
@@ -145,3 +151,143 @@ def test_a_task_the_producer_sends_is_run_by_the_real_worker(stack, slack, mlflo
     kwargs = {"model_name": model_name, "run_id": run_id, "requested_by": "UREQUESTER"}
     producer.send(TASK_STAGE_EVENT, event_id=f"queue-test-{uuid.uuid4().hex}", **kwargs)
     wait_notice(slack, model_name, timeout=60)
+
+
+# -- The journal: a message a killed worker took off the queue before recording it -----------
+
+
+@pytest.fixture
+def journaled(redis_url):
+    """A producer on a queue of its own, and a Redis client on the same database."""
+    url, name = f"{redis_url}/9", f"registry-bot-queue-test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(mlflow_tracking_uri="x", redis_url=url, queue=name)
+    client = redis.Redis.from_url(url)
+    yield Producer(settings), client, settings
+    client.delete(name, *journal_keys(name))
+
+
+def sent_one(producer: Producer, client: redis.Redis) -> str:
+    """Send one task; return its id, as the queued message and the journal name it."""
+    producer.send(TASK_STAGE_EVENT, **KWARGS)
+    [raw] = client.lrange(producer.queue, 0, -1)
+    task_id = json.loads(raw)["headers"]["id"]
+    entries, index = journal_keys(producer.queue)
+    assert json.loads(json.loads(client.hget(entries, task_id))["message"]) == json.loads(raw)
+    assert client.zscore(index, task_id) <= time.time()
+    return task_id
+
+
+LATER = JOURNAL_GRACE + 1
+
+
+def test_a_message_taken_off_the_queue_and_never_recorded_is_queued_again(journaled):
+    producer, client, settings = journaled
+    task_id = sent_one(producer, client)
+    client.rpop(producer.queue)  # what a worker's BRPOP did just before it was killed
+    assert resend_lost(client, producer.queue, now=time.time() + LATER) == [task_id]
+    [raw] = client.lrange(producer.queue, 0, -1)
+    # The same task, decoded by a worker's channel as the first copy would have been.
+    options = celery_config(settings)["broker_transport_options"]
+    with Connection(settings.redis_url, transport_options=options) as conn:
+        simple = conn.SimpleQueue(producer.queue)
+        message = simple.get(timeout=5)
+        assert message.headers["id"] == task_id and message.decode()[1] == KWARGS
+        message.ack()
+        simple.close()
+    entries, _ = journal_keys(producer.queue)
+    assert json.loads(client.hget(entries, task_id))["resent"] == 1
+
+
+def test_a_message_still_waiting_in_the_queue_is_not_sent_again(journaled):
+    producer, client, _ = journaled
+    sent_one(producer, client)
+    assert resend_lost(client, producer.queue, now=time.time() + LATER) == []
+    assert client.llen(producer.queue) == 1
+
+
+def test_a_lost_message_is_left_alone_within_the_grace(journaled):
+    producer, client, _ = journaled
+    sent_one(producer, client)
+    client.rpop(producer.queue)
+    assert resend_lost(client, producer.queue, now=time.time() + JOURNAL_GRACE / 2) == []
+    assert client.llen(producer.queue) == 0
+
+
+def test_a_held_message_is_struck_off_and_not_sent_again(journaled):
+    producer, client, settings = journaled
+    task_id = sent_one(producer, client)
+    options = celery_config(settings)["broker_transport_options"]
+    with Connection(settings.redis_url, transport_options=options) as conn:
+        simple = conn.SimpleQueue(producer.queue)
+        message = simple.get(timeout=5)  # held: in kombu's unacked hash, never struck off
+        assert resend_lost(client, producer.queue, now=time.time() + LATER) == []
+        assert client.hget(journal_keys(producer.queue)[0], task_id) is None
+        assert client.llen(producer.queue) == 0
+        message.ack()
+        simple.close()
+
+
+def test_a_message_lost_again_and_again_is_given_up(journaled, caplog):
+    producer, client, _ = journaled
+    task_id = sent_one(producer, client)
+    now = time.time()
+    for attempt in range(1, RESEND_LIMIT + 1):
+        client.rpop(producer.queue)
+        now += LATER
+        assert resend_lost(client, producer.queue, now=now) == [task_id], attempt
+    client.rpop(producer.queue)
+    assert resend_lost(client, producer.queue, now=now + LATER) == []
+    assert client.hlen(journal_keys(producer.queue)[0]) == 0
+    assert any("giving up" in r.getMessage() for r in caplog.records)
+
+
+def test_a_message_the_worker_queues_itself_is_journaled_too(journaled):
+    """A retry or an event delivery goes through Celery's own publish, not the producer."""
+    _, client, settings = journaled
+    from worker.app import create_celery
+
+    app = create_celery(settings)
+    app.send_task(TASK_STAGE_EVENT, kwargs=KWARGS, countdown=2)  # a retry's countdown
+    [raw] = client.lrange(settings.queue, 0, -1)
+    task_id = json.loads(raw)["headers"]["id"]
+    client.rpop(settings.queue)
+    assert resend_lost(client, settings.queue, now=time.time() + LATER) == [task_id]
+    options = celery_config(settings)["broker_transport_options"]
+    with Connection(settings.redis_url, transport_options=options) as conn:
+        simple = conn.SimpleQueue(settings.queue)
+        message = simple.get(timeout=5)
+        assert message.headers["task"] == TASK_STAGE_EVENT and message.headers["eta"]
+        assert message.decode()[1] == KWARGS
+        message.ack()
+        simple.close()
+
+
+@pytest.mark.slow
+def test_the_worker_strikes_off_what_it_takes_and_runs_what_was_lost(stack, slack, mlflow_server):
+    client = redis.Redis.from_url(stack.redis_url)
+    entries, index = journal_keys(stack.queue)
+    producer = Producer(
+        Settings(mlflow_tracking_uri="x", redis_url=stack.redis_url, queue=stack.queue)
+    )
+    first, lost = (f"queue-test-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for model_name in (first, lost):
+        kwargs = {"model_name": model_name, "requested_by": "UREQUESTER"}
+        kwargs["run_id"] = log_model(mlflow_server, constant=2.0)
+        if model_name == first:
+            producer.send(TASK_STAGE_EVENT, event_id=f"queue-test-{uuid.uuid4().hex}", **kwargs)
+            wait_notice(slack, model_name, timeout=60)
+            # Struck off when the worker took it (the sweep, sent by beat, is never journaled).
+            wait_for(lambda: client.hlen(entries) == 0, "the first struck off", 10)
+            continue
+        # Journaled, then taken off the queue by a worker that died before recording it.
+        task_id = str(uuid.uuid4())
+        kwargs["event_id"] = f"queue-test-{uuid.uuid4().hex}"
+        raw = json.dumps(
+            task_message(TASK_STAGE_EVENT, kwargs, task_id=task_id, queue=stack.queue, headers={})
+        )
+        pipe = client.pipeline()
+        journal(pipe, stack.queue, task_id, raw, time.time() - JOURNAL_GRACE)
+        pipe.execute()
+    wait_notice(slack, lost, timeout=JOURNAL_GRACE + 3 * RESEND_EVERY)
+    wait_for(lambda: client.hlen(entries) == 0, "the journal emptied", 10)
+    assert client.zcard(index) == 0

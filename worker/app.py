@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Any
 
-from celery import Celery, bootsteps
+import redis
+from celery import Celery, bootsteps, current_app
+from celery.signals import before_task_publish, task_received
+from kombu.utils.json import dumps
 
-from registry.queue import HELD_RENEW_EVERY, TASK_SWEEP, celery_app, renew_held
+from registry.queue import (
+    HELD_RENEW_EVERY,
+    RESEND_EVERY,
+    TASK_SWEEP,
+    celery_app,
+    envelope,
+    journal,
+    renew_held,
+    resend_lost,
+    strike_off,
+)
 from registry.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,6 +36,7 @@ def create_celery(settings: Settings | None = None, *, require_slack: bool = Fal
     app = celery_app(settings, include=["worker.tasks"])
     app.conf.beat_schedule = beat_schedule(settings)
     app.steps["consumer"].add(RenewHeld)
+    app.steps["consumer"].add(ResendLost)
     app.registry_settings = settings  # type: ignore[attr-defined]
     return app
 
@@ -64,3 +80,83 @@ class RenewHeld(bootsteps.StartStopStep):
             self.tref = None
 
     shutdown = stop
+
+
+class ResendLost(bootsteps.StartStopStep):
+    """Queue again what a killed worker took off the queue before recording it as held
+    (registry.queue.resend_lost); one worker at a time, every RESEND_EVERY seconds."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.tref = None
+
+    def start(self, parent) -> None:
+        channel = parent.task_consumer.channel
+        queue = parent.app.registry_settings.queue
+        self.tref = parent.timer.call_repeatedly(RESEND_EVERY, self.resend, (channel, queue))
+
+    def resend(self, channel, queue: str) -> None:
+        try:
+            with channel.conn_or_acquire() as client:
+                if client.set(f"{queue}:journal:lock", "1", nx=True, ex=RESEND_EVERY):
+                    resend_lost(client, queue)
+        except Exception as exc:  # a broker that is down now is retried next time
+            log.warning("could not look for lost tasks: %s", exc)
+
+    def stop(self, parent) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    shutdown = stop
+
+
+def _settings() -> Settings | None:
+    return getattr(current_app, "registry_settings", None)
+
+
+def _client(settings: Settings) -> redis.Redis:
+    from worker.tasks import redis_client  # one client per process, shared with the tasks
+
+    return redis_client(settings.redis_url)
+
+
+@before_task_publish.connect(weak=False, dispatch_uid="registry-bot-journal")
+def journal_published(
+    sender: str = "",
+    body: Any = None,
+    exchange: str = "",
+    routing_key: str = "",
+    headers: dict | None = None,
+    properties: dict | None = None,
+    **_: Any,
+) -> None:
+    """Journal a message the worker queues itself (a retry, an event delivery), as the
+    producer journals its own; the sweep, which beat sends again anyway, is left out."""
+    settings = _settings()
+    if settings is None or sender == TASK_SWEEP or not headers or "id" not in headers:
+        return
+    raw = envelope(
+        dumps(body),
+        dict(headers),
+        exchange=exchange or "",
+        routing_key=routing_key or settings.queue,
+        reply_to=(properties or {}).get("reply_to") or "",
+    )
+    pipe = _client(settings).pipeline(transaction=True)
+    journal(pipe, settings.queue, headers["id"], dumps(raw), time.time())
+    pipe.execute()
+
+
+@task_received.connect(weak=False, dispatch_uid="registry-bot-journal-received")
+def journal_received(request: Any = None, **_: Any) -> None:
+    """Strike a message off the journal once this worker has it recorded as held."""
+    settings = _settings()
+    if settings is None or request is None:
+        return
+    try:
+        strike_off(_client(settings), settings.queue, request.id)
+    except redis.RedisError as exc:  # left in the journal: found held, or sent again
+        log.warning("could not strike a task off the journal: %s", exc)
