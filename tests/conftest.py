@@ -14,6 +14,12 @@ from devkit.slack_double import SlackDouble
 from devkit.stack import find_or_start_redis, free_port, start_mlflow_server, start_redis, stop
 from tests.support import SERVICES, SLACK_SIGNING_SECRET, TOKEN, Stack, StackFactory
 
+# MLflow's client telemetry sets and unsets an environment variable from a thread of its
+# own; a test process copying its environment meanwhile (every service it starts) can then
+# fail an MLflow call with KeyError '_MLFLOW_TELEMETRY_SESSION_ID' (seen once in a parallel
+# run). The tests send no telemetry.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 USERS = {
     "UAPPROVER1": {"name": "ada", "email": "ada@example.com"},
     "UAPPROVER2": {"name": "grace", "email": "grace@example.com"},
