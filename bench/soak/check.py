@@ -16,6 +16,7 @@ from bench.stack import CHANNEL
 from registry.decisions import NOT_APPROVER
 from registry.gateway import MlflowGateway
 from registry.notice import NOTICE_EVENT
+from registry.queue import UNACKED, journal_keys
 from registry.record import history_of
 from registry.versions import ModelVersion
 
@@ -265,12 +266,16 @@ def _told_ephemerally(seen: Seen, click: Click) -> bool:
 def _check_queue(stack: SoakStack, found: Findings) -> None:
     try:
         client = stack.redis()
-        waiting, held = client.llen(QUEUE), client.hlen("unacked")
+        waiting, held = client.llen(QUEUE), client.hlen(UNACKED)
+        journaled = client.hlen(journal_keys(QUEUE)[0])
     except redis.RedisError as exc:
         found.queue.append(f"queue unreadable: {exc}")
         return
-    if waiting or held:
-        found.queue.append(f"queue not empty: {waiting} waiting, {held} taken and unacked")
+    if waiting or held or journaled:
+        found.queue.append(
+            f"queue not empty: {waiting} waiting, {held} taken and unacked, "
+            f"{journaled} in the journal (queued, never taken by a worker)"
+        )
 
 
 def _notice_key(message: dict) -> tuple[str, str] | None:

@@ -20,6 +20,7 @@ from bench.soak.stack import SoakStack
 log = logging.getLogger(__name__)
 
 REDELIVERED = "redelivered: the worker that held this task died"
+RESENT = "queued again: a task lost between the queue and a worker"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Result:
     calm_deliveries: int = 0
     calm_redeliveries: int = 0
     redeliveries: int = 0
+    resent: int = 0  # taken off the queue by a worker killed before it held them
     settle_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -139,6 +141,7 @@ def _soak(stack: SoakStack, plan: Plan) -> Result:
         calm_deliveries=calm[0],
         calm_redeliveries=calm[1],
         redeliveries=stack.services["worker"].log().count(REDELIVERED),
+        resent=stack.services["worker"].log().count(RESENT),
         settle_seconds=time.monotonic() - settled,
     )
 
@@ -209,6 +212,7 @@ def figures(result: Result) -> dict:
         "calm_deliveries": result.calm_deliveries,
         "calm_redeliveries": result.calm_redeliveries,
         "redeliveries": result.redeliveries,
+        "resent_from_journal": result.resent,
         "seed": result.plan.seed,
         "seconds": round(result.seconds),
         "settle_seconds": round(result.settle_seconds),
@@ -237,6 +241,7 @@ def table(result: Result) -> str:
             "redeliveries: normal load / whole soak",
             f"{f['calm_redeliveries']} of {f['calm_deliveries']} tasks / {f['redeliveries']}",
         ),
+        ("lost by a killed worker, queued again from the journal", str(f["resent_from_journal"])),
         ("soak time (settling)", f"{f['seconds']} s ({f['settle_seconds']} s)"),
         ("seed", str(f["seed"])),
     ]
