@@ -7,7 +7,16 @@ import logging
 import os
 import sys
 
-CONTEXT_FIELDS = ("event_id", "model", "version", "user", "task", "notice_ts", "route")
+CONTEXT_FIELDS = (
+    "event_id",
+    "model",
+    "version",
+    "user",
+    "task",
+    "task_id",
+    "notice_ts",
+    "route",
+)
 
 
 class JsonFormatter(logging.Formatter):

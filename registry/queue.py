@@ -241,7 +241,7 @@ def resend_lost(
             continue  # a worker took it just now
         entry = json.loads(found)
         message = json.loads(entry["message"])
-        what = {"task_id": task_id, "task": message["headers"].get("task")}
+        what = {"task_id": task_id, "task": message["headers"].get("task"), **_about(message)}
         if entry["resent"] >= RESEND_LIMIT:
             log.error("a queued task was lost %s times; giving up", entry["resent"], extra=what)
             _forget(client, queue, task_id)
@@ -257,6 +257,16 @@ def resend_lost(
         log.warning("queued again: a task lost between the queue and a worker", extra=what)
         resent.append(task_id)
     return resent
+
+
+def _about(message: dict[str, Any]) -> dict[str, str]:
+    """Return the event id and model a queued message's task is about, for its log lines."""
+    try:
+        kwargs = json.loads(base64.b64decode(message["body"]))[1]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return {}
+    found = {"event_id": kwargs.get("event_id"), "model": kwargs.get("model_name")}
+    return {k: str(v) for k, v in found.items() if v}
 
 
 def _message_id(message: Any) -> str:

@@ -180,11 +180,13 @@ def sent_one(producer: Producer, client: redis.Redis) -> str:
 LATER = JOURNAL_GRACE + 1
 
 
-def test_a_message_taken_off_the_queue_and_never_recorded_is_queued_again(journaled):
+def test_a_message_taken_off_the_queue_and_never_recorded_is_queued_again(journaled, caplog):
     producer, client, settings = journaled
     task_id = sent_one(producer, client)
     client.rpop(producer.queue)  # what a worker's BRPOP did just before it was killed
     assert resend_lost(client, producer.queue, now=time.time() + LATER) == [task_id]
+    [said] = [r for r in caplog.records if r.getMessage().startswith("queued again")]
+    assert (said.task_id, said.event_id, said.model) == (task_id, "e-1", "churn")
     [raw] = client.lrange(producer.queue, 0, -1)
     # The same task, decoded by a worker's channel as the first copy would have been.
     options = celery_config(settings)["broker_transport_options"]
