@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 
@@ -11,6 +12,7 @@ import pytest
 import redis
 from kombu import Connection
 
+from devkit.stack import free_port, start_redis, stop
 from registry.queue import (
     HELD_RENEW_EVERY,
     JOURNAL_GRACE,
@@ -293,3 +295,31 @@ def test_the_worker_strikes_off_what_it_takes_and_runs_what_was_lost(stack, slac
     wait_notice(slack, lost, timeout=JOURNAL_GRACE + 3 * RESEND_EVERY)
     wait_for(lambda: client.hlen(entries) == 0, "the journal emptied", 10)
     assert client.zcard(index) == 0
+
+
+def test_the_journal_waits_for_a_redis_that_is_coming_back(tmp_path):
+    """A retry published while Redis restarts is journaled once Redis answers again."""
+    from worker.app import create_celery, journal_published
+
+    port = free_port()
+    settings = Settings(mlflow_tracking_uri="x", redis_url=f"redis://127.0.0.1:{port}/0")
+    create_celery(settings)  # the current app, whose settings the handler reads
+    started: list = []
+    later = threading.Timer(1.5, lambda: started.append(start_redis(port, tmp_path)))
+    later.start()
+    try:
+        journal_published(
+            sender=TASK_STAGE_EVENT,
+            body=((), KWARGS, {}),
+            routing_key=settings.queue,
+            headers={"id": "t-restart", "task": TASK_STAGE_EVENT},
+            properties={},
+        )
+        later.join()
+        client = redis.Redis.from_url(settings.redis_url)
+        assert client.hexists(journal_keys(settings.queue)[0], "t-restart")
+    finally:
+        later.cancel()
+        later.join()
+        for proc in started:
+            stop(proc)

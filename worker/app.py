@@ -26,6 +26,8 @@ from registry.settings import Settings
 
 log = logging.getLogger(__name__)
 
+JOURNAL_WAIT = 15.0  # seconds a journal write waits for Redis before the publish goes on
+
 
 def create_celery(settings: Settings | None = None, *, require_slack: bool = False) -> Celery:
     """Build the worker's Celery app, with its tasks and the scheduler's sweep."""
@@ -145,9 +147,20 @@ def journal_published(
         routing_key=routing_key or settings.queue,
         reply_to=(properties or {}).get("reply_to") or "",
     )
-    pipe = _client(settings).pipeline(transaction=True)
-    journal(pipe, settings.queue, headers["id"], dumps(raw), time.time())
-    pipe.execute()
+    # Redis restarting (or loading its file) refuses for a few seconds; so would the publish
+    # that follows, which kombu retries. Wait as long before publishing unjournaled.
+    deadline = time.monotonic() + JOURNAL_WAIT
+    while True:
+        try:
+            pipe = _client(settings).pipeline(transaction=True)
+            journal(pipe, settings.queue, headers["id"], dumps(raw), time.time())
+            pipe.execute()
+            return
+        except redis.RedisError as exc:
+            if time.monotonic() > deadline:
+                log.warning("queued without a journal entry: %s", exc, extra={"task": sender})
+                return
+            time.sleep(0.5)
 
 
 @task_received.connect(weak=False, dispatch_uid="registry-bot-journal-received")
