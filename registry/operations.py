@@ -31,6 +31,9 @@ from registry.versions import ModelVersion, VersionNotFound
 log = logging.getLogger(__name__)
 
 ROLLED_BACK = "Done: {model} v{target} is Production again."
+ROLLED_BACK_REPLACED = (
+    "Done: {model} v{target} was Production again, and a later version has replaced it since."
+)
 
 
 def answer_command(
@@ -113,8 +116,10 @@ def _finish(svc: Services, target: ModelVersion, to: Recipient) -> str:
     """Finish the rollback recorded on `target` and tell the person who confirmed it."""
     outcome = finish_rollback(svc, target)
     if outcome == "rolled_back":
-        done = ROLLED_BACK.format(model=escape(target.name), target=target.version)
-        svc.notifier.tell(to, done, replace=True)
+        serving = svc.gateway.get_version(target.name, target.version).stage == "Production"
+        done = ROLLED_BACK if serving else ROLLED_BACK_REPLACED
+        text = done.format(model=escape(target.name), target=target.version)
+        svc.notifier.tell(to, text, replace=True)
     return outcome
 
 

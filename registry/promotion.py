@@ -171,6 +171,10 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
     gw = svc.gateway
     at, by, old_version = mv.tag("rollback_at"), mv.tag("rollback_by"), mv.tag("rollback_from")
     channel = mv.tag("rollback_channel") or model_channel(svc, mv.name)
+    if mv.stage != "Production" and logged(mv, "rolled_back", since=at):
+        # It ran, and a later change replaced it before the channel was told: never move
+        # it back over the newer version, never call it off; say what happened, once.
+        return _announce_replaced_rollback(svc, mv, channel)
     if mv.stage != "Production":
         current = gw.production(mv.name)
         if current is not None and current.version != old_version:
@@ -215,6 +219,21 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
     text += during_freeze(svc, mv.name)
     tell_once(svc, mv, "rollback_told", text, channel=channel)
     gw.set_tags(mv.name, mv.version, prefixed({"rollback_done": at, "rollback_state": "done"}))
+    return "rolled_back"
+
+
+def _announce_replaced_rollback(svc: Services, mv: ModelVersion, channel: str) -> str:
+    """Announce a recorded rollback whose target a later version has replaced since."""
+    old_version = mv.tag("rollback_from")
+    for version in (old_version, mv.version):
+        redraw_notice(svc, svc.gateway.get_version(mv.name, version))
+    text = rollback_announcement(
+        mv.name, old_version, mv.version, mv.tag("rollback_by"), mv.tag("rollback_reason")
+    )
+    text += f" A later version has replaced v{mv.version} since."
+    tell_once(svc, mv, "rollback_told", text, channel=channel)
+    done = {"rollback_done": mv.tag("rollback_at"), "rollback_state": "done"}
+    svc.gateway.set_tags(mv.name, mv.version, prefixed(done))
     return "rolled_back"
 
 

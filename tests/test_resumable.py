@@ -17,6 +17,7 @@ from devkit.stack import descendants
 from registry import lifecycle, operations
 from registry.events import TrainingEvent
 from registry.messages import APPROVE_ACTION, button_value
+from registry.operations import ROLLED_BACK_REPLACED
 from registry.queue import TASK_SWEEP, Producer
 from registry.record import history_of
 from registry.reports import plan_rollback
@@ -137,6 +138,37 @@ def test_a_rollback_overtaken_by_a_promotion_is_dropped_and_said_so():
         "Production changed to v3 meanwhile. Nothing was rolled back."
     ]
     assert sweep(svc, lambda name: nullcontext()).done == {}
+
+
+@pytest.mark.parametrize("finisher", ["sweep", "rerun"])
+def test_a_rollback_done_but_replaced_before_it_was_announced_is_announced_once(finisher):
+    """Recorded, then cut short (Slack refusing the redraw, say), and a promotion got in
+    before the task came back: it happened, so it is announced, never called off."""
+    svc = promoted_twice()
+    plan = plan_rollback(svc.gateway.versions(MODEL), MODEL, "", "drift")
+    svc.gateway.die_after = lambda op, v, arg: (
+        v == "1" and op == "set_tags" and "rolled_back" in arg.get("registry_bot.log", "")
+    )
+    with pytest.raises(Crash):
+        rollback(svc, plan=plan)
+    staged = lifecycle.stage_training_event(svc, TrainingEvent(MODEL, "run-3"), event_id="r3")
+    assert lifecycle.approve(svc, MODEL, staged.version, user="UA") == "promoted"
+    if finisher == "sweep":
+        assert sweep(svc, lambda name: nullcontext()).done == {"rolled_back": [(MODEL, "1")]}
+    else:
+        svc.notifier.told.clear()
+        assert rollback(svc, plan=plan) == "rolled_back"
+        [(user, text)] = svc.notifier.told
+        assert (user, text) == ("UB", ROLLED_BACK_REPLACED.format(model=MODEL, target="1"))
+    assert [mv.version for mv in svc.gateway.versions(MODEL) if mv.stage == "Production"] == ["3"]
+    assert changes(svc, "1", "rolled_back") == 1 and changes(svc, "2", "archived") == 1
+    assert not [text for text, _ in svc.notifier.posts if "was not carried out" in text]
+    assert announcements(svc) == [
+        "<@UB> rolled churn back from v2 to v1 (v2 archived). Reason: drift"
+        " A later version has replaced v1 since."
+    ]
+    assert sweep(svc, lambda name: nullcontext()).done == {}
+    assert len(announcements(svc)) == 1
 
 
 def test_a_second_rollback_to_the_same_version_is_announced_again():
