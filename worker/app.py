@@ -55,64 +55,63 @@ def beat_schedule(settings: Settings) -> dict:
     }
 
 
-class RenewHeld(bootsteps.StartStopStep):
+class _Every(bootsteps.StartStopStep):
+    """A consumer step that runs `run(channel)` every `every` seconds on the consumer's
+    channel (started again on every reconnect, with the new connection's channel); a broker
+    that is down now is tried again next time."""
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+    every = 10.0
+    failing = ""  # the warning when a run fails
+
+    def __init__(self, parent, **kwargs):
+        super().__init__(parent, **kwargs)
+        self.tref = None
+        self.queue = ""
+
+    def start(self, parent) -> None:
+        channel = parent.task_consumer.channel
+        self.queue = parent.app.registry_settings.queue
+        self.tref = parent.timer.call_repeatedly(self.every, self._run, (channel,))
+
+    def _run(self, channel) -> None:
+        try:
+            self.run(channel)
+        except Exception as exc:  # kombu and redis-py raise several types for a lost broker
+            log.warning("%s: %s", self.failing, exc)
+
+    def run(self, channel) -> None:
+        raise NotImplementedError
+
+    def stop(self, parent) -> None:
+        if self.tref is not None:
+            self.tref.cancel()
+            self.tref = None
+
+    shutdown = stop
+
+
+class RenewHeld(_Every):
     """Keep the messages this worker holds from looking abandoned (registry.queue.renew_held)."""
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+    every = HELD_RENEW_EVERY
+    failing = "could not renew held messages"
 
-    def __init__(self, parent, **kwargs):
-        super().__init__(parent, **kwargs)
-        self.tref = None
-
-    def start(self, parent) -> None:
-        # Started again on every reconnect, with the new connection's channel.
-        channel = parent.task_consumer.channel
-        self.tref = parent.timer.call_repeatedly(HELD_RENEW_EVERY, self.renew, (channel,))
-
-    def renew(self, channel) -> None:
-        """Renew what the channel holds; a broker that is down now is retried next time."""
-        try:
-            renew_held(channel)
-        except Exception as exc:  # kombu and redis-py raise several types for a lost broker
-            log.warning("could not renew held messages: %s", exc)
-
-    def stop(self, parent) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
-
-    shutdown = stop
+    def run(self, channel) -> None:
+        renew_held(channel)
 
 
-class ResendLost(bootsteps.StartStopStep):
+class ResendLost(_Every):
     """Queue again what a killed worker took off the queue before recording it as held
-    (registry.queue.resend_lost); one worker at a time, every RESEND_EVERY seconds."""
+    (registry.queue.resend_lost); one worker at a time."""
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+    every = RESEND_EVERY
+    failing = "could not look for lost tasks"
 
-    def __init__(self, parent, **kwargs):
-        super().__init__(parent, **kwargs)
-        self.tref = None
-
-    def start(self, parent) -> None:
-        channel = parent.task_consumer.channel
-        queue = parent.app.registry_settings.queue
-        self.tref = parent.timer.call_repeatedly(RESEND_EVERY, self.resend, (channel, queue))
-
-    def resend(self, channel, queue: str) -> None:
-        try:
-            with channel.conn_or_acquire() as client:
-                if client.set(f"{queue}:journal:lock", "1", nx=True, ex=RESEND_EVERY):
-                    resend_lost(client, queue)
-        except Exception as exc:  # a broker that is down now is retried next time
-            log.warning("could not look for lost tasks: %s", exc)
-
-    def stop(self, parent) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
-
-    shutdown = stop
+    def run(self, channel) -> None:
+        with channel.conn_or_acquire() as client:
+            if client.set(f"{self.queue}:journal:lock", "1", nx=True, ex=RESEND_EVERY):
+                resend_lost(client, self.queue)
 
 
 def _settings() -> Settings | None:
