@@ -15,7 +15,9 @@ from registry.people import people_tags
 from registry.record import (
     LEFT_PRODUCTION,
     format_stamp,
+    history_of,
     logged,
+    parse_time,
     prefixed,
     record,
     stamp,
@@ -59,7 +61,10 @@ def promote(svc: Services, mv: ModelVersion) -> str:
     elif serving:  # maybe before dropping the tags of a state it had left
         _drop_left_production(svc, gw.get_version(mv.name, mv.version))
     for old in replaced:
-        _archive_replaced(svc, gw.get_version(mv.name, old), by=mv, actor=actor, at=at)
+        left = gw.get_version(mv.name, old)
+        # A version back in Production since (a rollback to it) was not replaced by this one.
+        if left.stage != "Production":
+            _archive_replaced(svc, left, by=mv, actor=actor, at=at)
     mv = gw.get_version(mv.name, mv.version)
     redraw_notice(svc, mv)
     name, who = escape(mv.name), mentions(actor)
@@ -171,9 +176,12 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
     gw = svc.gateway
     at, by, old_version = mv.tag("rollback_at"), mv.tag("rollback_by"), mv.tag("rollback_from")
     channel = mv.tag("rollback_channel") or model_channel(svc, mv.name)
-    if mv.stage != "Production" and logged(mv, "rolled_back", since=at):
-        # It ran, and a later change replaced it before the channel was told: never move
-        # it back over the newer version, never call it off; say what happened, once.
+    if mv.stage != "Production" and (
+        logged(mv, "rolled_back", since=at) or _archived_by_rollback(svc, mv, old_version, at)
+    ):
+        # It ran (its record says so, or the archive of the version it replaced does), and a
+        # later change replaced it before the channel was told: never move it back over the
+        # newer version, never call it off; say what happened, once.
         return _announce_replaced_rollback(svc, mv, channel)
     if mv.stage != "Production":
         current = gw.production(mv.name)
@@ -220,6 +228,17 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
     tell_once(svc, mv, "rollback_told", text, channel=channel)
     gw.set_tags(mv.name, mv.version, prefixed({"rollback_done": at, "rollback_state": "done"}))
     return "rolled_back"
+
+
+def _archived_by_rollback(svc: Services, mv: ModelVersion, old_version: str, at: str) -> bool:
+    """Say whether `old_version`'s log records this rollback to `mv` archiving it."""
+    floor = parse_time(at) or 0.0
+    return any(
+        e.get("type") == "archived"
+        and str(e.get("reason", "")).startswith(f"rolled back to v{mv.version}")
+        and (parse_time(e.get("at")) or 0.0) >= floor
+        for e in history_of(svc.gateway.get_version(mv.name, old_version))
+    )
 
 
 def _announce_replaced_rollback(svc: Services, mv: ModelVersion, channel: str) -> str:
