@@ -22,6 +22,7 @@ from registry.freeze import approval_text, hold_if_frozen, slot_fills_tags
 from registry.governance import required_of, slots_of
 from registry.messages import escape
 from registry.notice import (
+    find_notice,
     metrics_of,
     model_channel,
     notice_channel,
@@ -99,14 +100,22 @@ def stage_version(
         return StageResult(mv.version, "already_noticed", mv.tag("notice_ts"))
     mv = _resolve_requester(svc, mv)
     ts = post_notice_once(svc, mv)
-    # notice_ts last: it says "posted"; a version staged by hand is watched from now on.
-    noticed = {**watched(mv), "noticed_at": stamp(svc), "notice_ts": ts}
-    channel = model_channel(svc, name)
-    if mv.tag("notice_channel") != channel:
-        noticed = {"notice_channel": channel, **noticed}
-    svc.gateway.set_tags(name, version, prefixed(noticed))
+    # notice_ts last: it says "posted".
+    svc.gateway.set_tags(name, version, noticed_tags(svc, mv, ts))
     log.info("notice posted", extra={**_ctx(event_id, mv), "notice_ts": ts})
     return StageResult(mv.version, outcome, ts)
+
+
+def noticed_tags(svc: Services, mv: ModelVersion, ts: str) -> dict[str, str]:
+    """Return the tags that record the version's notice as posted at `ts`.
+
+    A version staged by hand is watched by the sweep from now on.
+    """
+    noticed = {**watched(mv), "noticed_at": stamp(svc), "notice_ts": ts}
+    channel = model_channel(svc, mv.name)
+    if mv.tag("notice_channel") != channel:
+        noticed = {"notice_channel": channel, **noticed}
+    return prefixed(noticed)
 
 
 def watched(mv: ModelVersion) -> dict[str, str]:
@@ -263,15 +272,34 @@ def request_tags(event: TrainingEvent, event_id: str) -> dict[str, str]:
 def _current(
     svc: Services, name: str, version: str, *, user: str, response_url: str
 ) -> ModelVersion | None:
-    """Re-read the version; tell the clicker if it no longer exists."""
+    """Re-read the version, with its notice; tell the clicker if it no longer exists."""
     try:
-        return svc.gateway.get_version(name, version)
+        mv = svc.gateway.get_version(name, version)
     except VersionNotFound:
         svc.notifier.tell(
             Recipient(svc.settings.slack_channel, user, response_url),
             f"{escape(name)} v{version} no longer exists in the registry; nothing changed.",
         )
         return None
+    return _with_notice(svc, mv)
+
+
+def _with_notice(svc: Services, mv: ModelVersion) -> ModelVersion:
+    """Record the notice a run posted and died before recording, when a click comes first.
+
+    The click came from that notice, while the run's task waits to be delivered again
+    (and would then find the version decided). Without its ts no decision would redraw
+    the notice or reply in its thread. Only a version with a nonce and no ts pays.
+    """
+    if mv.tag("notice_ts"):
+        return mv
+    ts = find_notice(svc, mv)
+    if not ts:
+        return mv
+    tags = noticed_tags(svc, mv, ts)
+    svc.gateway.set_tags(mv.name, mv.version, tags)
+    log.info("notice found by a click", extra={**_ctx("", mv), "notice_ts": ts})
+    return replace(mv, tags={**mv.tags, **tags})
 
 
 def _clicker(

@@ -43,12 +43,10 @@ def post_notice_once(svc: Services, mv: ModelVersion) -> str:
     The nonce is tagged before posting and travels in the message metadata, so a
     rerun finds a notice Slack received but this service never heard back about.
     """
-    nonce, channel = mv.tag("notice_nonce"), model_channel(svc, mv.name)
-    if nonce:
-        found = svc.notifier.find_posted(NOTICE_EVENT, nonce, channel=channel)
-        if found:
-            return found
-    nonce = uuid.uuid4().hex
+    found = find_notice(svc, mv)
+    if found:
+        return found
+    channel, nonce = model_channel(svc, mv.name), uuid.uuid4().hex
     svc.gateway.set_tags(mv.name, mv.version, {"registry_bot.notice_nonce": nonce})
     text, blocks = staging_notice(notice_facts(svc, mv))
     metadata = {
@@ -56,6 +54,14 @@ def post_notice_once(svc: Services, mv: ModelVersion) -> str:
         "event_payload": {"model": mv.name, "version": mv.version, "nonce": nonce},
     }
     return svc.notifier.post(text, blocks, channel=channel, metadata=metadata)
+
+
+def find_notice(svc: Services, mv: ModelVersion) -> str:
+    """Return the ts of the version's notice if a run posted it (its nonce is tagged), else ""."""
+    nonce = mv.tag("notice_nonce")
+    if not nonce:
+        return ""
+    return svc.notifier.find_posted(NOTICE_EVENT, nonce, channel=model_channel(svc, mv.name))
 
 
 def refresh_notice(svc: Services, mv: ModelVersion, outcome: Outcome | None = None) -> None:

@@ -220,6 +220,32 @@ def test_a_rerun_records_the_move_to_staging_a_dead_worker_made():
 
 
 @pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_a_decision_on_a_notice_its_dead_poster_never_recorded_is_told_in_its_thread(decision):
+    """The worker died after posting the notice, before tagging its ts; a click on that
+    notice is decided before the staging task comes back (the soak found one)."""
+    svc = fake_services()
+    svc.notifier.die_after = lambda op, text: op == "post"
+    event = TrainingEvent(MODEL, "run-1")
+    with pytest.raises(Crash):
+        lifecycle.stage_training_event(svc, event, event_id="e")
+    [_] = svc.notifier.posts  # the notice went out...
+    notice = "1.000"  # (the fake's ts of its first post)
+    assert not svc.gateway.get_version(MODEL, "1").tag("notice_ts")
+    if decision == "approve":
+        assert lifecycle.approve(svc, MODEL, "1", user="UA") == "promoted"
+    else:
+        assert lifecycle.reject(svc, MODEL, "1", user="UA", reason="worse") == "rejected"
+    told = "is now Production" if decision == "approve" else "was rejected by <@UA>"
+    assert [ts for ts, text in svc.notifier.replies if told in text] == [notice]
+    assert notice in [ts for ts, _ in svc.notifier.updates]  # its buttons are gone
+    assert svc.gateway.get_version(MODEL, "1").tag("notice_ts") == notice
+    # The staging task, delivered again, finds it decided: still one notice, told once.
+    assert lifecycle.stage_training_event(svc, event, event_id="e").outcome == "already_decided"
+    assert sweep(svc, lambda name: nullcontext()).done == {}
+    assert len(svc.notifier.posts) == 1 and len(svc.notifier.replies) == 1
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
 def test_a_click_queued_behind_a_decision_cut_short_finishes_it_and_is_answered(decision):
     svc = fake_services()
     staged = lifecycle.stage_training_event(svc, TrainingEvent(MODEL, "run-1"), event_id="e")
