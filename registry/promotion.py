@@ -15,9 +15,7 @@ from registry.people import people_tags
 from registry.record import (
     LEFT_PRODUCTION,
     format_stamp,
-    history_of,
     logged,
-    parse_time,
     prefixed,
     record,
     stamp,
@@ -200,7 +198,7 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
             actor=by,
             reason=f"rolled back to v{mv.version}{why}",
             extra={"production_until": when, "archived_at": when, **people_tags(svc, old, by)},
-            details={"replaced_by": mv.version, "via": "rollback"},
+            details=_rolled_back_to(mv.version),
         )
     # A change that died after its move may have left another version out of Production
     # unrecorded (an earlier rollback this one overtook, say): it was replaced by now.
@@ -232,13 +230,13 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
 
 def _archived_by_rollback(svc: Services, mv: ModelVersion, old_version: str, at: str) -> bool:
     """Say whether `old_version`'s log records this rollback to `mv` archiving it."""
-    floor = parse_time(at) or 0.0
-    return any(
-        e.get("type") == "archived"
-        and str(e.get("reason", "")).startswith(f"rolled back to v{mv.version}")
-        and (parse_time(e.get("at")) or 0.0) >= floor
-        for e in history_of(svc.gateway.get_version(mv.name, old_version))
-    )
+    old = svc.gateway.get_version(mv.name, old_version)
+    return logged(old, "archived", since=at, details=_rolled_back_to(mv.version))
+
+
+def _rolled_back_to(target: str) -> dict[str, str]:
+    """Return what the archive entry of a version a rollback to `target` replaced carries."""
+    return {"replaced_by": target, "via": "rollback"}
 
 
 def _announce_replaced_rollback(svc: Services, mv: ModelVersion, channel: str) -> str:

@@ -56,11 +56,17 @@ def history_of(mv: ModelVersion) -> list[dict]:
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
-def logged(mv: ModelVersion, change: str, since: str = "") -> bool:
-    """Say whether the version's log already has `change` (at or after `since`)."""
+def logged(
+    mv: ModelVersion, change: str, since: str = "", details: Mapping[str, str] | None = None
+) -> bool:
+    """Say whether the version's log already has `change` (at or after `since`, and with
+    these `details` in its entry)."""
     floor = parse_time(since) or 0.0
+    wanted = (details or {}).items()
     return any(
-        e.get("type") == change and (parse_time(e.get("at")) or 0.0) >= floor
+        e.get("type") == change
+        and (parse_time(e.get("at")) or 0.0) >= floor
+        and all(e.get(key) == value for key, value in wanted)
         for e in history_of(mv)
     )
 

@@ -14,7 +14,7 @@ from registry import lifecycle, operations
 from registry.decisions import settled_message
 from registry.events import TrainingEvent
 from registry.messages import Outcome, Standing
-from registry.record import format_stamp, parse_time, time_of
+from registry.record import format_stamp, logged, parse_time, time_of
 from registry.reports import (
     history_text,
     outcome_of,
@@ -75,6 +75,17 @@ def test_time_of_reads_a_version_tag_in_either_form():
     )
     assert time_of(mv, "decided_at") == time_of(mv, "production_since") == 1700000000.0
     assert time_of(mv, "archived_at") is None
+
+
+def test_logged_matches_a_change_by_its_time_and_the_details_of_its_entry():
+    entry = {"type": "archived", "at": "2026-11-27T17:20:00.000Z", "replaced_by": "12"}
+    mv = ModelVersion("churn", "3", "Archived", tags={"registry_bot.log": json.dumps([entry])})
+    assert logged(mv, "archived") and not logged(mv, "promoted")
+    assert logged(mv, "archived", since="2026-11-27T17:20:00.000Z")
+    assert not logged(mv, "archived", since="2026-11-27T17:20:00.001Z")
+    assert logged(mv, "archived", details={"replaced_by": "12"})
+    assert not logged(mv, "archived", details={"replaced_by": "1"})  # whole values, not prefixes
+    assert not logged(mv, "archived", details={"replaced_by": "12", "via": "rollback"})
 
 
 # -- where a decided version stands, from its record -------------------------------------
