@@ -17,6 +17,7 @@ from devkit.stack import descendants
 from registry import lifecycle, operations
 from registry.events import TrainingEvent
 from registry.messages import APPROVE_ACTION, button_value
+from registry.notice import post_notice_once
 from registry.operations import ROLLED_BACK_REPLACED
 from registry.queue import TASK_SWEEP, Producer
 from registry.record import history_of
@@ -30,8 +31,12 @@ from tests.support import (
     click,
     confirm_with_reason,
     fake_services,
+    local_services,
     log_model,
+    notices_for,
     slash,
+    updates_of,
+    version_tags,
     wait_for,
 )
 
@@ -266,6 +271,30 @@ def test_a_click_queued_behind_a_decision_cut_short_finishes_it_and_is_answered(
     [(user, text)] = [(u, t) for u, t in svc.notifier.told if u == "UB"]
     verb = "approved" if decision == "approve" else "rejected"
     assert f"v1 was already {verb} by <@UA>" in text
+
+
+@pytest.mark.slow
+def test_a_click_finds_the_notice_a_dead_poster_left_unrecorded_on_real_services(
+    slack, mlflow_server, model_name
+):
+    """The same on a real MLflow server and the Slack double: found by its nonce there."""
+    svc = local_services(mlflow_server, slack)
+    run_id = log_model(mlflow_server, constant=1.0)
+    event = TrainingEvent(model_name, run_id, requested_by="UREQUESTER")
+    # What a worker killed after posting the notice leaves: the nonce, no ts.
+    tags = lifecycle.request_tags(event, "e") | {"registry_bot.notice_channel": "CNOTICES"}
+    mv = svc.gateway.register(model_name, run_id, event.artifact_path, event.model_uri, tags)
+    svc.gateway.move(model_name, mv.version, "Staging")
+    ts = post_notice_once(svc, svc.gateway.get_version(model_name, mv.version))
+    assert not svc.gateway.get_version(model_name, mv.version).tag("notice_ts")
+    assert lifecycle.approve(svc, model_name, mv.version, user="UAPPROVER1") == "promoted"
+    [notice] = [m for m in slack.messages("CNOTICES") if m["ts"] == ts]
+    [reply] = notice["replies"]
+    assert f"{model_name} v{mv.version} is now Production" in reply["text"]
+    assert updates_of(slack, ts)  # its buttons are gone
+    assert version_tags(mlflow_server, model_name, mv.version)["registry_bot.notice_ts"] == ts
+    assert lifecycle.stage_training_event(svc, event, event_id="e").outcome == "already_decided"
+    assert len(notices_for(slack, model_name)) == 1
 
 
 # -- real processes: the worker killed between a rollback's move and its record -------------
