@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from functools import cache
 
@@ -413,12 +414,9 @@ def _run(
     _observe_queue_wait(task)
     _note_redelivery(task, ctx)
     try:
-        with metrics().task_seconds.labels(task.name).time():
-            if not lock:
-                outcome = work(services(settings))
-            else:
-                with model_lock(redis_client(settings.redis_url), model_name):
-                    outcome = work(services(settings))
+        held = model_lock(redis_client(settings.redis_url), model_name) if lock else nullcontext()
+        with metrics().task_seconds.labels(task.name).time(), held:
+            outcome = work(services(settings))
     except Exception as exc:
         transient = is_transient(exc)
         metrics().task_failures.labels(task.name, str(transient).lower()).inc()
