@@ -203,12 +203,9 @@ def journal(pipe: Any, queue: str, task_id: str, raw: str, at: float) -> None:
     pipe.zadd(index, {task_id: at})
 
 
-def strike_off(client: redis.Redis, queue: str, task_id: str) -> None:
-    """Remove a message from the journal: a worker holds it now (kombu can give it back)."""
-    _forget(client, queue, task_id)
-
-
-def _forget(client: redis.Redis, queue: str, *task_ids: str) -> None:
+def strike_off(client: redis.Redis, queue: str, *task_ids: str) -> None:
+    """Remove messages from the journal: a worker holds them now (kombu can give them back),
+    or they are given up."""
     entries, index = journal_keys(queue)
     pipe = client.pipeline(transaction=False)
     pipe.hdel(entries, *task_ids)
@@ -233,7 +230,7 @@ def resend_lost(
     waiting = {_message_id(raw) for raw in client.lrange(queue, 0, -1)} & stale
     held = {_message_id(json.loads(raw)[0]) for raw in client.hvals(UNACKED)} & stale
     if held:  # struck off late (a worker died just after taking it): kombu has it
-        _forget(client, queue, *held)
+        strike_off(client, queue, *held)
     resent = []
     for task_id in sorted(stale - waiting - held):
         found = client.hget(entries, task_id)
@@ -244,7 +241,7 @@ def resend_lost(
         what = {"task_id": task_id, "task": message["headers"].get("task"), **_about(message)}
         if entry["resent"] >= RESEND_LIMIT:
             log.error("a queued task was lost %s times; giving up", entry["resent"], extra=what)
-            _forget(client, queue, task_id)
+            strike_off(client, queue, task_id)
             continue
         # A delivery tag of its own: kombu keys what a worker holds by it.
         message["properties"]["delivery_tag"] = str(uuid.uuid4())
