@@ -180,7 +180,9 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
         # It ran (its record says so, or the archive of the version it replaced does), and a
         # later change replaced it before the channel was told: never move it back over the
         # newer version, never call it off; say what happened, once.
-        return _announce_replaced_rollback(svc, mv, channel)
+        return _announce_rollback(
+            svc, mv, channel, f" A later version has replaced v{mv.version} since."
+        )
     if mv.stage != "Production":
         current = gw.production(mv.name)
         if current is not None and current.version != old_version:
@@ -218,14 +220,7 @@ def finish_rollback(svc: Services, mv: ModelVersion) -> str:
         )
     else:
         _drop_left_production(svc, gw.get_version(mv.name, mv.version))  # a run died between
-    for version in (old_version, mv.version):
-        redraw_notice(svc, gw.get_version(mv.name, version))
-    mv = gw.get_version(mv.name, mv.version)
-    text = rollback_announcement(mv.name, old_version, mv.version, by, reason)
-    text += during_freeze(svc, mv.name)
-    tell_once(svc, mv, "rollback_told", text, channel=channel)
-    gw.set_tags(mv.name, mv.version, prefixed({"rollback_done": at, "rollback_state": "done"}))
-    return "rolled_back"
+    return _announce_rollback(svc, mv, channel, during_freeze(svc, mv.name))
 
 
 def _archived_by_rollback(svc: Services, mv: ModelVersion, old_version: str, at: str) -> bool:
@@ -239,18 +234,19 @@ def _rolled_back_to(target: str) -> dict[str, str]:
     return {"replaced_by": target, "via": "rollback"}
 
 
-def _announce_replaced_rollback(svc: Services, mv: ModelVersion, channel: str) -> str:
-    """Announce a recorded rollback whose target a later version has replaced since."""
-    old_version = mv.tag("rollback_from")
+def _announce_rollback(svc: Services, mv: ModelVersion, channel: str, tail: str = "") -> str:
+    """Redraw both notices, announce the rollback recorded on `mv` once (with `tail`), and
+    mark it done."""
+    gw, old_version = svc.gateway, mv.tag("rollback_from")
     for version in (old_version, mv.version):
-        redraw_notice(svc, svc.gateway.get_version(mv.name, version))
+        redraw_notice(svc, gw.get_version(mv.name, version))
+    mv = gw.get_version(mv.name, mv.version)
     text = rollback_announcement(
         mv.name, old_version, mv.version, mv.tag("rollback_by"), mv.tag("rollback_reason")
     )
-    text += f" A later version has replaced v{mv.version} since."
-    tell_once(svc, mv, "rollback_told", text, channel=channel)
+    tell_once(svc, mv, "rollback_told", text + tail, channel=channel)
     done = {"rollback_done": mv.tag("rollback_at"), "rollback_state": "done"}
-    svc.gateway.set_tags(mv.name, mv.version, prefixed(done))
+    gw.set_tags(mv.name, mv.version, prefixed(done))
     return "rolled_back"
 
 
