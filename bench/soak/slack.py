@@ -11,6 +11,7 @@ import requests
 
 from bench.load import slack_headers
 from bench.stack import CHANNEL, TEAM
+from bot.listeners.clicks import click_id
 from devkit import slack_requests
 from devkit.slack_double import SlackDouble
 from registry.messages import REASON_BLOCK, REASON_INPUT
@@ -47,9 +48,8 @@ class SlackSide:
             message_ts=message_ts,
             **SOAK,
         )
-        action = payload["actions"][0]
-        event_id = f"click-{action['action_ts']}-{user}"
-        return Sent(self._post({"payload": json.dumps(payload)}), reply, event_id)
+        sent = self._post({"payload": json.dumps(payload)})
+        return Sent(sent, reply, click_id(payload))
 
     def submit(self, user: str, view: dict, reason: str) -> int:
         """Submit a modal the bot opened, with `reason` typed in."""
