@@ -177,29 +177,31 @@ def start_mlflow_server(
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         **(env or {}),
     }
-    out = open(log_path or workdir / "mlflow-server.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(workdir / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        env=full_env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )
+    # The child writes to its own copy of the descriptor; ours is closed at once, not left
+    # for the garbage collector (whose ResourceWarning could land anywhere in a test).
+    with open(log_path or workdir / "mlflow-server.log", "ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--backend-store-uri",
+                f"sqlite:///{workdir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(workdir / "artifacts"),
+                "--workers",
+                "1",
+            ],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: _healthy(url, proc), 90, f"mlflow server on {port}")
     return proc

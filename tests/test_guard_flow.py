@@ -150,14 +150,14 @@ def worker_said(stack, message: str, event_id: str, count: int) -> None:
 def served(guarded, model_name):
     """The prediction API for `model_name`, following the guarded stack's registry."""
     port = free_port()
-    log = open(guarded.workdir / f"serving-{model_name}.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "registry.serving", "--model", model_name, "--port", str(port)],
-        env={**guarded.env, "REFRESH_SECONDS": "30"},  # far too slow a poll to pass the test
-        cwd=guarded.workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    with open(guarded.workdir / f"serving-{model_name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "registry.serving", "--model", model_name, "--port", str(port)],
+            env={**guarded.env, "REFRESH_SECONDS": "30"},  # far too slow a poll to pass the test
+            cwd=guarded.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: url_answers(f"{url}/version", status=200), 60, "prediction API")
     yield url
