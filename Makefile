@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 # Test processes: most of the suite waits on real servers, so more processes than cores pay;
-# a module's tests stay together in one (its fixtures start real processes once).
+# a module's tests stay together in one (its fixtures start real processes once), and the
+# modules are handed out in the order tests/conftest.py collects them, the longest first
+# (pytest-xdist would otherwise hand out the modules with the most tests first).
 TEST_WORKERS ?= 4
 
 # The first Python 3.11+ on PATH.
@@ -28,7 +30,7 @@ install: $(STAMP)
 # the browser test drives the system's Chromium, installed here if missing and root.
 test: install
 	bash scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=10 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10 $(PYTEST_ARGS)
 
 # The whole loop on this machine with the browser sandbox; Ctrl-C stops it (devkit/demo.py).
 demo: install
