@@ -71,7 +71,9 @@ def test_approve_and_rollback_switch_the_served_model(served, slack, mlflow_serv
         message_ts=ts1,
     )
     wait_for(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "v1 Production")
-    seconds_until(url, v1)  # the first load also imports the model's flavour: not timed
+    # The first load also imports the model's flavour (about 11 s once on 2 busy cores): not
+    # timed, only waited for.
+    seconds_until(url, v1, timeout=60)
 
     v2, ts2 = stage(stack, slack, mlflow_server, model_name, constant=2.0)
     click(
