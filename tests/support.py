@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 import signal
 import subprocess
@@ -41,6 +42,18 @@ SLACK_SIGNING_SECRET = "test-signing-secret"
 SERVICES = ("worker", "webhooks", "bot")  # the full loop: events in, clicks and commands in
 ALERTMANAGER_TOKEN = "test-alertmanager-token-0123456789"
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of an alert still firing
+
+
+def stamp(offset: float, *, within: bool) -> int:
+    """Return a whole-second timestamp `offset` seconds from now (negative: in the past).
+
+    Senders sign whole seconds, and cutting off the fraction can move a stamp toward now: one
+    meant to be 301 s ahead can be signed 300.01 s ahead, inside a 300 s window. This one is
+    rounded to at most `abs(offset)` from now when `within`, and at least that far when not.
+    """
+    at = time.time() + offset
+    away = (offset > 0) != within  # round away from now
+    return math.ceil(at) if away else math.floor(at)
 
 
 def signed_headers(

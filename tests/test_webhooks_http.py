@@ -18,6 +18,7 @@ from tests.support import (
     mlflow_signed_headers,
     notices_for,
     signed_headers,
+    stamp,
     wait_notice,
 )
 
@@ -49,8 +50,8 @@ REFUSALS = [
         401,
         "no matching signature",
     ),
-    ("stale", lambda b: (b, signed_headers(b, at=time.time() - 301)), 401, "too old"),
-    ("future", lambda b: (b, signed_headers(b, at=time.time() + 301)), 401, "future"),
+    ("stale", lambda b: (b, signed_headers(b, at=stamp(-310, within=False))), 401, "too old"),
+    ("future", lambda b: (b, signed_headers(b, at=stamp(310, within=False))), 401, "future"),
     ("unsigned", lambda b: (b, {"content-type": "application/json"}), 401, "missing"),
     ("not json", lambda b: (b"{nope", signed_headers(b"{nope")), 400, "not valid JSON"),
     (
