@@ -14,7 +14,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,36 @@ class Stack:
         return requests.post(
             f"{self.webhooks_url}/hooks/training", data=raw, headers=hdrs, timeout=10
         )
+
+
+@contextmanager
+def prediction_api(stack: Stack, model_name: str) -> Iterator[str]:
+    """Run the prediction API for `model_name` on `stack`'s registry; yield its URL.
+
+    Its poll (REFRESH_SECONDS=30) is far too slow to pass a test: a version it serves within
+    seconds of a change came from the lifecycle event.
+    """
+    port = free_port()
+    # The child writes to its own copy of the descriptor: ours is closed at once.
+    with open(stack.workdir / f"serving-{model_name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "registry.serving", "--model", model_name, "--port", str(port)],
+            env={**stack.env, "REFRESH_SECONDS": "30"},
+            cwd=stack.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: url_answers(f"{url}/version", status=200), 60, "prediction API")
+        yield url
+    finally:
+        stop(proc)
+
+
+def served_version(url: str) -> str | None:
+    """Return the version the prediction API at `url` serves (None before the first load)."""
+    return requests.get(f"{url}/version", timeout=5).json().get("version")
 
 
 class StackFactory:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from urllib.parse import quote
@@ -14,7 +12,7 @@ import redis
 import requests
 from mlflow import MlflowClient
 
-from devkit.stack import free_port, stop, url_answers, wait_until
+from devkit.stack import free_port, stop, wait_until
 from registry.guard import ALERT_EVENT, alert_key
 from registry.record import parse_time
 from registry.reports import ROLLBACK_CANCEL, ROLLBACK_CONFIRM
@@ -24,8 +22,10 @@ from tests.support import (
     alert,
     alertmanager_payload,
     click,
+    prediction_api,
     promote,
     resolved,
+    served_version,
     slash,
     wait_for,
 )
@@ -149,23 +149,8 @@ def worker_said(stack, message: str, event_id: str, count: int) -> None:
 @pytest.fixture
 def served(guarded, model_name):
     """The prediction API for `model_name`, following the guarded stack's registry."""
-    port = free_port()
-    with open(guarded.workdir / f"serving-{model_name}.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "registry.serving", "--model", model_name, "--port", str(port)],
-            env={**guarded.env, "REFRESH_SECONDS": "30"},  # far too slow a poll to pass the test
-            cwd=guarded.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: url_answers(f"{url}/version", status=200), 60, "prediction API")
-    yield url
-    stop(proc)
-
-
-def serving(url: str) -> str | None:
-    return requests.get(f"{url}/version", timeout=5).json().get("version")
+    with prediction_api(guarded, model_name) as url:
+        yield url
 
 
 # -- acceptance 1 and 2: a plan in the channel, Confirm, repeats and resolution ----------------
@@ -175,9 +160,10 @@ def test_an_alert_after_a_promotion_proposes_the_rollback_and_confirm_serves_it(
     guarded, served, slack, mlflow_server, model_name
 ):
     v1 = promote(guarded, slack, mlflow_server, model_name, constant=1.0)
-    wait_for(lambda: serving(served) == v1, "serving v1", 60)  # the first load imports sklearn
+    # The first load imports sklearn: waited for, not timed.
+    wait_for(lambda: served_version(served) == v1, "serving v1", 60)
     v2 = promote(guarded, slack, mlflow_server, model_name, constant=2.0)
-    wait_for(lambda: serving(served) == v2, "serving v2")
+    wait_for(lambda: served_version(served) == v2, "serving v2")
 
     firing = alert(model_name, version=v2)
     started = time.monotonic()
@@ -206,7 +192,7 @@ def test_an_alert_after_a_promotion_proposes_the_rollback_and_confirm_serves_it(
     closed = said(slack, press(guarded, slack, plan, ROLLBACK_CONFIRM, "UAPPROVER2"))
     wait_for(lambda: stage_of(mlflow_server, model_name, v1) == "Production", "v1 Production", 10)
     in_production = time.monotonic()
-    wait_for(lambda: serving(served) == v1, "serving v1 again", 10)
+    wait_for(lambda: served_version(served) == v1, "serving v1 again", 10)
     served_at = time.monotonic()
     print(
         f"plan {plan_seconds:.2f}s after the alert; v1 Production {in_production - clicked:.2f}s"
@@ -398,7 +384,7 @@ def test_the_served_model_exports_its_error_rate_for_the_alert_rule(
     served, guarded, slack, mlflow_server, model_name
 ):
     version = promote(guarded, slack, mlflow_server, model_name, constant=3.0)
-    wait_for(lambda: serving(served) == version, "serving", 60)
+    wait_for(lambda: served_version(served) == version, "serving", 60)
     assert requests.post(f"{served}/predict", json={"inputs": [[0.0]]}, timeout=5).ok
     assert requests.post(f"{served}/predict", json={"rows": []}, timeout=5).status_code == 400
     text = requests.get(f"{served}/metrics", timeout=5).text

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import mlflow
 import pytest
 import requests
 
-from devkit.stack import free_port, stop, url_answers, wait_until
 from registry.messages import APPROVE_ACTION, button_value
 from tests.support import (
     SERVICES,
     answered,
     click,
     confirm_with_reason,
+    prediction_api,
+    served_version,
     slash,
     stage,
     stage_of,
@@ -28,34 +27,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def served(stacks, model_name):
-    """Start the prediction API for `model_name` on the default stack's Redis."""
+    """The prediction API for `model_name` on the default stack with the bot."""
     stack = stacks.get(services=SERVICES)
-    port = free_port()
-    env = {**stack.env, "REFRESH_SECONDS": "30"}  # the poll is far too slow to pass this test
-    # The child writes to its own copy of the descriptor: ours is closed at once.
-    with open(stack.workdir / f"serving-{model_name}.log", "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "registry.serving", "--model", model_name, "--port", str(port)],
-            env=env,
-            cwd=stack.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: url_answers(f"{url}/version", status=200), 60, "prediction API")
+    with prediction_api(stack, model_name) as url:
         yield stack, url
-    finally:
-        stop(proc)
-
-
-def serving(url: str) -> str | None:
-    return requests.get(f"{url}/version", timeout=5).json().get("version")
 
 
 def seconds_until(url: str, version: str, timeout: float = 10.0) -> float:
     started = time.monotonic()
-    wait_for(lambda: serving(url) == version, f"serving v{version}", timeout=timeout)
+    wait_for(lambda: served_version(url) == version, f"serving v{version}", timeout=timeout)
     return time.monotonic() - started
 
 
