@@ -15,16 +15,61 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 	command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { echo $$p; break; }; done)
 
-.PHONY: install test demo demo-event bench soak lint clean
+# Every install takes its versions from here (make lock writes it), so a fresh clone gets the
+# releases the suite last passed with rather than whatever is newest that day.
+LOCK := constraints.txt
+# `make lock LOCK_ARGS=--upgrade` moves every pin to the newest release pyproject.toml allows;
+# `LOCK_ARGS="--upgrade-package mlflow"` moves one. Plain `make lock` keeps the pins it can.
+LOCK_ARGS ?=
 
-$(STAMP): pyproject.toml
+.PHONY: install lock test demo demo-event bench soak outage lint clean
+
+$(STAMP): pyproject.toml $(LOCK)
 	@test -n "$(PYTHON)" || { echo "registry-bot needs Python 3.11 or newer on PATH"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[serving,test]'
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# `make demo` installs only what the demo needs (pyproject.toml's `demo` extra, pinned by
+# the same $(LOCK)), saying what it does; a full install (make install) has it already.
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): pyproject.toml $(LOCK)
+	@test -n "$(PYTHON)" || { echo "registry-bot needs Python 3.11 or newer on PATH"; exit 1; }
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ] && [ $(STAMP) -nt $(LOCK) ]; then \
+		echo "registry-bot demo: $(VENV) has the full install, which the demo needs"; \
+	else \
+		echo "registry-bot demo: installing what the demo needs into $(VENV) (MLflow, scikit-learn and their dependencies: about 110 packages, 900 MB; nothing outside $(VENV) but pip's cache)"; \
+		test -x $(BIN)/python || { echo "  creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }; \
+		$(BIN)/python -m pip install --quiet --upgrade pip; \
+		set -o pipefail; $(BIN)/python -m pip install --progress-bar off -c $(LOCK) -e '.[demo]' 2>&1 \
+			| $(BIN)/python scripts/pip-progress.py; \
+	fi
+	@touch $(DEMO_STAMP)
+
+# Resolves pyproject.toml's dependencies and its serving, test, dev and demo extras once for
+# every supported Python (3.11+) and platform (--universal), the project itself left out,
+# into $(LOCK).
+# The pins already there are the resolver's preferences, so only what must change does.
+lock:
+	@test -n "$(PYTHON)" || { echo "registry-bot needs Python 3.11 or newer on PATH"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet 'uv>=0.13,<0.14'
+	@if [ -f $(LOCK) ]; then cp $(LOCK) $(VENV)/lock.txt; else rm -f $(VENV)/lock.txt; fi
+	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 \
+		--extra serving --extra test --extra dev --extra demo \
+		--no-header $(LOCK_ARGS) -o $(VENV)/lock.txt pyproject.toml
+	{ printf '%s\n' \
+		'# The versions every install of registry-bot takes: make install (and so make test, demo,' \
+		'# lint and CI) and both Dockerfiles install with `-c constraints.txt`. Made by `make lock`:' \
+		'#   uv pip compile --universal --python-version 3.11 --extra serving --extra test \' \
+		'#     --extra dev --extra demo pyproject.toml' \
+		'# one resolution for Python 3.11+ on every platform, registry-bot itself left out.' \
+		'# Do not edit it by hand: change pyproject.toml and run `make lock` (it keeps the pins it' \
+		'# can); `make lock LOCK_ARGS=--upgrade` takes the newest releases pyproject.toml allows.'; \
+		cat $(VENV)/lock.txt; } > $(LOCK)
 
 # Finds Redis at REDIS_URL or 127.0.0.1:6379, or starts a private one (devkit/stack.py);
 # the browser test drives the system's Chromium, installed here if missing and root.
@@ -33,11 +78,11 @@ test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=10 $(PYTEST_ARGS)
 
 # The whole loop on this machine with the browser sandbox; Ctrl-C stops it (devkit/demo.py).
-demo: install
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m devkit.demo
 
 # One more training run for a running demo.
-demo-event: install
+demo-event: $(DEMO_STAMP)
 	$(BIN)/python -m devkit.demo event
 
 # Starts its own stack (MLflow server, Celery worker, gunicorn services, Slack double) and
@@ -55,10 +100,14 @@ bench: install
 soak: install
 	$(BIN)/python -m bench.soak
 
-LINT_PATHS := registry webhooks worker bot devkit bench tests
+# tests/test_outage.py with MLflow down for 5 minutes instead of the suite's 150 s.
+outage: install
+	REGISTRY_BOT_OUTAGE_SECONDS=300 $(BIN)/python -m pytest -n 2 -s tests/test_outage.py
+
+LINT_PATHS := registry webhooks worker bot gate devkit bench tests
 
 lint: install
-	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[test,dev]"
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy

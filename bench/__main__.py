@@ -36,6 +36,12 @@ def main(argv: list[str]) -> int:
         return run_recovery(args.quick)
     if args.scenario == "sweep":
         return sweep_only(args.quick)
+    if args.scenario == "evidence":
+        return evidence_only(args.quick)
+    if args.scenario == "gate":
+        from bench.gate import run_gate
+
+        return run_gate(args.quick)
     plan, suffix = (QUICK, "-quick") if args.quick else (Plan(), "")
     started, day = time.monotonic(), date.today().isoformat()
     _load_services_code()
@@ -106,11 +112,31 @@ def sweep_only(quick: bool) -> int:
     return 0
 
 
+def evidence_only(quick: bool) -> int:
+    """Measure event → notice with the evidence on and off, in one run; write and print."""
+    from bench.evidence import METHOD as EVIDENCE_METHOD
+    from bench.evidence import QUICK_EVIDENCE, EvidencePlan, evidence_figures, run_evidence
+
+    plan, suffix = (QUICK_EVIDENCE, "-quick-evidence") if quick else (EvidencePlan(), "-evidence")
+    started, day = time.monotonic(), date.today().isoformat()
+    data = {"evidence": run_evidence(plan, say), "plan": asdict(plan), "day": day}
+    data |= {"cpus": os.cpu_count(), "bench_seconds": round(time.monotonic() - started)}
+    figures = evidence_figures(data["evidence"])
+    lines = ([QUICK_NOTE] if quick else []) + [EVIDENCE_METHOD]
+    paths = write(day, suffix, data, figures, lines, [])
+    print(table(figures))
+    say(
+        f"done in {data['bench_seconds']} s; wrote "
+        + ", ".join(str(p.relative_to(REPO)) for p in paths)
+    )
+    return 0
+
+
 def _load_services_code() -> None:
     """Import the services' code once, up front: later in-process profiles then see one version."""
     # Others may edit the repo during a run; a module imported half way could mismatch the rest.
     import bot.web  # noqa: F401
-    import registry.lifecycle  # noqa: F401
+    import registry.flows.lifecycle  # noqa: F401
     import webhooks.app  # noqa: F401
     import worker.tasks  # noqa: F401
 
@@ -120,11 +146,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "scenario",
         nargs="?",
-        choices=["scaleout", "doors", "recovery", "sweep"],
+        choices=["scaleout", "doors", "recovery", "sweep", "evidence", "gate"],
         help="scaleout: the curve with 1, 2 and 4 worker processes on PostgreSQL; "
         "doors: the front doors alone (webhooks and the Slack ack), with their profiles; "
         "recovery: whole-worker kills alone; "
-        "sweep: the sweep's calls and time against the registry's size",
+        "sweep: the sweep's calls and time against the registry's size; "
+        "evidence: event → notice with the evidence in the thread on and off; "
+        "gate: the gate inside MLflow's added latency per request, p50 and p99",
     )
     parser.add_argument(
         "--quick", action="store_true", help="few events and short rates: check the harness"

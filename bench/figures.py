@@ -8,7 +8,7 @@ from statistics import median
 from bench.recovery import EVENTS as RECOVERY_EVENTS
 from bench.recovery import recovery_figures
 from bench.report import Figure, at_least, at_most, below, ms, ratio
-from registry.queue import VISIBILITY_TIMEOUT
+from registry.adapters.queue import VISIBILITY_TIMEOUT
 
 SLACK_DEADLINE_MS = 3000.0
 ACK_TARGET_MS = 90.0
@@ -367,8 +367,8 @@ worker's gateway does. It runs beside the floor, on a model of its own.
 
 Calls: requests per event counted in this process (MLflow's `rest_utils.http_request`, Slack's
 `WebClient.api_call`) over {profile} events each: the worker's own code path
-(`registry.lifecycle.stage_training_event` with the worker's services), the floor and the minimal
-floor, each on a registered model that already exists.
+(`registry.flows.lifecycle.stage_training_event` with the worker's services), the floor
+and the minimal floor, each on a registered model that already exists.
 
 End to end: a signed training event POSTed to webhooks (gunicorn -w 2) until the Staging
 notice's `chat.postMessage` reaches the Slack double (the double's receive time). A worker's

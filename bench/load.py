@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import requests
 
 from bench.stack import CHANNEL, SIGNING_SECRET, TEAM, TRAINING_SECRET
-from registry.events import signed_headers as sign
+from registry.rules.events import signed_headers as sign
 
 Request = tuple[str, bytes, dict[str, str]]  # url, body, headers
 _local = threading.local()
@@ -87,7 +87,7 @@ def slack_headers(body: str) -> dict[str, str]:
 
 def _click(user: str, model_name: str, version: str, slack_url: str) -> dict:
     """Return a block_actions payload: `user` pressed Approve on a version's notice."""
-    from registry.messages import APPROVE_ACTION, button_value
+    from registry.views.notice import APPROVE_ACTION, button_value
 
     action = {
         "type": "button",

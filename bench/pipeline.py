@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.load import post, training_request
 from bench.prelog import LoggedRun
-from registry.notice import NOTICE_EVENT
+from registry.flows.notice import NOTICE_EVENT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -49,12 +49,17 @@ def log_runs(tracking_uri: str, experiment: str, count: int, template: Path) -> 
         return list(pool.map(lambda _: log_run(client, experiment_id, template), range(count)))
 
 
-def log_run(client: MlflowClient, experiment_id: str, template: Path) -> LoggedRun:
-    """Log one run and its model as `mlflow.sklearn.log_model` would, without training."""
+def log_run(
+    client: MlflowClient, experiment_id: str, template: Path, picture: Path | None = None
+) -> LoggedRun:
+    """Log one run and its model as `mlflow.sklearn.log_model` would, without training;
+    `picture`, when given, is logged as one of the run's artifacts."""
     from mlflow.entities import LoggedModelOutput
 
     run_id = client.create_run(experiment_id).info.run_id
     client.log_metric(run_id, "accuracy", 0.93)
+    if picture is not None:
+        client.log_artifact(run_id, str(picture))
     logged = client.create_logged_model(experiment_id, name=ARTIFACT_PATH, source_run_id=run_id)
     client.log_model_artifacts(logged.model_id, str(template))
     client.finalize_logged_model(logged.model_id, "READY")

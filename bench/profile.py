@@ -38,8 +38,8 @@ from bench.stack import (
 if TYPE_CHECKING:
     from flask import Flask
 
-    from registry.services import Services
-    from registry.settings import Settings
+    from registry.ports.services import Services
+    from registry.rules.settings import Settings
 
 TOP = 10
 
@@ -136,8 +136,8 @@ def product_caller(depth: int = 2) -> str:
 
 def worker_services(bench: Bench) -> Services:
     """Build the worker's Services in this process, as worker.tasks.services does."""
-    from registry.connect import build_services
-    from registry.settings import Settings
+    from registry.process.connect import build_services
+    from registry.rules.settings import Settings
 
     settings = Settings(
         mlflow_tracking_uri=bench.mlflow_url,
@@ -161,8 +161,8 @@ def tally_events(do_event: Callable[[LoggedRun], object], runs: list[LoggedRun])
 
 def worker_event(svc: Services, model_name: str) -> Callable[[LoggedRun], object]:
     """Return a function doing one training event exactly as the worker task does."""
-    from registry.events import TrainingEvent
-    from registry.lifecycle import stage_training_event
+    from registry.flows.lifecycle import stage_training_event
+    from registry.rules.events import TrainingEvent
 
     def do(run: LoggedRun) -> object:
         event = TrainingEvent(model_name=model_name, run_id=run.run_id, requested_by="UREQUESTER")
@@ -308,7 +308,7 @@ def webhooks_app(bench: Bench) -> Flask:
 
 
 def _settings(bench: Bench, **extra: Any) -> Settings:
-    from registry.settings import Settings
+    from registry.rules.settings import Settings
 
     return Settings(
         mlflow_tracking_uri=bench.mlflow_url,

@@ -135,7 +135,7 @@ def run_recovery(quick: bool) -> int:
     from bench.pipeline import NoticeWatch
     from bench.report import table, write
     from bench.stack import REPO
-    from registry.queue import RESTORE_SCAN_EVERY, VISIBILITY_TIMEOUT
+    from registry.adapters.queue import RESTORE_SCAN_EVERY, VISIBILITY_TIMEOUT
 
     plan, suffix = (QUICK, "-recovery-quick") if quick else (Plan(), "-recovery")
     started, day = time.monotonic(), date.today().isoformat()

@@ -127,7 +127,7 @@ def latency_pairs(
 def calls(bench: Bench, runs: Runs, plan: Plan) -> dict:
     """Count each one's MLflow (and Slack) requests per event, in this process.
 
-    The worker's own code path (registry.lifecycle with the worker's services), the
+    The worker's own code path (registry.flows.lifecycle with the worker's services), the
     floor and the minimal floor, each on a registered model of its own.
     """
     from bench import profile

@@ -67,6 +67,7 @@ class Bench:
     mlflow_start_seconds: float = 0.0
     slack: SlackDouble = field(default_factory=lambda: SlackDouble(token=TOKEN, users=USERS))
     procs: list[subprocess.Popen] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # for every service, e.g. POLICY_FILE
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -120,6 +121,7 @@ class Bench:
             MLFLOW_WEBHOOK_SECRET="bench-mlflow-secret",
             WEBHOOKS_PORT=str(port or devkit.stack.free_port()),
             BOT_PORT=str(port or devkit.stack.free_port()),
+            **self.extra_env,
         )
         return env
 

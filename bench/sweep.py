@@ -33,8 +33,8 @@ from bench.stack import CHANNEL, CLICKERS, TOKEN
 from devkit.slack_double import SlackDouble
 
 if TYPE_CHECKING:
-    from registry.services import Services
-    from registry.sweep import SweepMemory
+    from registry.flows.sweep import SweepMemory
+    from registry.ports.services import Services
 
 DAY_MS = 86_400_000
 POLICY = (
@@ -81,7 +81,7 @@ class Registry:
 
 def run_sweep_bench(plan: SweepPlan, say: Callable[[str], None]) -> dict:
     """Seed the registries, sweep them in turn with nothing pending, then with some pending."""
-    from registry.sweep import SweepMemory
+    from registry.flows.sweep import SweepMemory
 
     workdir = Path(tempfile.mkdtemp(prefix="registry-bot-sweep-"))
     slack = SlackDouble(token=TOKEN)
@@ -119,7 +119,7 @@ def _grown(
     plan: SweepPlan, workdir: Path, slack: SlackDouble, procs: list, say: Callable[[str], None]
 ) -> dict:
     """Grow one registry shape by shape, sweeping it at each size; then make some pending."""
-    from registry.sweep import SweepMemory
+    from registry.flows.sweep import SweepMemory
 
     port = devkit.stack.free_port()
     procs.append(devkit.stack.start_mlflow_server(port, workdir / "mlflow"))
@@ -174,7 +174,7 @@ def _measure(plan: SweepPlan, registries: list[Registry], say: Callable[[str], N
 
 def one_sweep(registry: Registry) -> dict:
     """Sweep once as the worker's task does (a lock per model swept); count and time it."""
-    from registry.sweep import sweep
+    from registry.flows.sweep import sweep
 
     registry.clock.offset += SWEEP_INTERVAL  # the scheduler's sweeps are this far apart
     with tally_calls() as tally:
@@ -201,9 +201,9 @@ def _summary(runs: list[dict]) -> dict:
 
 
 def _services(url: str, slack: SlackDouble, clock: Ticks) -> Services:
-    from registry.connect import build_services
-    from registry.policy import parse_policy
-    from registry.settings import Settings
+    from registry.process.connect import build_services
+    from registry.rules.policy import parse_policy
+    from registry.rules.settings import Settings
 
     settings = Settings(
         mlflow_tracking_uri=url,
@@ -276,7 +276,7 @@ def _version_row(name: str, version: int, created: int, stage: str) -> dict:
 
 def decided_tags(version: int, created: int, *, last: bool) -> dict[str, str]:
     """Return the tags of a version staged, approved, promoted and (unless last) replaced."""
-    from registry.record import format_stamp
+    from registry.rules.record import format_stamp
 
     def at(hours: float) -> str:
         return format_stamp(created / 1000 + hours * 3600)
@@ -310,8 +310,8 @@ def decided_tags(version: int, created: int, *, last: bool) -> dict[str, str]:
 def make_pending(registry: Registry, count: int) -> int:
     """Register and stage `count` versions over PENDING_MODELS models, notices posted, awaiting
     approval (neither a reminder nor the expiry due): what the worker leaves. Return the models."""
-    from registry.record import format_stamp
-    from registry.versions import PENDING_TAG
+    from registry.rules.record import format_stamp
+    from registry.rules.versions import PENDING_TAG
 
     gw, models = registry.svc.gateway, min(PENDING_MODELS, count)
     client = gw.client  # type: ignore[attr-defined]

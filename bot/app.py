@@ -14,12 +14,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from bot.deps import OTHER_WORKSPACE, Deps
-from bot.listeners import commands, decisions, governance, home
-from registry.approvers import SlackDirectory
-from registry.dedup import DeliveryLedger
-from registry.queue import TASK_TELL, Producer
-from registry.settings import Settings
-from registry.slack import retry_handlers, web_client
+from bot.listeners import commands, decisions, home
+from registry.adapters.dedup import DeliveryLedger
+from registry.adapters.directory import SlackDirectory
+from registry.adapters.queue import TASK_TELL, Producer
+from registry.adapters.slack import retry_handlers, web_client
+from registry.process import preflight
+from registry.rules.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +28,38 @@ ACK_DEADLINE = 3.0  # seconds: Slack's, and how long Bolt waits for a listener's
 LISTENER_THREADS = 5  # Bolt's default
 
 
-def build_app(settings: Settings, *, celery: Any = None) -> App:
-    """Build the Bolt app with every listener group registered."""
+def start_app(settings: Settings, *, socket_mode: bool = False) -> App:
+    """Check the Slack setup (registry.process.preflight), then build the Bolt app for serving.
+
+    A token Slack refuses raises SettingsError. Bolt asks auth.test while it builds the
+    app and fails on no answer; when Slack did not answer the checks, it is left to ask on
+    the first request instead, so a Slack outage at start is no crash loop.
+    """
+    answered = preflight.check(settings)
+    return build_app(settings, socket_mode=socket_mode, verify_token=answered)
+
+
+def build_app(
+    settings: Settings, *, socket_mode: bool = False, celery: Any = None, verify_token: bool = True
+) -> App:
+    """Build the Bolt app with every listener group registered.
+
+    The transport is the caller's explicit choice, never read off which tokens are set: an
+    app-level token in the shared settings must not switch signature checks off for an HTTP
+    endpoint. Over HTTP every request is verified, and a signing secret is required.
+    """
+    if not socket_mode and not settings.slack_signing_secret:
+        raise SettingsError("SLACK_SIGNING_SECRET is required but not set")
     client = web_client(settings)
     executor = AckWaitingExecutor(LISTENER_THREADS)
     app = App(
         client=client,  # carries the token, the base URL and the retry handlers
         listener_executor=executor,
         signing_secret=settings.slack_signing_secret or None,
-        # In Socket Mode there is no HTTP request to sign.
-        request_verification_enabled=not settings.slack_app_token,
+        # Socket Mode envelopes come over a WebSocket the bot opened: there is nothing to sign.
+        request_verification_enabled=not socket_mode,
         raise_error_for_unhandled_request=False,
+        token_verification_enabled=verify_token,
     )
     deps = Deps(
         settings,
@@ -45,6 +67,17 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
         Producer(settings, celery=celery),
         DeliveryLedger(settings),
     )
+    _add_middleware(app, executor, deps)
+    decisions.register(app)
+    commands.register(app, settings.slack_command)
+    home.register(app)
+    app.error(on_error)
+    return app
+
+
+def _add_middleware(app: App, executor: AckWaitingExecutor, deps: Deps) -> None:
+    """Run before every listener: note its ack, hand it `deps` and a retrying `respond`,
+    drop other workspaces' requests and Slack's retries of what we already had."""
 
     @app.middleware
     def wake_on_ack(context: BoltContext, next):  # noqa: A002 (Bolt's argument name)
@@ -62,12 +95,6 @@ def build_app(settings: Settings, *, celery: Any = None) -> App:
 
     app.middleware(only_our_workspace)
     app.middleware(once_per_event)
-    decisions.register(app)
-    governance.register(app)
-    commands.register(app, settings.slack_command)
-    home.register(app)
-    app.error(on_error)
-    return app
 
 
 class SignallingAck(Ack):

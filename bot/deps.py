@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from registry.decisions import TRY_AGAIN, LookupFailed, may_decide, may_reject
-from registry.dedup import DeliveryLedger
-from registry.queue import Producer, QueueUnavailable
-from registry.services import ApproverDirectory
-from registry.settings import Settings
+from registry.adapters.dedup import DeliveryLedger
+from registry.adapters.queue import Producer, QueueUnavailable
+from registry.ports.services import ApproverDirectory
+from registry.rules.decisions import TRY_AGAIN, LookupFailed, may_decide, may_reject
+from registry.rules.settings import Settings
 
 OTHER_WORKSPACE = "registry-bot serves a single workspace; this request came from another one."
 log = logging.getLogger(__name__)

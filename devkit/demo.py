@@ -18,12 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from devkit import stack
+from devkit import gate_demo, stack
 from devkit.slack_double import SlackDouble
+from registry.rules.text import format_number
 
 REPO = stack.REPO
 MODEL = "churn"
@@ -50,10 +50,10 @@ PORTS = (  # service, variable, default
     ("webhooks", "DEMO_WEBHOOKS_PORT", 8000),
     ("bot", "DEMO_BOT_PORT", 3000),
     ("predict", "DEMO_PREDICT_PORT", 8100),
+    # A Redis of the demo's own, started with it and stopped with it: never one a REDIS_URL
+    # names, whose data the demo would have to share or empty.
+    ("redis", "DEMO_REDIS_PORT", 6390),
 )
-# A database of its own, flushed at each start, on whichever Redis is used; the last of the
-# default 16, which the test suite's stacks reach last.
-REDIS_DB = 15
 MARKER = ".registry-bot-demo"  # only a directory carrying this is ever wiped
 SERVICES: dict[str, list[str]] = {
     "worker": ["-m", "worker", "--concurrency", "2"],
@@ -77,13 +77,12 @@ NOT_OURS = (
     "registry-bot demo: {path} exists and is not a demo directory, so it is not wiped; "
     "set DEMO_DIR to another place"
 )
-REDIS_OTHER = "registry-bot demo: something other than Redis listens on {url}"
-REDIS_NONE = "registry-bot demo: no Redis answers at {url} (REDIS_URL)"
+NO_REDIS = "registry-bot demo: {reason}"
 NO_NOTICE = "registry-bot demo: the Staging notice did not arrive; see {log}"
 NO_DEMO = "registry-bot demo: no demo answers at {url}; start one with `make demo`"
 FIRED = (
-    "Alertmanager posted {alert} for {model}{version}: handled {handled}; "
-    "its rollback plan follows in the channel in a moment."
+    "Alertmanager posted {alert} for {model}{version}: handled {handled}; what the guard "
+    "makes of it (a rollback plan, or why there is none) follows in the channel in a moment."
 )
 FIRED_UNHANDLED = (
     "Alertmanager posted {alert} for {model}{version}: handled 0, so no plan. The guard only "
@@ -94,11 +93,17 @@ NO_SERVING = "  (no prediction API yet: registry.serving is not installed)"
 SERVING_FAILED = "  prediction API did not start; see {log}"
 STARTING = "registry-bot demo: starting (files in {root}, wiped at every start)"
 STARTED = "  {name:<10} pid {pid:<8} log {log}"
-REDIS_FOUND = "  redis      using {url}"
-REDIS_STARTED = "  redis      started {url}, pid {pid}"
+REDIS_STARTED = (
+    "  redis      pid {pid:<8} {url}: the demo's own, emptied with it (nothing else uses it)"
+)
+STARTING_MLFLOW = "  mlflow     starting its server on port {port} (about 10 s)…"
+WAITING = "  waiting for {names} to be ready…"
+TRAINING = "  training the first churn model and sending its training event…"
+WAITING_NOTICE = "  waiting for the worker to stage it and post its notice…"
+STARTING_PREDICT = "  starting the prediction API on port {port}…"
 SOCKET_MODE = "  bot        in Socket Mode: the sandbox pushes envelopes over its WebSocket"
 SENT = (
-    "Sent training run {run} of {model} (accuracy {accuracy:.3f}, f1 {f1:.3f}) as {who}; "
+    "Sent training run {run} of {model} (accuracy {accuracy}, f1 {f1}) as {who}; "
     "its notice follows in a moment."
 )
 READY = """
@@ -106,12 +111,13 @@ READY = """
   MLflow UI   {mlflow}/#/models/{model}
   prediction  {predict}
   logs        {logs}
+  ports       {ports} (all on 127.0.0.1; DEMO_<NAME>_PORT moves one)
 
 Next: open the sandbox and click Approve as ada.
 More runs: the sandbox's "Send another training run" button, or `make demo-event`.
 Once a second run is approved, "Fire an alert" posts an alert as Alertmanager would.
 
-registry-bot demo is ready. Ctrl-C stops everything it started."""
+registry-bot demo is ready ({seconds:.0f} s). Ctrl-C stops everything it started."""
 STOPPING = "registry-bot demo: stopping…"
 STOPPED = "registry-bot demo: stopped."
 
@@ -130,12 +136,11 @@ class DemoConfig:
 
     root: Path
     ports: dict[str, int]
-    redis_url: str
     socket_mode: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DemoConfig:
-        """Read DEMO_DIR, DEMO_*_PORT, DEMO_SOCKET_MODE and REDIS_URL; refuse malformed ports."""
+        """Read DEMO_DIR, DEMO_*_PORT and DEMO_SOCKET_MODE; refuse malformed ports."""
         env = os.environ if env is None else env
         ports: dict[str, int] = {}
         for service, var, default in PORTS:
@@ -148,8 +153,7 @@ class DemoConfig:
         socket_mode = env.get("DEMO_SOCKET_MODE", "").strip().lower() or "0"
         if socket_mode not in ("0", "1", "false", "true", "no", "yes"):
             raise DemoError(SOCKET_BAD.format(value=socket_mode))
-        redis_url = env.get("REDIS_URL", "").strip() or stack.DEFAULT_REDIS_URL
-        return cls(root, ports, redis_url, socket_mode in ("1", "true", "yes"))
+        return cls(root, ports, socket_mode in ("1", "true", "yes"))
 
     def url(self, service: str) -> str:
         """Return a service's base URL."""
@@ -243,7 +247,9 @@ def _kill_strays(pids: list[int]) -> None:
 
 def demo_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
     """Return the environment every service runs with: the demo's settings and no others."""
-    socket = {"SLACK_APP_TOKEN": APP_TOKEN} if config.socket_mode else {}
+    socket = (
+        {"SLACK_APP_TOKEN": APP_TOKEN, "SLACK_TRANSPORT": "socket"} if config.socket_mode else {}
+    )
     return stack.service_env(
         **socket,
         MLFLOW_TRACKING_URI=config.url("mlflow"),
@@ -259,6 +265,7 @@ def demo_env(config: DemoConfig, redis_url: str) -> dict[str, str]:
         WEBHOOKS_PORT=str(config.ports["webhooks"]),
         WEBHOOKS_URL=config.url("webhooks"),
         BOT_PORT=str(config.ports["bot"]),
+        MLFLOW_GATE_TOKEN=gate_demo.GATE_TOKEN,
     )
 
 
@@ -317,38 +324,32 @@ def readiness(
 
 
 def demo_redis(config: DemoConfig, procs: Processes) -> str:
-    """Use the Redis at REDIS_URL (default 127.0.0.1:6379) or start one there; flush our db."""
-    parts = urlsplit(config.redis_url)
-    base = f"{parts.scheme}://{parts.netloc}"
+    """Start the demo's own Redis (no file kept) on DEMO_REDIS_PORT; return its URL."""
+    port = config.ports["redis"]
     try:
-        base, proc = stack.find_or_start_redis(
-            config.root / "redis", f"{base}/{REDIS_DB}", same_port=True
-        )
-    except stack.RedisPortTaken:
-        raise DemoError(REDIS_OTHER.format(url=base)) from None
-    except stack.RedisNotLocal:
-        raise DemoError(REDIS_NONE.format(url=base)) from None
-    url = f"{base}/{REDIS_DB}"
-    if proc is None:
-        print(REDIS_FOUND.format(url=url), flush=True)
-    else:
-        procs.add("redis", proc)
-        print(REDIS_STARTED.format(url=url, pid=proc.pid), flush=True)
-    import redis
-
-    redis.Redis.from_url(url).flushdb()
+        proc = stack.start_redis(port, config.root / "redis")
+    except (RuntimeError, TimeoutError) as exc:  # no redis-server here, or it did not start
+        raise DemoError(NO_REDIS.format(reason=exc)) from None
+    procs.add("redis", proc)
+    url = f"redis://127.0.0.1:{port}/0"
+    print(REDIS_STARTED.format(url=url, pid=proc.pid), flush=True)
     return url
 
 
-def start_mlflow(config: DemoConfig, procs: Processes) -> None:
-    """Start `mlflow server` on SQLite with local artifacts in the demo directory."""
+def start_mlflow(
+    config: DemoConfig, procs: Processes, services: Mapping[str, str] | None = None
+) -> None:
+    """Start `mlflow server` on SQLite with local artifacts in the demo directory; behind
+    the gate, with the `services`' settings for it, when they are given."""
     # It blocks until /health answers; a signal meanwhile leaves the pid to Processes.stop's
     # sweep of every descendant.
+    print(STARTING_MLFLOW.format(port=config.ports["mlflow"]), flush=True)
     proc = stack.start_mlflow_server(
         config.ports["mlflow"],
         config.root / "mlflow",
-        env=MLFLOW_ENV,
+        env={**MLFLOW_ENV, **gate_demo.mlflow_gate_env(services or {})},
         log_path=config.log("mlflow"),
+        extra_args=gate_demo.APP_ARGS if services else (),
     )
     procs.add("mlflow", proc)
     print(STARTED.format(name="mlflow", pid=proc.pid, log=_shown(config.log("mlflow"))), flush=True)
@@ -375,6 +376,7 @@ def start_prediction_api(config: DemoConfig, procs: Processes, env: Mapping[str,
         print(NO_SERVING, flush=True)
         return
     port = config.ports["predict"]
+    print(STARTING_PREDICT.format(port=port), flush=True)
     args = ["-m", "registry.serving", "--model", MODEL, "--port", str(port)]
     proc = start_service(config, procs, "predict", args, env)
     try:
@@ -483,9 +485,10 @@ def train(tracking_uri: str) -> TrainedRun:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
-    description = (
-        f"Run {number}: {params['model']}(C={params['C']}) on {params['rows']} synthetic customers"
-    )
+        # The evidence in the notice's thread shows it (docs/evidence.md).
+        mlflow.log_figure(confusion_figure(model, number), "confusion_matrix.png")
+    model_call = f"{params['model']}(C={params['C']:g})"
+    description = f"Run {number}: {model_call} on {params['rows']} synthetic customers"
     return TrainedRun(run.info.run_id, metrics, description)
 
 
@@ -513,9 +516,41 @@ def fit(number: int) -> tuple[Any, dict[str, Any], dict[str, float]]:
     return model, {"model": "LogisticRegression", "C": c, "rows": len(x_train)}, metrics
 
 
+def _holdout(number: int) -> tuple[Any, Any]:
+    """Return run `number`'s test features and labels, as `fit` splits them."""
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import train_test_split
+
+    features, churned = make_classification(
+        n_samples=2000, n_features=8, n_informative=5, weights=[0.7], random_state=7
+    )
+    _, x_test, _, y_test = train_test_split(features, churned, test_size=0.25, random_state=number)
+    return x_test, y_test
+
+
+def confusion_figure(model: Any, number: int) -> Any:
+    """Draw the confusion matrix of run `number` on its test split (matplotlib, no display)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from sklearn.metrics import confusion_matrix
+
+    x_test, y_test = _holdout(number)
+    counts = confusion_matrix(y_test, model.predict(x_test))
+    fig = Figure(figsize=(3.2, 3.0), dpi=100)
+    ax = fig.add_subplot()
+    ax.imshow(counts, cmap="Blues")
+    for (row, col), count in np.ndenumerate(counts):
+        dark = count > counts.max() / 2
+        ax.text(col, row, str(count), ha="center", va="center", color="white" if dark else "black")
+    ax.set(xticks=[0, 1], yticks=[0, 1], xlabel="predicted", ylabel="churned")
+    ax.set_title(f"Confusion matrix, run {number}")
+    fig.tight_layout()
+    return fig
+
+
 def send_event(config: DemoConfig, run: TrainedRun) -> str:
     """Send the signed training event for `run` as the requester; return the event id."""
-    from registry.events import TrainingEvent
+    from registry.rules.events import TrainingEvent
     from webhooks.notify import send
 
     event = TrainingEvent(
@@ -540,8 +575,17 @@ def sandbox_train(config: DemoConfig) -> dict[str, str]:
         run = train(config.url("mlflow"))
         send_event(config, run)
     who = USERS[REQUESTER]["name"]
-    sent = SENT.format(run=run.run_id[:12], model=MODEL, who=who, **run.metrics)
+    shown = {name: format_number(value) for name, value in run.metrics.items()}
+    sent = SENT.format(run=run.run_id[:12], model=MODEL, who=who, **shown)
     return {"message": sent, "run_id": run.run_id}
+
+
+def promote_by_hand(config: DemoConfig) -> str:
+    """Train a run, register it by hand and ask MLflow to make it Production (the sandbox's
+    "Promote in MLflow by hand"); say what MLflow answered."""
+    with _TRAINING:
+        run = train(config.url("mlflow"))
+    return gate_demo.promote_by_hand(config.url("mlflow"), MODEL, run.run_id)
 
 
 # -- an alert, as Alertmanager sends one -------------------------------------------------------
@@ -634,17 +678,21 @@ def _quiet_mlflow() -> None:
 def start(config: DemoConfig, procs: Processes) -> SandboxServer:
     """Start every piece in dependency order; return the sandbox."""
     sandbox = start_sandbox(config, lambda: sandbox_train(config), lambda: fire_alert(config))
+    sandbox.server.app.config["on_promote"] = lambda: promote_by_hand(config)  # type: ignore[attr-defined]
     env = demo_env(config, demo_redis(config, procs))
     # The sandbox answers auth.test, which the bot calls at start, so it goes first.
     started = {
         name: start_service(config, procs, name, args, env) for name, args in SERVICES.items()
     }
-    start_mlflow(config, procs)  # meanwhile the services import and connect
+    start_mlflow(config, procs, env)  # meanwhile the services import and connect
     if config.socket_mode:
         print(SOCKET_MODE, flush=True)
+    print(WAITING.format(names=", ".join(started)), flush=True)
     for name, proc in started.items():
         wait_ready(config, name, proc, readiness(config, name, sandbox.double))
+    print(TRAINING, flush=True)
     print(train_and_send(config), flush=True)
+    print(WAITING_NOTICE, flush=True)
     wait_for_notice(config, sandbox.double)
     start_prediction_api(config, procs, env)
     return sandbox
@@ -652,6 +700,7 @@ def start(config: DemoConfig, procs: Processes) -> SandboxServer:
 
 def run(config: DemoConfig) -> int:
     """Run the demo until SIGINT or SIGTERM, then stop everything it started."""
+    began = time.monotonic()
     check_ports(config)
     prepare_dir(config.root)
     print(STARTING.format(root=_shown(config.root)), flush=True)
@@ -666,6 +715,8 @@ def run(config: DemoConfig) -> int:
                 predict=config.url("predict") + "/version",
                 model=MODEL,
                 logs=_shown(config.logs),
+                ports=", ".join(f"{name} {port}" for name, port in config.ports.items()),
+                seconds=time.monotonic() - began,
             ),
             flush=True,
         )

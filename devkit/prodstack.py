@@ -4,6 +4,7 @@ run with the command and settings docker-compose.yml gives it (a test keeps them
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,7 @@ DRIVERS = ("psycopg2", "psycopg")  # SQLAlchemy's names: psycopg2, and psycopg 3
 DATABASE = {"user": "mlflow", "password": "mlflow", "database": "mlflow"}
 MLFLOW_SERVER_WORKERS = 2
 SERVER_WORKERS = 2  # gunicorn workers of webhooks and of bot
+GUNICORN_CONFIG = "python:registry.process.gunicorn_conf"  # the doors' JSON logs under gunicorn
 # Each copy of the worker service runs one task at a time; scale out by running copies.
 # An explicit count, as a container's CPU count is its host's, not its share.
 WORKER_CONCURRENCY = 1
@@ -43,7 +45,17 @@ READY_TIMEOUT = 120.0
 # What each app service is told of the others, as compose's x-app-environment (and, per
 # service, the host it binds).
 APP_ADDRESSES = ("MLFLOW_TRACKING_URI", "REDIS_URL", "WEBHOOKS_URL")
-BIND_SETTING = {"webhooks": "WEBHOOKS_HOST", "bot": "BOT_HOST"}
+BIND_SETTING = {"webhooks": "WEBHOOKS_HOST", "bot": "BOT_HOST", "worker": "WORKER_METRICS_HOST"}
+# What compose tells the MLflow server for its gate, from .env (REDIS_URL: the stack's).
+GATE_SETTINGS = (
+    "MLFLOW_GATE_TOKEN",
+    "REDIS_URL",
+    "POLICY_FILE",
+    "PRODUCTION_ALIAS",
+    "SLACK_CHANNEL",
+    "REGISTRY_BOT_QUEUE",
+)
+METRICS_PORT = "9100"  # compose's WORKER_METRICS_PORT; each copy here gets a free one instead
 
 
 @dataclass(frozen=True)
@@ -56,17 +68,22 @@ class Addresses:
     bot_port: int
     backend_store_uri: str
     artifacts: str
+    redis_password: str  # every client authenticates, as in compose
 
 
 def commands(at: Addresses) -> dict[str, list[str]]:
     """Return each compose service's command, as docker-compose.yml gives it, for `at`."""
     return {
-        "redis": ["redis-server", "--appendonly", "yes", "--maxmemory-policy", "noeviction"],
+        "redis": [
+            *("redis-server", "--appendonly", "yes", "--maxmemory-policy", "noeviction"),
+            *("--requirepass", at.redis_password),
+        ],
         "mlflow": [
             *("mlflow", "server", "--host", at.bind, "--port", str(at.mlflow_port)),
             *("--backend-store-uri", at.backend_store_uri),
             *("--artifacts-destination", at.artifacts, "--serve-artifacts"),
             *("--workers", str(MLFLOW_SERVER_WORKERS)),
+            *("--app-name", "registry-bot"),  # behind the gate (SPEC 14)
         ],
         "webhooks": _gunicorn(at.bind, at.webhooks_port, "webhooks:create_app()"),
         "worker": ["python", "-m", "worker", "--concurrency", str(WORKER_CONCURRENCY)],
@@ -76,15 +93,22 @@ def commands(at: Addresses) -> dict[str, list[str]]:
 
 
 def _gunicorn(bind: str, port: int, target: str) -> list[str]:
-    return ["gunicorn", "--bind", f"{bind}:{port}", "--workers", str(SERVER_WORKERS), target]
+    return [
+        *("gunicorn", "--config", GUNICORN_CONFIG, "--bind", f"{bind}:{port}"),
+        *("--workers", str(SERVER_WORKERS), target),
+    ]
 
 
-def mlflow_environment(encryption_key: str) -> dict[str, str]:
-    """Return the MLflow server's settings: compose's, for a server on this machine."""
+def mlflow_environment(
+    encryption_key: str, gate: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Return the MLflow server's settings: compose's, for a server on this machine; `gate`
+    gives the gate's (the settings compose passes it from .env, and the Redis URL)."""
     return {
         **WEBHOOK_ENV,
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": encryption_key,
         "MLFLOW_SERVER_ALLOWED_HOSTS": ALLOWED_HOSTS,
+        **{name: (gate or {}).get(name, "") for name in GATE_SETTINGS},
     }
 
 
@@ -93,6 +117,8 @@ def app_environment(service: str, urls: Mapping[str, str], bind: str) -> dict[st
     env = {name: urls[name] for name in APP_ADDRESSES}
     if service in BIND_SETTING:
         env[BIND_SETTING[service]] = bind
+    if service == "worker":
+        env["WORKER_METRICS_PORT"] = METRICS_PORT
     return env
 
 
@@ -138,7 +164,7 @@ class ProdStack:
 
     @property
     def redis_url(self) -> str:
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        return f"redis://:{self._at.redis_password}@127.0.0.1:{self.redis_port}/0"
 
     @property
     def _at(self) -> Addresses:
@@ -172,11 +198,15 @@ class ProdStack:
             bot_port=free_port(),
             backend_store_uri=self.postgres.url(self.driver),
             artifacts=str(self.workdir / "mlartifacts"),
+            redis_password=secrets.token_hex(16),
         )
         self.commands = commands(self.at)
         local = ["--port", str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(self.workdir)]
         self._spawn("redis", [*self.commands["redis"], *local], service_env())
-        mlflow_env = mlflow_environment(Fernet.generate_key().decode()) | self.mlflow_settings
+        # The gate and every service share one token, as compose's .env gives it.
+        self.settings = {"MLFLOW_GATE_TOKEN": secrets.token_hex(24), **self.settings}
+        gate = {**self.settings, "REDIS_URL": self.redis_url}
+        mlflow_env = mlflow_environment(Fernet.generate_key().decode(), gate) | self.mlflow_settings
         self._spawn("mlflow", self.commands["mlflow"], service_env(**mlflow_env))
         self._wait_ready(["redis", "mlflow"])
 
@@ -207,7 +237,8 @@ class ProdStack:
         for name in names[count:]:
             self._stop(name)
         for i in range(len(names) + 1, count + 1):
-            self._spawn(f"worker-{i}", self.commands["worker"], self.app_env("worker"))
+            env = {**self.app_env("worker"), "WORKER_METRICS_PORT": str(free_port())}
+            self._spawn(f"worker-{i}", self.commands["worker"], env)
         if wait:
             self._wait_ready(self.worker_names())
         self.workers = count

@@ -18,17 +18,58 @@ from urllib.parse import quote
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from devkit.block_kit import message_refusal, view_problems
+from devkit.slack_files import FileError, FileStore, UploadedFile
 from devkit.slack_socket import SocketModeServer
 
 log = logging.getLogger(__name__)
 
 RESPONSE_URL = "response_url"
+UPLOAD = "upload"  # the bytes POSTed to an upload URL, recorded as a call of this name
 # Only the app-level token (xapp-) may open a Socket Mode connection, and it may do no more.
 APP_TOKEN_METHODS = ("apps.connections.open",)
 # Slack takes these as JSON strings in form posts and as objects in JSON bodies.
-JSON_PARAMS = ("blocks", "attachments", "view", "metadata")
+JSON_PARAMS = ("blocks", "attachments", "view", "metadata", "files")
 CONTENT_FIELDS = ("text", "blocks", "attachments")
-VIEW_BLOCK_LIMIT = 100  # blocks in a modal or Home tab
+# What Slack answers a message, view or response it will not take as sent: a product bug,
+# never a passing condition (tests/conftest.py fails the test during which one is answered).
+CONTENT_ERRORS = ("invalid_blocks", "msg_too_long", "invalid_arguments")
+# The methods that post into a channel, which Slack refuses where the bot is no member.
+MEMBER_METHODS = ("chat.postMessage", "chat.postEphemeral")
+# The bot scope each Web API method needs, from Slack's method reference; for a
+# conversations.* method, the one for the channel's kind (C public, G private, D direct).
+# The double's own table, apart from the product's (registry.adapters.slack.WEB_API_SCOPES)
+# on purpose: it judges the product independently.
+METHOD_SCOPES: dict[str, str] = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "chat.postEphemeral": "chat:write",
+    "users.info": "users:read",
+    "users.lookupByEmail": "users:read.email",
+    "usergroups.users.list": "usergroups:read",
+    "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write",
+}
+CONVERSATION_SCOPES: dict[str, str] = {
+    "conversations.history": "{kind}:history",
+    "conversations.replies": "{kind}:history",
+    "conversations.info": "{kind}:read",
+}
+CHANNEL_KINDS = {"C": "channels", "G": "groups", "D": "im"}
+# What a bot installed from the project's manifest is granted, unless a test says otherwise.
+ALL_SCOPES = (
+    "app_mentions:read",
+    "channels:history",
+    "channels:read",
+    "chat:write",
+    "commands",
+    "files:write",
+    "groups:history",
+    "groups:read",
+    "usergroups:read",
+    "users:read",
+    "users:read.email",
+)
 VIEW_DEFAULTS: dict[str, Any] = {
     "private_metadata": "",
     "callback_id": "",
@@ -40,6 +81,14 @@ VIEW_DEFAULTS: dict[str, Any] = {
 
 Params = dict[str, Any]
 Answer = Callable[[str, Params, Request], "_Reply"]
+RefusalListener = Callable[["SlackDouble", "Call"], None]
+_refusal_listeners: list[RefusalListener] = []
+
+
+def watch_refusals(listener: RefusalListener) -> Callable[[], None]:
+    """Call `listener` with every call any double refuses for its content; return an undo."""
+    _refusal_listeners.append(listener)
+    return lambda: _refusal_listeners.remove(listener)
 
 
 @dataclass
@@ -53,6 +102,18 @@ class Call:
     status: int = 200
     path: str = ""
     response: Any = None
+
+    @property
+    def error(self) -> str:
+        """Return the error Slack answered (response URLs answer it as plain text), or ''."""
+        if isinstance(self.response, dict):
+            return "" if self.response.get("ok", True) else str(self.response.get("error", ""))
+        return str(self.response) if self.status != 200 else ""
+
+    @property
+    def refused_content(self) -> bool:
+        """Say whether Slack refused what was sent: blocks, a view, or a text too long."""
+        return self.error in CONTENT_ERRORS
 
 
 @dataclass(frozen=True)
@@ -81,11 +142,25 @@ class _Reply:
 
 
 class SlackError(Exception):
-    """An API error, which Slack reports as HTTP 200 with ok=false."""
+    """An API error, which Slack reports as HTTP 200 with ok=false (and why, for blocks)."""
 
-    def __init__(self, error: str) -> None:
+    def __init__(self, error: str, problems: Iterable[str] = (), **fields: str) -> None:
         super().__init__(error)
         self.error = error
+        self.problems = list(problems)
+        self.fields = fields  # what Slack adds to some errors (missing_scope: needed, provided)
+
+    def body(self) -> dict[str, Any]:
+        """Return Slack's answer: the error and, for refused blocks, each reason."""
+        if not self.problems:
+            return {"ok": False, "error": self.error, **self.fields}
+        messages = [f"[ERROR] {problem}" for problem in self.problems]
+        return {
+            "ok": False,
+            "error": self.error,
+            "errors": self.problems,
+            "response_metadata": {"messages": messages},
+        }
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -108,14 +183,22 @@ class SlackDouble:
         users: dict[str, dict[str, str]] | None = None,
         usergroups: dict[str, Iterable[str]] | None = None,
         port: int = 0,
+        not_in: Iterable[str] = (),
+        scopes: Iterable[str] = ALL_SCOPES,
     ) -> None:
         self.token, self.team_id, self.bot_user_id = token, team_id, bot_user_id
+        # The bot token's scopes: a method needing another is refused with missing_scope.
+        self.scopes: set[str] = set(scopes)
         self.app_token = app_token
         self.bot_id, self.app_id = "B" + bot_user_id.removeprefix("U"), "A0TEST"
         self.socket = SocketModeServer(app_id=self.app_id)
         self.users = {uid: dict(info) for uid, info in (users or {}).items()}
         self.usergroups = {gid: list(members) for gid, members in (usergroups or {}).items()}
+        # What conversations.info says: every channel exists with the bot in it, but these.
+        self.unknown_channels: set[str] = set()  # no such channel
         self.port: int | None = port or None
+        # The bot is a member of every channel it is asked about, except these.
+        self._not_in: set[str] = set(not_in)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -128,6 +211,7 @@ class SlackDouble:
         self._pace: dict[str, float] = {}  # channel -> seconds between accepted posts
         self._last_post: dict[str, float] = {}
         self._methods = self._api_methods()
+        self.uploads = FileStore()  # tests may shorten .ttl (upload URLs) and .limit (bytes)
         self._reset_state()
 
     def _api_methods(self) -> dict[str, Callable[[Params], dict[str, Any]]]:
@@ -146,6 +230,9 @@ class SlackDouble:
             "usergroups.users.list": self._usergroup_users,
             "conversations.history": self._history,
             "conversations.replies": self._replies,
+            "conversations.info": self._conversation_info,
+            "files.getUploadURLExternal": self._upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -256,6 +343,16 @@ class SlackDouble:
                 self._pace.pop(channel, None)
                 self._last_post.pop(channel, None)
 
+    def leave(self, channel: str) -> None:
+        """Take the bot out of `channel`: posts there are answered not_in_channel."""
+        with self._cond:
+            self._not_in.add(channel)
+
+    def join(self, channel: str) -> None:
+        """Make the bot a member of `channel` again."""
+        with self._cond:
+            self._not_in.discard(channel)
+
     # -- recording ---------------------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[Call]:
@@ -269,8 +366,9 @@ class SlackDouble:
             self._calls.clear()
 
     def reset(self) -> None:
-        """Forget calls, messages, ephemerals, views, faults and delays."""
+        """Forget calls, messages, ephemerals, views, faults, delays and channels left."""
         with self._cond:
+            self._not_in.clear()
             self._calls.clear()
             self._faults.clear()
             self._delays.clear()
@@ -344,7 +442,13 @@ class SlackDouble:
         with self._cond:
             return copy.deepcopy(self._homes.get(user))
 
+    def files(self) -> list[dict[str, Any]]:
+        """Return the files shared (each with its bytes as `data`), oldest first."""
+        with self._cond:
+            return [_file_record(f) for f in self.uploads.shared()]
+
     def _reset_state(self) -> None:
+        self.uploads.reset()
         self._messages: dict[str, list[dict[str, Any]]] = {}
         self._ephemerals: list[dict[str, Any]] = []
         self._views: dict[str, dict[str, Any]] = {}
@@ -355,9 +459,20 @@ class SlackDouble:
     # -- HTTP --------------------------------------------------------------------------------
 
     def wsgi_app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        """Serve the Web API under /api/ and response URLs under /response/."""
+        """Serve the Web API under /api/, response URLs under /response/, upload URLs under
+        /upload/ and the shared files' bytes under /files/."""
         request = Request(environ)
+        if request.path.startswith("/files/") and request.method == "GET":
+            return self._file_bytes(request.path)(environ, start_response)
         return self._route(request).to_response()(environ, start_response)
+
+    def _file_bytes(self, path: str) -> Response:
+        with self._cond:
+            parts = path.strip("/").split("/")
+            file = self.uploads.files.get(parts[1]) if len(parts) >= 2 else None
+            if file is None or not file.shared or file.data is None:
+                return Response("file_not_found", 404, mimetype="text/plain")
+            return Response(file.data, 200, mimetype=file.mimetype or "application/octet-stream")
 
     def _route(self, request: Request) -> _Reply:
         path = request.path
@@ -367,6 +482,10 @@ class SlackDouble:
             if request.method != "POST":
                 return _Reply("method_not_allowed", 405)
             return self._serve(RESPONSE_URL, request, self._response_post)
+        if path.startswith("/upload/"):
+            if request.method != "POST":
+                return _Reply("method_not_allowed", 405)
+            return self._serve(UPLOAD, request, self._upload_post)
         return _Reply("not_found", 404)
 
     def _serve(self, method: str, request: Request, answer: Answer) -> _Reply:
@@ -420,6 +539,10 @@ class SlackDouble:
         self._cond.notify_all()
         for events in self._subscribers:
             events.put(call)
+        if call.refused_content:
+            log.warning("SlackDouble refused %s: %s", call.method, call.response)
+            for listener in list(_refusal_listeners):
+                listener(self, call)
 
     def _fault_reply(self, method: str, fault: _Fault) -> _Reply:
         # A 429 carries Retry-After, which slack_sdk's RateLimitErrorRetryHandler sleeps on.
@@ -433,12 +556,18 @@ class SlackDouble:
         if handler is None:
             # Slack checks the method before the token, and answers 200, not 404.
             return _Reply({"ok": False, "error": "unknown_method", "req_method": method})
+        # Slack says on every answer to a bot token which scopes it has.
+        granted = {"X-OAuth-Scopes": ",".join(sorted(self.scopes))}
         try:
             self._authorize(method, params, request)
-            return _Reply({"ok": True, **handler(params)})
+            if method not in APP_TOKEN_METHODS:
+                self._scoped(method, params)
+            if method in MEMBER_METHODS:
+                self._member(params)
+            return _Reply({"ok": True, **handler(params)}, headers=granted)
         except SlackError as exc:
             # Slack answers API errors with HTTP 200 and ok=false.
-            return _Reply({"ok": False, "error": exc.error})
+            return _Reply(exc.body(), headers=granted)
         except Exception:
             log.exception("SlackDouble failed answering %s", method)
             return _Reply({"ok": False, "error": "internal_error"}, 500)
@@ -455,10 +584,40 @@ class SlackDouble:
         if token != wanted:
             raise SlackError("invalid_auth")
 
+    def _scoped(self, method: str, params: Params) -> None:
+        """Refuse a method the token has no scope for, as Slack does (needed, provided)."""
+        needed = METHOD_SCOPES.get(method, "")
+        if method in CONVERSATION_SCOPES:
+            kind = CHANNEL_KINDS.get(str(params.get("channel") or "C")[:1], "channels")
+            needed = CONVERSATION_SCOPES[method].format(kind=kind)
+        if needed and needed not in self.scopes:
+            provided = ",".join(sorted(self.scopes))
+            raise SlackError("missing_scope", needed=needed, provided=provided)
+
+    def _member(self, params: Params) -> None:
+        """Refuse a post to a channel the bot is not in (a missing channel is not found)."""
+        channel = _require(params, "channel", "channel_not_found")
+        if channel in self._not_in:
+            raise SlackError("not_in_channel")
+
+    def _upload_post(self, method: str, params: Params, request: Request) -> _Reply:
+        """Take an upload URL's bytes: raw, or multipart with the file in any field."""
+        form_file = next(iter(request.files.values()), None)
+        data = form_file.read() if form_file is not None else request.get_data()
+        try:
+            self.uploads.receive(request.path, data, None)
+        except FileError as exc:
+            return _Reply(exc.error, exc.status)
+        return _Reply(f"OK - {len(data)}")
+
     def _response_post(self, method: str, params: Params, request: Request) -> _Reply:
-        # Response URLs take JSON only and answer plain text: "ok" or a short reason.
+        # Response URLs take JSON only and answer plain text: "ok" or a short reason, with a
+        # 400 for what they refuse (as incoming webhooks do: `400 invalid_blocks`).
         if not isinstance(request.get_json(silent=True), dict):
             return _Reply("invalid_payload", 400)
+        refusal = message_refusal(params)
+        if refusal:
+            return _Reply(refusal[0], 400)
         return _Reply("ok")
 
     # -- Web API methods (called holding self._cond) ---------------------------------------
@@ -556,7 +715,10 @@ class SlackDouble:
         return {"view": copy.deepcopy(view)}
 
     def _users_info(self, params: Params) -> dict[str, Any]:
-        return {"user": self._user(str(params.get("user") or ""))}
+        user = self._user(str(params.get("user") or ""))
+        if "users:read.email" not in self.scopes:  # Slack leaves the e-mail out without it
+            user.get("profile", {}).pop("email", None)
+        return {"user": user}
 
     def _lookup_by_email(self, params: Params) -> dict[str, Any]:
         email = str(params.get("email") or "").strip().lower()
@@ -572,6 +734,7 @@ class SlackDouble:
         return {"users": list(members)}
 
     def _history(self, params: Params) -> dict[str, Any]:
+        self._member(params)
         channel = _require(params, "channel", "channel_not_found")
         limit = int(params.get("limit") or 100)
         newest = [m for m in reversed(self._messages.get(channel, [])) if _is_top(m)]
@@ -584,6 +747,7 @@ class SlackDouble:
         }
 
     def _replies(self, params: Params) -> dict[str, Any]:
+        self._member(params)
         channel = _require(params, "channel", "channel_not_found")
         found = self._find(channel, str(params.get("ts") or ""), "thread_not_found")
         parent = self._find(channel, found.get("thread_ts", found["ts"]), "thread_not_found")
@@ -594,6 +758,67 @@ class SlackDouble:
             "has_more": False,
             "response_metadata": {"next_cursor": ""},
         }
+
+    def _conversation_info(self, params: Params) -> dict[str, Any]:
+        channel = _require(params, "channel", "channel_not_found")
+        private, outside = channel.startswith("G"), channel in self._not_in
+        # Slack hides a private channel from a bot outside it, as if it did not exist.
+        if channel in self.unknown_channels or (private and outside):
+            raise SlackError("channel_not_found")
+        return {
+            "channel": {
+                "id": channel,
+                "name": channel.lower(),
+                "is_channel": not private,
+                "is_group": private,
+                "is_private": private,
+                "is_archived": False,
+                "is_member": not outside,
+            }
+        }
+
+    def _upload_url(self, params: Params) -> dict[str, Any]:
+        try:
+            return self.uploads.get_url(params, self.url)
+        except FileError as exc:
+            raise SlackError(exc.error) from None
+
+    def _complete_upload(self, params: Params) -> dict[str, Any]:
+        channel = str(params.get("channel_id") or "")
+        thread_ts = str(params.get("thread_ts") or "")
+        if thread_ts and not channel:
+            raise SlackError("invalid_arguments")  # a thread is in one channel, named
+        if channel in self._not_in:
+            raise SlackError("not_in_channel")
+        if thread_ts:
+            parent = self._find(channel, thread_ts, "invalid_thread_ts")
+            if not _is_top(parent):
+                raise SlackError("invalid_thread_ts")  # Slack: never a reply's ts
+        try:
+            files = self.uploads.complete(params)
+        except FileError as exc:
+            raise SlackError(exc.error) from None
+        for file in files:
+            self._share(file, channel, thread_ts)
+        return {"files": [{"id": f.id, "title": f.title} for f in files]}
+
+    def _share(self, file: UploadedFile, channel: str, thread_ts: str) -> None:
+        file.shared, file.channel, file.thread_ts = True, channel, thread_ts
+        if not channel:
+            return  # completed without a channel: a private file, in no conversation
+        message: dict[str, Any] = {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "text": "",
+            "upload": True,
+            "files": [self.uploads.listed(file, self.url)],
+            "ts": self._next_ts(),
+        }
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        file.ts = str(message["ts"])
+        self._messages.setdefault(channel, []).append(message)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -631,10 +856,9 @@ class SlackDouble:
         return listed
 
     def _view_from(self, view: Any) -> dict[str, Any]:
-        if not isinstance(view, dict) or view.get("type") not in ("modal", "home"):
-            raise SlackError("invalid_arguments")
-        if len(view.get("blocks") or []) > VIEW_BLOCK_LIMIT:
-            raise SlackError("invalid_arguments")  # "no more than 100 items", Slack says
+        problems = view_problems(view)
+        if problems:
+            raise SlackError("invalid_arguments", problems)  # views.* do not say invalid_blocks
         self._serial += 1
         return {
             **copy.deepcopy(VIEW_DEFAULTS),
@@ -673,6 +897,19 @@ class SlackDouble:
         }
 
 
+def _file_record(file: UploadedFile) -> dict[str, Any]:
+    return {
+        "id": file.id,
+        "name": file.name,
+        "title": file.title,
+        "mimetype": file.mimetype,
+        "channel": file.channel,
+        "thread_ts": file.thread_ts,
+        "ts": file.ts,
+        "data": file.data,
+    }
+
+
 def _params(request: Request) -> Params:
     """Merge query, form and JSON-body params, decoding JSON-valued fields."""
     params: Params = dict(request.args.items())
@@ -709,6 +946,9 @@ def _content(params: Params) -> dict[str, Any]:
         raise SlackError("no_text")
     if "text" in content:
         content["text"] = str(content["text"])
+    refusal = message_refusal(content)
+    if refusal:
+        raise SlackError(*refusal)
     return content
 
 

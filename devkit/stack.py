@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,6 +33,7 @@ OWN_SETTINGS = (
     "SLACK_",
     "MLFLOW_",
     "REDIS_URL",
+    "REDIS_KEY_PREFIX",
     "APPROVER",
     "REQUIRED_APPROVALS",
     "TRAINING_WEBHOOK_SECRET",
@@ -45,7 +46,11 @@ OWN_SETTINGS = (
     "STAGING_ALIAS",
     "PRODUCTION_ALIAS",
     "SWEEP_INTERVAL",
+    "BEAT_SCHEDULE_FILE",
     "CATCHUP_WINDOW",
+    "RETRY_FOR",
+    "CANARY_WEBHOOK_SECRET",
+    "ALERT",  # ALERTMANAGER_TOKEN, ALERT_MODEL_LABEL
     "WORKER_METRICS_",
 )
 
@@ -165,9 +170,16 @@ def find_or_start_redis(
 
 
 def start_mlflow_server(
-    port: int, workdir: Path, *, env: Mapping[str, str] | None = None, log_path: Path | None = None
+    port: int,
+    workdir: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    backend_store_uri: str = "",
+    extra_args: Sequence[str] = (),
 ) -> subprocess.Popen:
-    """Start `mlflow server` on SQLite with local artifacts; wait for /health."""
+    """Start `mlflow server` (on SQLite unless `backend_store_uri` says otherwise) with local
+    artifacts; wait for /health. `extra_args` go last: `--app-name registry-bot`, say."""
     from cryptography.fernet import Fernet
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -191,11 +203,12 @@ def start_mlflow_server(
                 "--port",
                 str(port),
                 "--backend-store-uri",
-                f"sqlite:///{workdir / 'mlflow.db'}",
+                backend_store_uri or f"sqlite:///{workdir / 'mlflow.db'}",
                 "--artifacts-destination",
                 str(workdir / "artifacts"),
                 "--workers",
                 "1",
+                *extra_args,
             ],
             env=full_env,
             stdout=out,
@@ -216,12 +229,13 @@ def _healthy(url: str, proc: subprocess.Popen) -> bool:
         return False
 
 
-def wait_until(check, timeout: float, what: str, interval: float = 0.1) -> None:
-    """Poll `check` until it is true; raise TimeoutError naming `what`."""
+def wait_until(check, timeout: float, what: str, interval: float = 0.1):
+    """Poll `check` until it is true and return what it returned; raise TimeoutError naming
+    `what`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        if result := check():
+            return result
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 

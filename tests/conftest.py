@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from devkit.slack_double import SlackDouble
+from devkit.slack_double import Call, SlackDouble, watch_refusals
 from devkit.stack import find_or_start_redis, free_port, start_mlflow_server, start_redis, stop
 from tests.support import SERVICES, SLACK_SIGNING_SECRET, TOKEN, Stack, StackFactory
 
@@ -114,19 +114,59 @@ def redis_client(redis_url) -> redis.Redis:
     return redis.Redis.from_url(f"{redis_url}/1")
 
 
+# Every message, view or answer a Slack double refused for its content (Slack's limits),
+# as "where: method error reasons"; each is claimed by the test it happened during.
+REFUSED: list[str] = []
+UNCLAIMED: list[str] = []  # refused between tests: no test can be failed for it
+
+
+def _heard_refusal(double: SlackDouble, call: Call) -> None:
+    body = call.response if isinstance(call.response, dict) else {}
+    reasons = "; ".join(body.get("errors") or [])[:500]
+    REFUSED.append(f"{call.method} {call.error} {reasons}".strip())
+
+
+watch_refusals(_heard_refusal)
+
+
+@pytest.fixture(autouse=True)
+def slack_took_everything(request) -> Iterator[None]:
+    """Fail the test during which a Slack double refused a message, view or answer for its
+    content (invalid_blocks, msg_too_long, invalid_arguments), unless the test is marked
+    `slack_refuses(<error>…)`: the product must never send what Slack would refuse."""
+    UNCLAIMED.extend(REFUSED)
+    REFUSED.clear()
+    yield
+    found, REFUSED[:] = list(REFUSED), []
+    marker = request.node.get_closest_marker("slack_refuses")
+    expected = set(marker.args) if marker else set()
+    unexpected = [r for r in found if not marker or (expected and r.split()[1] not in expected)]
+    if unexpected:
+        pytest.fail("Slack would refuse what the product sent:\n" + "\n".join(unexpected))
+
+
 # What the processes of a parallel run measured, gathered by the controlling one.
-GATHERED: dict[str, list] = {"answers": [], "acks": [], "figures": []}
+GATHERED: dict[str, list] = {"answers": [], "acks": [], "figures": [], "refused": []}
 
 
 def pytest_sessionfinish(session) -> None:
-    """In a pytest-xdist worker, hand what it measured to the controlling process."""
+    """Fail the session if Slack refused content between tests; in a pytest-xdist worker,
+    hand what it measured and saw refused to the controlling process."""
     from tests.support import FIGURES, SLACK_ANSWER_TIMES, SOCKET_ACK_TIMES
 
+    unclaimed = UNCLAIMED + REFUSED
     output = getattr(session.config, "workeroutput", None)
     if output is not None:
         output["registry_bot_measured"] = json.dumps(
-            {"answers": SLACK_ANSWER_TIMES, "acks": SOCKET_ACK_TIMES, "figures": FIGURES}
+            {
+                "answers": SLACK_ANSWER_TIMES,
+                "acks": SOCKET_ACK_TIMES,
+                "figures": FIGURES,
+                "refused": unclaimed,
+            }
         )
+    elif unclaimed + GATHERED["refused"] and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: known only with the plugin
@@ -153,6 +193,8 @@ def pytest_terminal_summary(terminalreporter) -> None:
             )
     for line in FIGURES + GATHERED["figures"]:
         terminalreporter.write_line(line)
+    for refused in UNCLAIMED + REFUSED + GATHERED["refused"]:
+        terminalreporter.write_line(f"Slack refused between tests (session fails): {refused}")
 
 
 # The modules that take a minute or more, longest first (their setup and tests together, from
@@ -160,12 +202,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
 # `--no-loadscope-reorder` (as `make test` does) hands them out first and the short modules
 # fill the gaps, instead of one process running the last long module alone.
 LONG_MODULES = (
+    "test_outage.py",  # about 250 s: an MLflow outage of 150 s, then one past RETRY_FOR
     "test_production_shape.py",  # about 240 s
     "test_faults.py",  # 230 s
     "test_demo.py",  # 210 s
     "test_guard_flow.py",  # 135 s
     "test_serving.py",  # 135 s
     "test_commands.py",  # 110 s
+    "test_probes.py",  # 100 s: a Redis stopped under a worker, a worker stopped with a retry
     "test_approvals.py",  # 105 s
     "test_soak.py",  # 100 s
     "test_burst.py",  # 90 s

@@ -1,6 +1,7 @@
 """In-memory stand-ins for the registry gateway, Slack notifier and approver directory.
 
 mypy checks them against the Protocols the domain code runs against (see the end).
+The notifier refuses what Slack refuses (devkit.block_kit), as the Slack double does.
 """
 
 from __future__ import annotations
@@ -9,16 +10,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from registry.decisions import Clicker, LookupFailed, model_clicker
-from registry.events import CREATED_BY_TAG
-from registry.gateway import source_key
-from registry.services import ApproverDirectory, Blocks, Notifier, Recipient
-from registry.settings import Settings
-from registry.versions import (
+from devkit.block_kit import message_refusal, view_problems
+from registry.adapters.mlflow import source_key
+from registry.ports.evidence import EvidenceSource, ModelFiles, UploadRefused, Uploads
+from registry.ports.gateway import RegistryGateway
+from registry.ports.services import ApproverDirectory, Blocks, Notifier, Recipient
+from registry.rules.decisions import Clicker, LookupFailed, model_clicker
+from registry.rules.events import CREATED_BY_TAG
+from registry.rules.evidence import Artifact, TrendPoint, Unreadable
+from registry.rules.settings import Settings
+from registry.rules.versions import (
     PENDING_TAG,
+    SOURCE_KEY_TAG,
     ModelStamp,
     ModelVersion,
-    RegistryGateway,
     RunSummary,
     VersionNotFound,
 )
@@ -29,6 +34,18 @@ class Crash(BaseException):
 
     A BaseException, so no `except Exception` in the domain code can swallow it.
     """
+
+
+class SlackWouldRefuse(BaseException):
+    """What was sent is over Slack's limits: Slack would answer invalid_blocks, msg_too_long
+    or invalid_arguments. A BaseException, so no `except Exception` can hide the bug."""
+
+
+def slack_takes(text: str, blocks: Blocks = None) -> None:
+    """Raise SlackWouldRefuse for a message Slack would not take."""
+    refusal = message_refusal({"text": text, "blocks": list(blocks) if blocks else None})
+    if refusal:
+        raise SlackWouldRefuse(f"Slack would answer {refusal[0]}: {refusal[1]}")
 
 
 class FakeGateway:
@@ -44,6 +61,7 @@ class FakeGateway:
         # Each model's update time (ms), moved as MLflow moves last_updated_timestamp: by a
         # new version or a stage change, never by a tag; strictly later each time.
         self.updated: dict[str, int] = {}
+        self.model_tag_values: dict[str, dict[str, str]] = {}  # the registered models' own tags
         # Called after each write as (op, version, stage or tags); True: die there, once.
         self.die_after: Callable[[str, str, Any], bool] | None = None
 
@@ -54,14 +72,12 @@ class FakeGateway:
         self, name: str, run_id: str, artifact_path: str, model_uri: str
     ) -> ModelVersion | None:
         key = source_key(run_id, artifact_path, model_uri)
-        return next(
-            (
-                mv
-                for mv in self.models.get(name, {}).values()
-                if mv.tags.get("registry_bot.source_key") == key
-            ),
-            None,
-        )
+        versions = self.models.get(name, {}).values()
+        ours = (mv for mv in versions if mv.tags.get("registry_bot.source_key") == key)
+        # As MlflowGateway: a version someone else registered from the same run (this fake
+        # keeps no artifact paths, so one run's version registered elsewhere is the one).
+        theirs = (mv for mv in versions if mv.run_id == run_id and SOURCE_KEY_TAG not in mv.tags)
+        return next(ours, None) or next(theirs, None)
 
     def register(
         self,
@@ -76,7 +92,9 @@ class FakeGateway:
             "registry_bot.source_key": source_key(run_id, artifact_path, model_uri),
             CREATED_BY_TAG: "registry-bot",  # as MlflowGateway.register marks its versions
         }
-        return self.register_elsewhere(name, run_id, tags=all_tags)
+        registered = self.register_elsewhere(name, run_id, tags=all_tags)
+        self._maybe_die("register", registered.version, all_tags)
+        return registered
 
     def register_elsewhere(
         self, name: str, run_id: str, *, tags: Mapping[str, str] | None = None
@@ -121,32 +139,37 @@ class FakeGateway:
         if stage == "Production":
             for mv in self.versions(name):
                 if mv.stage == "Production" and mv.version != version:
-                    self._put(replace(mv, stage="Archived"))
+                    self.put(replace(mv, stage="Archived"))
                     archived.append(mv.version)
-        self._put(replace(self.get_version(name, version), stage=stage))
+        self.put(replace(self.get_version(name, version), stage=stage))
         self._touch(name)
         self._maybe_die("move", version, stage)
         return archived
 
     def set_tags(self, name: str, version: str, tags: Mapping[str, str]) -> None:
         mv = self.get_version(name, version)
-        self._put(replace(mv, tags={**mv.tags, **{k: str(v) for k, v in tags.items()}}))
+        self.put(replace(mv, tags={**mv.tags, **{k: str(v) for k, v in tags.items()}}))
         self._maybe_die("set_tags", version, tags)
 
     def delete_tags(self, name: str, version: str, keys: Iterable[str]) -> None:
         mv = self.get_version(name, version)
         gone = set(keys)
-        self._put(replace(mv, tags={k: v for k, v in mv.tags.items() if k not in gone}))
+        self.put(replace(mv, tags={k: v for k, v in mv.tags.items() if k not in gone}))
         self._maybe_die("delete_tags", version, gone)
 
     def run_summary(self, run_id: str) -> RunSummary | None:
         return self.runs.get(run_id)
 
-    def model_names(self) -> list[str]:
-        return list(self.models)
-
     def all_versions(self) -> list[ModelVersion]:
         return [mv for name in self.models for mv in self.versions(name)]
+
+    def model_tags(self, name: str) -> Mapping[str, str]:
+        return dict(self.model_tag_values.get(name, {}))
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        if name not in self.models:
+            raise VersionNotFound(f"no model named {name}")
+        self.model_tag_values.setdefault(name, {})[key] = value
 
     def models_updated_since(self, since: int) -> list[ModelStamp]:
         stamps = [ModelStamp(name, self.updated.get(name, 0)) for name in self.models]
@@ -162,7 +185,8 @@ class FakeGateway:
     def _touch(self, name: str) -> None:
         self.updated[name] = max(int(self.clock() * 1000), self.updated.get(name, -1) + 1)
 
-    def _put(self, mv: ModelVersion) -> None:
+    def put(self, mv: ModelVersion) -> None:
+        """Store `mv` as it is, as a change made in MLflow itself would leave it."""
         self.models[mv.name][mv.version] = mv
 
     def _maybe_die(self, op: str, version: str, arg: Any) -> None:
@@ -180,6 +204,7 @@ class RecordingNotifier:
         self.posted_to: list[str] = []  # the channel of each post, in order
         self.blocks: list[list[dict]] = []  # the blocks of each post, in order
         self.updates: list[tuple[str, str]] = []
+        self.update_blocks: list[list[dict]] = []  # the blocks of each update, in order
         self.replies: list[tuple[str, str]] = []
         self.told: list[tuple[str, str]] = []
         self.homes: dict[str, dict] = {}
@@ -189,6 +214,7 @@ class RecordingNotifier:
         self.die_after: Callable[[str, str], bool] | None = None
 
     def post(self, text: str, blocks: Sequence[dict], *, channel: str = "", **meta: Any) -> str:
+        slack_takes(text, blocks)
         self.posts.append((text, str(meta.get("metadata"))))
         self.posted_to.append(channel or self.channel)
         self.blocks.append(list(blocks))
@@ -196,13 +222,7 @@ class RecordingNotifier:
         return f"{len(self.posts)}.000"
 
     def find_posted(
-        self,
-        event_type: str,
-        nonce: str,
-        *,
-        channel: str = "",
-        thread_ts: str = "",
-        limit: int = 200,
+        self, event_type: str, nonce: str, *, channel: str = "", thread_ts: str = ""
     ) -> str:
         if thread_ts:
             found = (ts for ts, meta in self.reply_meta if ts == thread_ts and nonce in meta)
@@ -218,9 +238,12 @@ class RecordingNotifier:
         )
 
     def update(self, channel: str, ts: str, text: str, blocks: Sequence[dict]) -> None:
+        slack_takes(text, blocks)
         self.updates.append((ts, text))
+        self.update_blocks.append(list(blocks))
 
     def reply(self, channel: str, thread_ts: str, text: str, **meta: Any) -> None:
+        slack_takes(text)
         self.replies.append((thread_ts, text))
         self.reply_meta.append((thread_ts, str(meta.get("metadata"))))
         self._maybe_die("reply", text)
@@ -228,9 +251,13 @@ class RecordingNotifier:
     def tell(
         self, to: Recipient, text: str, *, blocks: Blocks = None, replace: bool = False
     ) -> None:
+        slack_takes(text, blocks)
         self.told.append((to.user, text))
 
     def publish_home(self, user: str, view: dict) -> None:
+        problems = view_problems(view)
+        if problems:
+            raise SlackWouldRefuse(f"Slack would answer invalid_arguments: {problems}")
         self.homes[user] = view
 
     def _maybe_die(self, op: str, text: str) -> None:
@@ -291,6 +318,66 @@ class FakeDirectory:
         return self.names.get(user, "")
 
 
+class FakeEvidence:
+    """An EvidenceSource over files held in memory: model files by version, run files by run."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ModelFiles] = {}  # by "<model>/<version>"
+        self.runs: dict[str, dict[str, bytes]] = {}  # run id -> path -> bytes
+        self.charts: list[tuple[str, list[str], list[TrendPoint]]] = []
+        self.points: dict[str, list[TrendPoint]] = {}  # by model, oldest first
+
+    def model_files(self, mv: ModelVersion) -> ModelFiles:
+        return self.models.get(f"{mv.name}/{mv.version}", ModelFiles())
+
+    def run_artifacts(self, run_id: str) -> list[Artifact]:
+        return [Artifact(p, len(d)) for p, d in self.runs.get(run_id, {}).items()]
+
+    def read_artifact(self, run_id: str, path: str, limit: int) -> bytes:
+        data = self.runs.get(run_id, {}).get(path)
+        if data is None:
+            raise Unreadable("no such file")
+        if len(data) > limit:
+            raise Unreadable(f"{len(data)} bytes, over the limit")
+        return data
+
+    def trend(self, name: str, count: int) -> list[TrendPoint]:
+        return self.points.get(name, [])[-count:]
+
+    def chart(self, title: str, metrics: Sequence[str], points: Sequence[TrendPoint]) -> bytes:
+        self.charts.append((title, list(metrics), list(points)))
+        return b"\x89PNG\r\n\x1a\nchart"
+
+
+class FakeUploads:
+    """Uploads into threads held in memory; `refuse` names the Slack error to answer with."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, tuple[str, bytes]] = {}
+        self.shared: list[tuple[str, str, str, str]] = []  # file id, title, channel, thread
+        self.refuse = ""
+        # Called after each share as (file id, title); True: die there, once.
+        self.die_after: Callable[[str, str], bool] | None = None
+
+    def start_upload(self, filename: str, data: bytes) -> str:
+        if self.refuse:
+            raise UploadRefused(self.refuse)
+        file_id = f"F{len(self.started) + 1:04d}"
+        self.started[file_id] = (filename, data)
+        return file_id
+
+    def share_upload(self, file_id: str, title: str, *, channel: str, thread_ts: str) -> None:
+        if file_id not in self.started or any(s[0] == file_id for s in self.shared):
+            raise UploadRefused("file_not_found")
+        self.shared.append((file_id, title, channel, thread_ts))
+        if self.die_after is not None and self.die_after(file_id, title):
+            self.die_after = None
+            raise Crash(f"died after sharing {title}")
+
+    def shared_in_thread(self, file_id: str, *, channel: str, thread_ts: str) -> bool:
+        return any(s[0] == file_id and s[2:] == (channel, thread_ts) for s in self.shared)
+
+
 if TYPE_CHECKING:
 
     def _conforms(
@@ -298,3 +385,9 @@ if TYPE_CHECKING:
     ) -> tuple[RegistryGateway, Notifier, ApproverDirectory]:
         """Type-check only: each fake stands where the domain code expects its Protocol."""
         return gateway, notifier, directory
+
+    def _conforms_too(
+        evidence: FakeEvidence, uploads: FakeUploads
+    ) -> tuple[EvidenceSource, Uploads]:
+        """Type-check only: the evidence's fakes, likewise."""
+        return evidence, uploads

@@ -32,11 +32,12 @@ from devkit.stack import (
     url_answers,
     wait_until,
 )
-from registry.messages import REASON_BLOCK, REASON_INPUT
-from registry.reports import ROLLBACK_CONFIRM, ROLLBACK_MODAL
+from registry.views.modals import REASON_BLOCK, REASON_INPUT, ROLLBACK_MODAL
+from registry.views.plans import ROLLBACK_CONFIRM
 
 REPO = Path(__file__).resolve().parent.parent
 TRAINING_SECRET = "whsec_" + "dGVzdC10cmFpbmluZy1zZWNyZXQtMzItYnl0ZXMhIQ=="
+CANARY_SECRET = "whsec_" + "Y2FuYXJ5LXNlY3JldC1vZi10aGlydHktdHdvLWJ5dGVzIQ=="
 MLFLOW_SECRET = "mlflow-webhook-secret"
 TOKEN = "xoxb-test-token"
 SLACK_SIGNING_SECRET = "test-signing-secret"
@@ -211,7 +212,7 @@ class Stack:
     def _bot_ready(self) -> bool:
         """HTTP mode: /healthz answers; Socket Mode: the bot holds a link to the double."""
         token = self.env.get("SLACK_APP_TOKEN", "")
-        if token:
+        if self.env.get("SLACK_TRANSPORT") == "socket":
             return self.slack.socket.links(token) > 0
         return url_answers(f"{self.bot_url}/healthz")
 
@@ -317,6 +318,7 @@ class StackFactory:
             REDIS_URL=f"{redis_base or self.redis_base}/{db % 16}",
             SLACK_API_URL=self.slack.api_url,
             TRAINING_WEBHOOK_SECRET=TRAINING_SECRET,
+            CANARY_WEBHOOK_SECRET=CANARY_SECRET,
             MLFLOW_WEBHOOK_SECRET=MLFLOW_SECRET,
             # A queue of its own: no stack takes another's tasks, even when a session's
             # stacks outnumber Redis's 16 databases and two of them share one.
@@ -376,6 +378,24 @@ def click(bot_url: str, slack, **kw: Any) -> tuple[requests.Response, str]:
     response URL Slack would give. `message` is the channel message clicked, sent whole."""
     payload, response_url = click_payload(slack, **kw)
     return interaction(bot_url, payload), response_url
+
+
+def approve_click(stack, slack, model: str, version: str, user: str, ts: str, channel: str) -> str:
+    """Click Approve on `model` v`version`'s notice (message `ts` in `channel`) as `user`;
+    assert the bot took the click and return the response URL its answer goes to."""
+    from registry.views.notice import APPROVE_ACTION, button_value
+
+    resp, url = click(
+        stack.bot_url,
+        slack,
+        user=user,
+        action_id=APPROVE_ACTION,
+        value=button_value(model, version),
+        message_ts=ts,
+        channel=channel,
+    )
+    assert resp.status_code == 200, resp.text
+    return url
 
 
 def click_payload(
@@ -558,7 +578,7 @@ def promote(stack: Stack, slack, mlflow_uri: str, model: str, *, constant: float
     """Train, send the event, approve the notice; return the version once it is announced."""
     from mlflow import MlflowClient
 
-    from registry.messages import APPROVE_ACTION, button_value
+    from registry.views.notice import APPROVE_ACTION, button_value
 
     run_id = log_model(mlflow_uri, constant=constant)
     body = {"model_name": model, "run_id": run_id, "requested_by": "UREQUESTER"}
@@ -683,11 +703,20 @@ class Clock:
         self.now += seconds
 
 
+class Ticking(Clock):
+    """A clock a second later at each look, so that every record entry has its own time and
+    which change came last is plain from the record."""
+
+    def __call__(self) -> float:
+        self.advance(1.0)
+        return self.now
+
+
 def local_services(mlflow_uri: str, slack, *, clock=None, policy: str = "", **overrides: Any):
     """Build the worker's Services in this process: real MLflow and Slack double, our clock."""
-    from registry.connect import build_services
-    from registry.policy import Policy, parse_policy
-    from registry.settings import Settings
+    from registry.process.connect import build_services
+    from registry.rules.policy import Policy, parse_policy
+    from registry.rules.settings import Settings
 
     settings = Settings(
         mlflow_tracking_uri=mlflow_uri,
@@ -762,9 +791,9 @@ def notices_for(slack, model_name: str) -> list:
 
 def fake_services(*, clock=None, approvers=("UA", "UB"), emails=None, policy: str = "", **settings):
     """Build Services over the in-memory fakes, with a hand-moved clock."""
-    from registry.policy import Policy, parse_policy
-    from registry.services import Services
-    from registry.settings import Settings
+    from registry.ports.services import Services
+    from registry.rules.policy import Policy, parse_policy
+    from registry.rules.settings import Settings
     from tests.fakes import FakeDirectory, FakeGateway, RecordingNotifier
 
     clock = clock or Clock(1_000_000.0)
@@ -896,13 +925,7 @@ def answered(slack, response_url: str, count: int = 1, timeout: float = 15.0) ->
 
 def confirm(loop, slack, plan_reply: dict, user: str, action=ROLLBACK_CONFIRM):
     """Click a rollback plan's Confirm (or `action`) button as `user`; return its response URL."""
-    button = next(
-        el
-        for b in plan_reply["blocks"]
-        if b["type"] == "actions"
-        for el in b["elements"]
-        if el["action_id"] == action
-    )
+    button = button_in(plan_reply, action)
     resp, url = click(loop.bot_url, slack, user=user, action_id=action, value=button["value"])
     assert resp.status_code == 200
     return url
@@ -998,3 +1021,16 @@ def button_in(message: dict, action_id: str) -> dict:
         for el in block["elements"]
         if el.get("action_id") == action_id
     )
+
+
+# What the kubelet injects into every pod of a namespace with Services named bot and webhooks
+# (unless the pod sets enableServiceLinks: false): docker-link variables, not our settings.
+SERVICE_LINKS = {
+    "BOT_PORT": "tcp://10.0.0.1:3000",
+    "BOT_PORT_3000_TCP": "tcp://10.0.0.1:3000",
+    "BOT_SERVICE_HOST": "10.0.0.1",
+    "BOT_SERVICE_PORT": "3000",
+    "WEBHOOKS_PORT": "tcp://10.0.0.2:8000",
+    "WEBHOOKS_SERVICE_HOST": "10.0.0.2",
+    "REDIS_PORT": "tcp://10.0.0.3:6379",
+}

@@ -15,9 +15,9 @@ from slack_bolt.listener import thread_runner
 from slack_sdk.signature import SignatureVerifier
 
 from bot.app import AckWaitingExecutor, build_app
-from registry.messages import APPROVE_ACTION, button_value
-from registry.queue import TASK_APPROVE
-from registry.settings import Settings
+from registry.adapters.queue import TASK_APPROVE
+from registry.rules.settings import Settings
+from registry.views.notice import APPROVE_ACTION, button_value
 from tests.support import SLACK_SIGNING_SECRET, TOKEN, click_payload, wait_for
 
 SLOW_ACTION = "test-slow-ack"

@@ -12,11 +12,13 @@ import pytest
 import redis
 from mlflow import MlflowClient
 
-from registry.messages import APPROVE_ACTION, REJECT_ACTION, button_value
+from registry.views.notice import APPROVE_ACTION, REJECT_ACTION, button_value
 from tests.support import (
     SERVICES,
     click,
     interaction,
+    log_model,
+    message_in,
     notices_for,
     production_versions,
     said_to,
@@ -25,6 +27,7 @@ from tests.support import (
     stage_of,
     submit_view,
     updates_of,
+    version_tags,
     wait_for,
 )
 
@@ -175,6 +178,7 @@ def test_reject_asks_for_a_reason_and_archives(loop, slack, mlflow_server, model
     assert resp.status_code == 200
     opened = wait_for(lambda: slack.calls("views.open")[opened_before:], "views.open")
     view = opened[-1].params["view"]
+    assert view["title"]["text"] == "Reject version"  # an approver's: a rejection
 
     empty = submit_view(loop.bot_url, view, user="UAPPROVER1", reason="   ")
     assert empty.status_code == 200
@@ -231,6 +235,8 @@ def test_the_requester_may_withdraw_their_own_candidate(
     view = wait_for(lambda: slack.calls("views.open")[opened_before:], "views.open")[-1].params[
         "view"
     ]
+    # The requester's Reject is a withdrawal, and the box says so.
+    assert (view["title"]["text"], view["submit"]["text"]) == ("Withdraw version", "Withdraw")
     submit_view(loop.bot_url, view, user="UREQUESTER", reason="retraining with more data")
     wait_for(lambda: stage_of(mlflow_server, model_name, version) == "Archived", "withdrawal")
     tags = MlflowClient(mlflow_server).get_model_version(model_name, version).tags
@@ -318,3 +324,33 @@ def test_redis_down_the_clicker_is_told_to_try_again(stacks, slack, tmp_path):
     finally:
         stack.stop()
         stop(server)
+
+
+def test_a_requester_is_on_record_when_the_pipeline_registered_the_version_itself(
+    loop, slack, mlflow_server, model_name
+):
+    # The pipeline's own register step (mlflow.register_model), then the event naming
+    # the approver who ran it: the version exists before registry-bot hears of it.
+    run_id = log_model(mlflow_server, constant=1.0)
+    registered = mlflow.register_model(f"runs:/{run_id}/model", model_name)
+    body = {"model_name": model_name, "run_id": run_id, "requested_by": "UAPPROVER1"}
+    assert loop.post_training(body).status_code == 202
+    version = registered.version
+    tags = wait_for(
+        lambda: (lambda t: t if t.get("registry_bot.notice_ts") else None)(
+            version_tags(mlflow_server, model_name, version)
+        ),
+        "the notice of the pipeline's version",
+    )
+    assert tags["registry_bot.requested_by"] == "UAPPROVER1"
+    ts = tags["registry_bot.notice_ts"]
+    assert "<@UAPPROVER1>" in json.dumps(message_in(slack, "CNOTICES", ts)["blocks"])
+
+    own = approve(loop, slack, model_name, version, "UAPPROVER1", ts)
+    assert "someone else has to approve it" in said_to(slack, own)
+    assert stage_of(mlflow_server, model_name, version) == "Staging"
+    approve(loop, slack, model_name, version, "UAPPROVER2", ts)
+    wait_for(lambda: stage_of(mlflow_server, model_name, version) == "Production", "promotion")
+    assert version_tags(mlflow_server, model_name, version)["registry_bot.decided_by"] == (
+        "UAPPROVER2"
+    )

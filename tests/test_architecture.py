@@ -12,25 +12,20 @@ import pytest
 
 from tests.support import REPO
 
-SHIPPED = ("registry", "webhooks", "worker", "bot")
+SHIPPED = ("registry", "webhooks", "worker", "bot", "gate")
 PACKAGES = (*SHIPPED, "devkit")
 IO_LIBRARIES = ("slack_sdk", "slack_bolt", "requests", "redis", "mlflow", "celery", "flask")
-# The modules the domain rules live in: importing any of them does no I/O.
-PURE = (
-    "registry.events",
-    "registry.policy",
-    "registry.decisions",
-    "registry.messages",
-    "registry.commands",
-    "registry.reports",
-    "registry.record",
-    "registry.changes",
-    "registry.versions",
-    "registry.services",
-    "registry.governance",
-    "registry.home",
-    "registry.guard",
+# The layers whose modules do no I/O: importing any of them loads no I/O library.
+PURE_LAYERS = ("registry.rules", "registry.views", "registry.ports")
+PURE = tuple(
+    f"{layer}.{path.stem}"
+    for layer in PURE_LAYERS
+    for path in sorted((REPO / layer.replace(".", "/")).glob("*.py"))
+    if path.stem != "__init__"
 )
+LAYERS = ("rules", "views", "ports", "flows", "adapters", "process")
+MOST_MODULES = 12  # a folder with more is a room to split
+LONGEST_FUNCTION = 40  # lines; a longer one reads better as a few named steps
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +60,19 @@ def test_a_door_imports_only_the_core_and_itself(graph, door):
     assert not foreign
 
 
+@pytest.mark.parametrize("door", ["webhooks", "bot"])
+def test_a_door_reaches_neither_mlflow_nor_matplotlib(door):
+    # Every import, function-level ones too: only the worker reads artifacts and draws.
+    full = grimp.build_graph(*PACKAGES, cache_dir=None, include_external_packages=True)
+    reached = {
+        heavy: chain
+        for heavy in ("mlflow", "matplotlib")
+        for module in sorted(full.find_descendants(door) | {door})
+        if (chain := full.find_shortest_chain(importer=module, imported=heavy))
+    }
+    assert reached == {}
+
+
 def test_no_import_cycle_anywhere(graph):
     ours = {m for m in graph.modules if m.split(".")[0] in PACKAGES}
     cycles = []
@@ -92,7 +100,7 @@ def test_the_notify_cli_loads_neither_flask_nor_the_queue():
         check=True,
     )
     loaded = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
-    assert "registry.events" in loaded  # the probe sees what notify does import
+    assert "registry.rules.events" in loaded  # the probe sees what notify does import
     assert loaded.isdisjoint({"flask", "redis", "celery", "kombu", "mlflow", "slack_sdk"})
 
 
@@ -107,3 +115,27 @@ def _mypy_files() -> list[str]:
 
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mypy"]
     return list(config.get("files", []))
+
+
+def test_the_layers_are_folders_none_of_them_crowded():
+    found = {p.name for p in (REPO / "registry").iterdir() if (p / "__init__.py").exists()}
+    assert set(LAYERS) <= found, found
+    loose = sorted(p.name for p in (REPO / "registry").glob("*.py") if p.name != "__init__.py")
+    assert loose == [], f"modules outside a layer: {loose}"
+    for layer in LAYERS:
+        modules = [p for p in (REPO / "registry" / layer).glob("*.py") if p.stem != "__init__"]
+        assert len(modules) <= MOST_MODULES, f"registry/{layer} holds {len(modules)} modules"
+
+
+def test_no_product_function_is_longer_than_forty_lines():
+    import ast
+
+    long = []
+    for package in SHIPPED:
+        for path in sorted((REPO / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    lines = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                    if lines > LONGEST_FUNCTION:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} {lines}")
+    assert long == []

@@ -16,11 +16,11 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from registry.events import TrainingEvent
-from registry.gateway import MlflowGateway
-from registry.lifecycle import stage_training_event
-from registry.services import Services
-from registry.settings import Settings
+from registry.adapters.mlflow import MlflowGateway
+from registry.flows.lifecycle import stage_training_event
+from registry.ports.services import Services
+from registry.rules.events import TrainingEvent
+from registry.rules.settings import Settings
 from tests.fakes import FakeDirectory, RecordingNotifier
 from tests.support import log_model
 

@@ -11,15 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mlflow import MlflowClient
 
-from registry.commands import Command, CommandError, parse_command
-from registry.gateway import ModelVersion
-from registry.messages import APPROVE_ACTION, button_value
-from registry.reports import (
-    ROLLBACK_CANCEL,
-    RollbackRefused,
-    history_entries,
-    plan_rollback,
-)
+from registry.adapters.mlflow import ModelVersion
+from registry.rules.commands import Command, CommandError, parse_command
+from registry.rules.reports import RollbackRefused, history_entries, plan_rollback
+from registry.views.notice import APPROVE_ACTION, button_value
+from registry.views.plans import ROLLBACK_CANCEL
 from tests.support import (
     answered,
     click,
@@ -213,7 +209,7 @@ def test_rollback_to_the_previous_production(loop, slack, mlflow_server, model_n
 
     resp, hist_url = slash(loop.bot_url, slack, f"history {model_name}", user="UOUTSIDER")
     lines = answered(slack, hist_url)[0]["text"].splitlines()
-    assert f"v{v2} rolled back to (from v{v3}) by <@UAPPROVER2>" in lines[1]
+    assert f"rolled back from v{v3} to v{v2} by <@UAPPROVER2>" in lines[1]
     loaded = mlflow.pyfunc.load_model(f"models:/{model_name}/Production")
     assert list(loaded.predict([[0.0]])) == [2.0]
     assert (
@@ -276,9 +272,13 @@ def test_non_approvers_are_refused_and_cancel_changes_nothing(
     loop, slack, mlflow_server, model_name
 ):
     v1, v2 = promote_in_turn(loop, slack, mlflow_server, model_name, 2)
-    for text in (f"promote {model_name} {v1}", f"rollback {model_name}"):
+    for text, said in (
+        (f"promote {model_name} {v1}", "promote"),
+        (f"rollback {model_name}", "roll back"),
+    ):
         _, url = slash(loop.bot_url, slack, text, user="UOUTSIDER")
-        assert "Only approvers" in answered(slack, url)[0]["text"]
+        # The verb, as a person says it: "may roll back", never "may rollback".
+        assert f"Only approvers may {said} model versions" in answered(slack, url)[0]["text"]
     _, url = slash(loop.bot_url, slack, f"rollback {model_name}", user="UAPPROVER1")
     plan = answered(slack, url)[0]
     opened_before = len(slack.calls("views.open"))
@@ -296,7 +296,7 @@ def test_status_history_help_through_slash_and_mention(loop, slack, mlflow_serve
     (v1,) = promote_in_turn(loop, slack, mlflow_server, model_name, 1)
     _, url = slash(loop.bot_url, slack, f"status {model_name}", user="UOUTSIDER")
     status = answered(slack, url)[0]["text"]
-    assert f"Production: v{v1}" in status and "<@UAPPROVER1>" in status and "accuracy=0.9" in status
+    assert f"Production: v{v1}" in status and "<@UAPPROVER1>" in status and "accuracy 0.9" in status
     _, url = slash(loop.bot_url, slack, "help", user="UOUTSIDER")
     assert "rollback <model>" in answered(slack, url)[0]["text"]
 

@@ -17,7 +17,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
-SETTINGS_FILE = REPO / "registry" / "settings.py"
+# Every module that ships: settings.py reads most settings, a few are read where they are used
+# (LOG_LEVEL, the worker's metrics, the prediction API's).
+SHIPPED = ("registry", "webhooks", "worker", "bot", "gate")
+SHIPPED_FILES = sorted(p for top in SHIPPED for p in (REPO / top).rglob("*.py"))
 
 # `${NAME}`, `${NAME:-default}`, `${NAME-default}`, `${NAME:?err}`, `${NAME:+alt}`, or `$NAME`;
 # `$$` is Compose's escape for a literal dollar.
@@ -225,22 +228,22 @@ def test_env_example_documents_each_setting_once_with_a_comment() -> None:
 
 
 def test_env_example_names_only_settings_the_code_reads() -> None:
-    """Each .env.example name is read by registry/settings.py, or is interpolated by
+    """Each .env.example name is read by the shipped code, or is interpolated by
     docker-compose.yml (a setting of the compose stack itself, like the MLflow Fernet key)."""
-    settings_text = SETTINGS_FILE.read_text(encoding="utf-8")
+    code = "\n".join(path.read_text(encoding="utf-8") for path in SHIPPED_FILES)
     compose_names = set(_interpolated())
     unknown = [
         name
         for name in _env_example_names()
-        if name not in compose_names and not re.search(rf"\b{re.escape(name)}\b", settings_text)
+        if name not in compose_names and not re.search(rf"\b{re.escape(name)}\b", code)
     ]
-    assert not unknown, f"in .env.example but not mentioned in registry/settings.py: {unknown}"
+    assert not unknown, f"in .env.example but not mentioned by the shipped code: {unknown}"
 
 
-def test_every_setting_the_code_reads_is_in_env_example() -> None:
-    tree = ast.parse(SETTINGS_FILE.read_text(encoding="utf-8"))
+def _read_settings(path: Path) -> set[str]:
+    """Return the environment variables a module reads with `.get("NAME")` or `getenv`."""
     read = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if not (isinstance(node, ast.Call) and node.args):
             continue
         func = node.func
@@ -253,6 +256,58 @@ def test_every_setting_the_code_reads_is_in_env_example() -> None:
             and _ENV_NAME.match(first.value)
         ):
             read.add(first.value)
-    assert read, "found no settings read in registry/settings.py"
+    return read
+
+
+def test_every_setting_the_code_reads_is_in_env_example() -> None:
+    read = {name for path in SHIPPED_FILES for name in _read_settings(path)}
+    assert {"MLFLOW_TRACKING_URI", "LOG_LEVEL", "WORKER_METRICS_PORT"} <= read
     missing = sorted(read - set(_env_example_names()))
-    assert not missing, f"read by registry/settings.py, not documented in .env.example: {missing}"
+    assert not missing, f"read by the shipped code, not documented in .env.example: {missing}"
+
+
+# --- hardening -----------------------------------------------------------------------------
+
+APP_SERVICES = ("webhooks", "worker", "scheduler", "bot", "predict")
+HEARTBEATS = {"worker": "worker", "scheduler": "scheduler"}  # services without an HTTP port
+
+
+def test_every_service_says_when_it_is_healthy() -> None:
+    services = _load_compose()["services"]
+    missing = [name for name, svc in services.items() if "healthcheck" not in svc]
+    assert not missing, f"no healthcheck: {missing}"
+    for service, beat in HEARTBEATS.items():
+        test = services[service]["healthcheck"]["test"]
+        assert test == ["CMD", "python", "-m", "registry.process.heartbeat", beat, "ready"], test
+    for service in ("webhooks", "bot", "predict"):
+        (port,) = {str(p).rsplit(":", 1)[-1] for p in services[service]["ports"]}
+        assert f"http://127.0.0.1:{port}/healthz" in " ".join(
+            services[service]["healthcheck"]["test"]
+        )
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_each_app_service_runs_read_only_writing_only_a_tmpfs(service: str) -> None:
+    svc = _load_compose()["services"][service]
+    assert svc["read_only"] is True
+    assert svc["tmpfs"] == ["/tmp"]
+    assert svc["cap_drop"] == ["ALL"] and "no-new-privileges:true" in svc["security_opt"]
+
+
+def test_only_the_doors_are_published_and_mlflow_on_loopback_alone() -> None:
+    services = _load_compose()["services"]
+    published = {name: [str(p) for p in svc.get("ports", [])] for name, svc in services.items()}
+    assert published["redis"] == published["postgres"] == []
+    assert published["mlflow"] and all(p.startswith("127.0.0.1:") for p in published["mlflow"])
+    argv = _argv(services["predict"]["command"])
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"  # its own loopback reaches nobody
+
+
+def test_redis_asks_every_client_for_its_password() -> None:
+    compose = _load_compose()
+    argv = _argv(compose["services"]["redis"]["command"])
+    password = argv[argv.index("--requirepass") + 1]
+    assert password.startswith("${REDIS_PASSWORD:?"), password
+    for service in APP_SERVICES:
+        url = _environment(compose["services"][service])["REDIS_URL"]
+        assert url.startswith(f"redis://:{password}@redis:"), (service, url)

@@ -16,14 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 from mlflow import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
 from bot.listeners.decisions import EMPTY_REASON
-from devkit.demo import MODEL, PORTS
+from devkit.demo import MODEL, PORTS, DemoConfig, demo_env
 from devkit.sandbox.app import NOT_A_COMMAND, REQUIRED_FIELD, STALE_MESSAGE
-from devkit.stack import alive, descendants, free_port, port_in_use, wait_until
+from devkit.stack import (
+    alive,
+    descendants,
+    free_port,
+    port_in_use,
+    start_redis,
+    stop,
+    wait_until,
+)
+from registry.rules.text import format_number
 from tests.support import REPO
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -43,9 +53,10 @@ STOP_TIMEOUT = 20.0
 UI_TIMEOUT_MS = 20_000  # a click goes bot -> Redis -> worker -> MLflow -> Slack -> page
 # The README's screenshot; `UPDATE_SCREENSHOT=1 make test` rewrites it, others use tmp.
 SCREENSHOT = REPO / "docs" / "sandbox.png"
-HEADER = "registry-bot sandbox — #models (CDEMO)"
+HEADER = "registry-bot sandbox — #models"  # by name, as Slack shows a channel
 ADA, OLAF, RITA = "UADA", "UOLAF", "URITA"
 # The README's /predict example: a customer who churns, and one who does not.
+KEPT_KEY = "not-the-demos"  # in the user's Redis, which the demo must leave alone
 README_ROWS = {"inputs": [[0.1, 2.1, -0.5, -3.8, 1.1, -2.9, 2.6, -2.5], [0, 0, 0, 0, 0, 0, 0, 0]]}
 
 
@@ -55,7 +66,6 @@ class RunningDemo:
 
     proc: subprocess.Popen
     ports: dict[str, int]
-    redis_port: int
     root: Path
     lines: list[str] = field(default_factory=list)
 
@@ -84,25 +94,38 @@ class RunningDemo:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Iterator[RunningDemo]:
-    """Start the demo (bot over HTTP) on free ports; stop it afterwards."""
-    with running_demo(tmp_path_factory.mktemp("demo") / "demo") as running:
+def users_redis(tmp_path_factory) -> Iterator[redis.Redis]:
+    """A Redis of the user's, which REDIS_URL names to the demo: it must stay untouched.
+
+    One of this module's own, so that any key in it but the one written here is the demo's.
+    """
+    port = free_port()
+    proc = start_redis(port, tmp_path_factory.mktemp("users-redis"))
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{port}/15")
+    client.set(KEPT_KEY, "the user's")
+    yield client
+    client.close()
+    stop(proc)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, users_redis) -> Iterator[RunningDemo]:
+    """Start the demo (bot over HTTP) on free ports, a REDIS_URL set to the user's Redis;
+    stop it afterwards."""
+    kwargs = users_redis.connection_pool.connection_kwargs
+    users_url = f"redis://{kwargs['host']}:{kwargs['port']}/15"
+    with running_demo(tmp_path_factory.mktemp("demo") / "demo", REDIS_URL=users_url) as running:
         yield running
 
 
 @contextlib.contextmanager
 def running_demo(root: Path, **settings: str) -> Iterator[RunningDemo]:
-    """Run `python -m devkit.demo` with its own ports, Redis and directory, and `settings`."""
-    ports = _distinct_free_ports(len(PORTS) + 1)
+    """Run `python -m devkit.demo` with its own ports (its Redis's too), its own directory,
+    and `settings`."""
+    ports = _distinct_free_ports(len(PORTS))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MLFLOW_", "DEMO_"))}
-    env.update({var: str(port) for (_, var, _), port in zip(PORTS, ports, strict=False)})
-    # A Redis of its own: a shared one may run the suite's workers on the demo's database.
-    env.update(
-        DEMO_DIR=str(root),
-        REDIS_URL=f"redis://127.0.0.1:{ports[-1]}/0",
-        PYTHONUNBUFFERED="1",
-        **settings,
-    )
+    env.update({var: str(port) for (_, var, _), port in zip(PORTS, ports, strict=True)})
+    env.update(DEMO_DIR=str(root), PYTHONUNBUFFERED="1", **settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "devkit.demo"],
         cwd=REPO,
@@ -111,9 +134,7 @@ def running_demo(root: Path, **settings: str) -> Iterator[RunningDemo]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-    running = RunningDemo(
-        proc, {s: p for (s, _, _), p in zip(PORTS, ports, strict=False)}, ports[-1], root
-    )
+    running = RunningDemo(proc, {s: p for (s, _, _), p in zip(PORTS, ports, strict=True)}, root)
     reader = threading.Thread(target=running.collect, daemon=True)
     reader.start()
     try:
@@ -160,21 +181,28 @@ def page_on(browser, url: str):
 
 
 @pytest.mark.slow
-def test_approve_withdraw_and_roll_back_in_the_browser(demo, page, tmp_path):
+def test_every_tutorial_step_in_the_browser(demo, page, users_redis, tmp_path):
+    """The README's and the tutorial's steps 1 to 4, taken as a newcomer takes them."""
     client = MlflowClient(demo.url("mlflow"))
+    the_start_said_what_it_did_and_left_the_users_redis_alone(demo, users_redis)
     expect(page.get_by_test_id("header")).to_have_text(HEADER)
     every_role_shows_whole_in_the_picker(page)
 
+    # 1. ada approves v1: Production in MLflow, where its alias shows it, and served.
     act_as(page, ADA)
     v1 = notice(page, "1")
     assert table_rows(v1)[1:] == [
-        ["accuracy", "0.8540", "–", "–", "✓ ≥ 0.8"],
+        ["accuracy", "0.854", "–", "–", "✓ ≥ 0.8"],
         ["f1", "0.7384", "–", "–", "✓ ≥ Production − 0.05 (no Production to compare)"],
     ]
     v1.get_by_test_id("button-approve_version").click()
     wait_for_stage(client, "1", "Production")
+    assert client.get_model_version_by_alias(MODEL, "production").version == "1"
     expect(v1).to_contain_text("Approved by")
     expect(v1).to_contain_text("Now in Production since")
+    # MLflow 3's registry page has no Stage column: the notice says where to look.
+    expect(v1).to_contain_text("alias @production on the model's page")
+    expect(v1).to_contain_text("switch off New model registry UI")
     expect(v1.get_by_test_id("button-approve_version")).to_have_count(0)
     wait_until_served(demo, "1")
     expect(page.get_by_test_id("served-version")).to_contain_text("v1")
@@ -182,6 +210,7 @@ def test_approve_withdraw_and_roll_back_in_the_browser(demo, page, tmp_path):
     readme_example = requests.post(f"{demo.url('predict')}/predict", json=README_ROWS, timeout=5)
     assert readme_example.json() == {"predictions": [1.0, 0.0], "version": "1"}
 
+    # 2. olaf is refused; rita, the requester, withdraws hers.
     send_another_run(page)
     v2 = notice(page, "2")
     refused_for_non_approver(page, v2)
@@ -190,9 +219,10 @@ def test_approve_withdraw_and_roll_back_in_the_browser(demo, page, tmp_path):
     expect(v2.locator(".b-header")).to_have_text(f"{MODEL} v2: Withdrawn")
     expect(v2).to_contain_text("Withdrawn by the requester @rita")
 
+    # 3. ada approves v3, then rolls back to v1 by command, with a reason.
     send_another_run(page)
     v3 = notice(page, "3")
-    metrics_table_is_aligned_with_one_precision_and_markers(v3)
+    metrics_table_is_aligned_in_one_format_with_markers(v3)
     v3.get_by_test_id("button-approve_version").click()
     wait_for_stage(client, "3", "Production")
     wait_until_served(demo, "3")
@@ -203,35 +233,26 @@ def test_approve_withdraw_and_roll_back_in_the_browser(demo, page, tmp_path):
     shot = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "sandbox.png"
     page.screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000  # a real rendering, not a blank page
-
-    # An alert's plan in the channel is confirmed at once: the alert is its reason.
-    confirm_the_plan_of_an_alert(page, current="3", target="1")
+    a_command_error_keeps_the_text(page)
+    roll_back_by_command(page, current="3", target="1", reason="v3 misbehaves")
     wait_for_stage(client, "1", "Production")
     wait_for_stage(client, "3", "Archived")
     wait_until_served(demo, "1")
     expect(page.get_by_test_id("served-version")).to_contain_text("v1")
     expect(v3.locator(".b-header")).to_have_text(f"{MODEL} v3: Approved, now Archived")
     expect(v3).to_contain_text("when @ada rolled back to v1.")
-    expect(v3).to_contain_text("alert PredictionErrorRate: More than 5%")
     expect(v1.locator(".b-header")).to_have_text(f"{MODEL} v1: Production again")
     expect(v1).to_contain_text("@ada rolled back to it from v3")
 
-    # A command's plan asks for the reason on Confirm.
-    a_command_error_keeps_the_text(page)
-    roll_back_by_command(page, current="1", target="3", reason="f1 fell for new customers")
-    wait_for_stage(client, "3", "Production")
-    wait_for_stage(client, "1", "Archived")
-    wait_until_served(demo, "3")
-    expect(page.get_by_test_id("served-version")).to_contain_text("v3")
-    expect(v1.locator(".b-header")).to_have_text(f"{MODEL} v1: Approved, now Archived")
-    expect(v1).to_contain_text("when @ada rolled back to v3.")
-    expect(v1).to_contain_text("f1 fell for new customers")
-    expect(v3.locator(".b-header")).to_have_text(f"{MODEL} v3: Production again")
-    expect(v3).to_contain_text("@ada rolled back to it from v1")
+    # 4. An alert on v1: the only other version that served is v3, which ada pulled.
+    the_alert_proposes_nothing_and_names_the_rollback(page, client)
+    reads_well(page)
 
 
 @pytest.mark.slow
-def test_approve_from_the_home_tab_and_see_the_channel_notice_updated(demo, page):
+def test_the_home_tab_then_an_alert_whose_plan_is_confirmed(demo, page):
+    """The Home tab laid out one block a row; the tutorial's step 5; the gate that keeps a
+    run out of Staging."""
     client = MlflowClient(demo.url("mlflow"))
     act_as(page, ADA)
     page.get_by_test_id("tab-channel").click()
@@ -244,15 +265,57 @@ def test_approve_from_the_home_tab_and_see_the_channel_notice_updated(demo, page
     home = page.get_by_test_id("home-view")
     expect(home).to_contain_text("Awaiting your decision")
     expect(home).to_contain_text(f"{MODEL} v{version} in Staging")
+    home_is_one_block_a_row_with_buttons_of_normal_height(home)
     # Newest first: this run's version heads the list.
     home.get_by_test_id("button-approve_version").first.click()
     wait_for_stage(client, version, "Production")
     expect(home).to_contain_text(f"Production: v{version}")
     expect(home).to_contain_text("approved by @ada")
+    expect(home).to_contain_text("rolled back from v3 to v1 by @ada")
+    expect(home).to_contain_text("v2 withdrawn by @rita")
 
     page.get_by_test_id("tab-channel").click()
     expect(message).to_contain_text("Approved by")
     expect(message.get_by_test_id("button-approve_version")).to_have_count(0)
+
+    # 5. An alert on it: a plan back to v1, which served before it; ada confirms.
+    wait_until_served(demo, version)
+    confirm_the_plan_of_an_alert(page, current=version, target="1")
+    wait_for_stage(client, "1", "Production")
+    wait_until_served(demo, "1")
+
+    # The fifth run fails the f1 gate: kept out of Staging, and titled so.
+    send_another_run(page)
+    kept_out = notice(page, str(int(version) + 1))
+    expect(kept_out.locator(".b-header")).to_have_text(
+        f"{MODEL} v{int(version) + 1}: kept out of Staging by its gates"
+    )
+    expect(kept_out.get_by_test_id("button-approve_version")).to_have_count(0)
+    status = run_command(page, f"/registry status {MODEL}", has="Production: v1")
+    expect(status).to_contain_text("accuracy 0.854, f1 0.7384")
+    expect(status).to_contain_text("Production needs 1 approval")
+    reads_well(page)
+
+
+@pytest.mark.slow
+def test_registry_bot_doctor_against_the_demo_passes_every_check(demo):
+    """The operator's check, with the demo's own settings: every line ok, exit 0."""
+    config = DemoConfig(root=demo.root, ports=demo.ports)
+    env = demo_env(config, f"redis://127.0.0.1:{demo.ports['redis']}/0")
+    code = "from registry.process.cli import run; run()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "doctor"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=demo.root,  # no .env there: only the demo's settings count
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    names = [line.split(None, 1)[1].split(":", 1)[0] for line in lines]
+    assert names == ["settings", "redis", "mlflow", "slack token", "slack scopes", "channel CDEMO"]
+    assert all(line.startswith("ok ") for line in lines), done.stdout
 
 
 @pytest.mark.slow
@@ -265,8 +328,7 @@ def test_ctrl_c_stops_every_process_it_started(demo):
 
     assert demo.proc.returncode == 0, demo.output()
     assert "stopped" in demo.output()
-    ports = [*demo.ports.values(), demo.redis_port]
-    assert [p for p in ports if port_in_use(p)] == []
+    assert [p for p in demo.ports.values() if port_in_use(p)] == []
     assert [pid for pid in tree if alive(pid)] == []
     assert _processes_naming(demo.root) == []
 
@@ -365,8 +427,8 @@ def table_rows(message) -> list[list[str]]:
     return [re.split(r"\s{2,}", line.strip()) for line in text.strip().splitlines()]
 
 
-def metrics_table_is_aligned_with_one_precision_and_markers(message) -> None:
-    """v3 against v1 (Production): aligned columns, one precision a metric, better marked."""
+def metrics_table_is_aligned_in_one_format_with_markers(message) -> None:
+    """v3 against v1 (Production): aligned columns, the one number format, better marked."""
     lines = message.locator("pre.code").inner_text().strip().splitlines()
     header, *rows = lines
     assert header.split() == ["metric", "candidate", "production", "change", "gate"]
@@ -376,8 +438,8 @@ def metrics_table_is_aligned_with_one_precision_and_markers(message) -> None:
         assert all(row[end - 1] != " " and row[end] == " " for row in rows), (heading, lines)
     assert all(row.index("✓") == header.index("gate") for row in rows), lines
     assert table_rows(message)[1:] == [
-        ["accuracy", "0.8560", "0.8540", "+0.0020", "better", "✓ ≥ 0.8"],
-        ["f1", "0.7616", "0.7384", "+0.0232", "better", "✓ ≥ Production − 0.05"],
+        ["accuracy", "0.856", "0.854", "+0.002", "better", "✓ ≥ 0.8"],
+        ["f1", "0.7616", "0.7384", "+0.02324", "better", "✓ ≥ Production − 0.05"],
     ]
 
 
@@ -401,11 +463,14 @@ def withdrawn_by_the_requester(page, message) -> None:
     act_as(page, ADA)
 
 
-def reject_through_the_modal(page, message) -> None:
-    """Open the reject modal; see an empty and a blank reason refused; give a real one."""
+def reject_through_the_modal(page, message, *, title: str = "Withdraw version") -> None:
+    """Open the reject modal (the requester's says Withdraw); see an empty and a blank
+    reason refused; give a real one."""
     message.get_by_test_id("button-reject_version").click()
     modal = page.get_by_test_id("modal")
     expect(modal).to_be_visible()
+    expect(modal.locator(".m-title")).to_have_text(title)
+    expect(modal.get_by_test_id("modal-submit")).to_have_text(title.split()[0])
     modal.get_by_test_id("modal-submit").click()
     expect(modal.get_by_test_id("modal-error")).to_have_text(REQUIRED_FIELD)
     reason = modal.get_by_test_id("modal-input-reason")
@@ -433,6 +498,89 @@ def confirm_the_plan_of_an_alert(page, *, current: str, target: str) -> None:
     expect(plan).to_contain_text("Confirmed by @ada")
     expect(plan.get_by_test_id("button-rollback_confirm")).to_have_count(0)
     expect(page.get_by_test_id("modal")).to_have_count(0)  # no reason asked: the alert is one
+
+
+def the_alert_proposes_nothing_and_names_the_rollback(page, client) -> None:
+    """After ada's rollback from v3 to v1, an alert on v1 never proposes v3: the guard says
+    there is no plan, who pulled v3, when and why, and moves nothing."""
+    page.get_by_test_id("alert-button").click()
+    expect(page.get_by_test_id("alert-status")).to_contain_text("handled 1")
+    said = page.get_by_test_id("message").filter(has_text="No rollback plan")
+    expect(said).to_have_count(1)
+    expect(said).to_contain_text(f"Alert PredictionErrorRate is firing for {MODEL} v1")
+    expect(said).to_contain_text("v3 was rolled back from by @ada on ")
+    expect(said).to_contain_text("(v3 misbehaves)")
+    expect(said).to_contain_text("Nothing was changed.")
+    expect(said.get_by_test_id("button-rollback_confirm")).to_have_count(0)
+    plans = page.get_by_test_id("message").filter(has_text=f"Roll {MODEL} back from v1 to")
+    expect(plans).to_have_count(0)
+    assert client.get_model_version(MODEL, "1").current_stage == "Production"
+    assert client.get_model_version(MODEL, "3").current_stage == "Archived"
+
+
+# The Home tab's blocks, each with its box, and the height of each button in it.
+HOME_BOXES = """(home) => {
+  const box = (el) => { const r = el.getBoundingClientRect();
+    return {top: r.top, bottom: r.bottom, left: r.left, width: r.width}; };
+  return {
+    view: box(home),
+    blocks: [...home.children].map(box),
+    buttons: [...home.querySelectorAll("button")].map((b) => b.getBoundingClientRect().height),
+  };
+}"""
+
+
+def home_is_one_block_a_row_with_buttons_of_normal_height(home) -> None:
+    """One block under another, each as wide as the view; buttons of a button's height."""
+    found = home.evaluate(HOME_BOXES)
+    blocks, buttons = found["blocks"], found["buttons"]
+    assert len(blocks) >= 5 and buttons, found
+    for above, below in zip(blocks, blocks[1:], strict=False):
+        assert below["top"] >= above["bottom"] - 1, found  # the next row, never beside it
+    assert len({round(b["left"]) for b in blocks}) == 1, found
+    assert all(b["width"] >= found["view"]["width"] * 0.8 for b in blocks), found
+    assert all(0 < height < 60 for height in buttons), buttons
+
+
+def run_command(page, text: str, *, has: str):
+    """Type a command; return its answer, shown only to the visitor."""
+    box = page.get_by_test_id("command-input")
+    box.fill(text)
+    box.press("Enter")
+    answer = page.get_by_test_id("ephemeral").filter(has_text=has)
+    expect(answer).to_have_count(1)
+    return answer
+
+
+# Words and formats no page may show: raw event names, "(s)", the command for the verb,
+# the channel's ID, 12-hour times.
+NEVER_SHOWN = re.compile(
+    r"gate_failed|alert_received|rolled_back|approval_counted|out_of_band|canary_verdict"
+    r"|\(s\)|may rollback|CDEMO|\b\d{1,2}:\d\d ?[AP]M\b"
+)
+DECIMAL = re.compile(r"(?<![\w.:/-])[+-]?\d+\.\d+(?:e[+-]\d+)?(?![\w.])")
+
+
+def reads_well(page) -> None:
+    """The channel and the Home tab as ada reads them: no raw event name, no "(s)", the
+    channel by its name, every number in the one format, every time 24-hour UTC."""
+    act_as(page, ADA)
+    for tab, where in (("home", "home"), ("channel", "channel")):
+        page.get_by_test_id(f"tab-{tab}").click()
+        if tab == "home":
+            expect(page.get_by_test_id("home-view")).to_contain_text("Recent changes")
+        shown = page.get_by_test_id(where).inner_text()
+        assert not NEVER_SHOWN.findall(shown), (tab, NEVER_SHOWN.findall(shown))
+        numbers = DECIMAL.findall(shown)
+        assert numbers or tab == "home", tab  # the channel's tables hold some, at least
+        for number in numbers:
+            assert number == format_number(float(number), signed=number[0] == "+"), number
+        spans = re.sub(r"from \d\d:\d\d to \d\d:\d\d UTC", "", shown)  # format_span's
+        times = re.findall(r"\b\d\d:\d\d\b(?! UTC)", spans)
+        assert times == [], (tab, times)  # every clock time says UTC
+        for line in shown.splitlines():
+            dates = re.findall(r"\d{4}-\d\d-\d\d", line)
+            assert len(dates) == len(set(dates)), line  # a date said once in a line
 
 
 def a_command_error_keeps_the_text(page) -> None:
@@ -487,11 +635,29 @@ def comes_before(first, second) -> bool:
 # -- checks ------------------------------------------------------------------------------------
 
 
+def the_start_said_what_it_did_and_left_the_users_redis_alone(demo, users_redis) -> None:
+    """The demo said what it waited for, used its own Redis, printed its ports and how long
+    it took; the Redis REDIS_URL names kept its data."""
+    said = demo.output()
+    for line in ("starting its server on port", "to be ready…", "training the first churn"):
+        assert line in said, said
+    redis_port = demo.ports["redis"]
+    assert f"redis://127.0.0.1:{redis_port}/0: the demo's own" in said, said
+    assert f"redis {redis_port}" in said and f"sandbox {demo.ports['sandbox']}" in said, said
+    ready = re.search(r"registry-bot demo is ready \((\d+) s\)", said)
+    assert ready and int(ready.group(1)) < 90, said
+    assert users_redis.get(KEPT_KEY) == b"the user's"
+    keyspace = users_redis.info("keyspace")
+    assert list(keyspace) == ["db15"] and keyspace["db15"]["keys"] == 1, keyspace
+
+
 def wait_for_stage(client, version: str, stage: str, timeout: float = 30) -> None:
-    """Wait until the registry shows `version` of the demo model in `stage`."""
+    """Wait until the registry shows `version` of the demo model in `stage` (and, for
+    Production, under the alias registry-bot moves just after the stage)."""
 
     def there() -> bool:
-        return client.get_model_version(MODEL, version).current_stage == stage
+        mv = client.get_model_version(MODEL, version)
+        return mv.current_stage == stage and (stage != "Production" or "production" in mv.aliases)
 
     wait_until(there, timeout, f"{MODEL} v{version} in {stage}", interval=0.3)
 

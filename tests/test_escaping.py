@@ -7,12 +7,12 @@ from contextlib import nullcontext
 
 import pytest
 
-from registry import canary, lifecycle, operations
-from registry.commands import Command, CommandError, parse_command
-from registry.events import TrainingEvent
-from registry.messages import escape, mention
-from registry.reports import plan_rollback
-from registry.sweep import sweep
+from registry.flows import canary, lifecycle, operations
+from registry.flows.sweep import sweep
+from registry.rules.commands import Command, CommandError, parse_command
+from registry.rules.events import TrainingEvent
+from registry.rules.reports import plan_rollback
+from registry.rules.text import escape, mention
 from tests.support import Clock, local_services, log_model, mention_event, slash, wait_for
 
 LIVE = ("<!channel>", "<!here>", "<@UEVIL0001>", "<https://evil.example|x>")
@@ -149,7 +149,7 @@ def test_no_path_posts_outside_text_live(slack, mlflow_server, model_name):
     # A metric name in the table (issue 18's aligned columns: the name, then its value).
     assert any(re.search(r"&lt;!here&gt;\s+0\.9", t) for m, t in posted)
     status = [t for m, t in posted if m == "response_url" and "Production: v" in t]
-    assert status and "&lt;!here&gt;=0.9" in status[-1]
+    assert status and "&lt;!here&gt; 0.9" in status[-1]
 
 
 @pytest.mark.slow

@@ -10,10 +10,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 from mlflow import MlflowClient
 
 from devkit.stack import children
-from registry.messages import APPROVE_ACTION, button_value
+from registry.views.notice import APPROVE_ACTION, button_value
 from tests.support import (
     SERVICES,
     FaultyProxy,
@@ -341,9 +342,9 @@ def test_a_refusal_slack_refuses_both_ways_is_handed_to_the_worker(
 
 
 def test_an_answer_slack_keeps_refusing_fails_the_task_so_that_it_retries(slack):
-    from registry.services import Recipient
-    from registry.settings import Settings
-    from registry.slack import ResponseUrlFailed, SlackNotifier, web_client
+    from registry.adapters.slack import ResponseUrlFailed, SlackNotifier, web_client
+    from registry.ports.services import Recipient
+    from registry.rules.settings import Settings
     from worker.tasks import is_transient
 
     settings = Settings("x", slack_bot_token=slack.token, slack_api_url=slack.api_url)
@@ -414,3 +415,49 @@ def test_mlflow_down_then_back(stacks, slack, mlflow_server, model_name):
         assert len(notices_for(slack, model_name)) == 1
     finally:
         proxy.close()
+
+
+def worker_said(stack, event_id: str, words: str) -> list[dict]:
+    """Return the worker's log lines about `event_id` whose message holds `words`."""
+    lines = (json.loads(line) for line in stack.log("worker").splitlines() if line.startswith("{"))
+    return [r for r in lines if r.get("event_id") == event_id and words in r.get("msg", "")]
+
+
+def test_a_worker_that_lost_its_lock_stops_before_its_next_write_and_runs_again(
+    stacks, slack, mlflow_server, mlflow_proxy, model_name
+):
+    stack = stacks.get(services=("worker", "webhooks"), MLFLOW_TRACKING_URI=mlflow_proxy.url)
+    run_id = log_model(mlflow_server, constant=1.0)
+    # Slack takes the notice but answers 8 s late: the task waits there, holding the lock.
+    # Long enough for the keeper's next renewal (every 5 s) to find the key gone; short of
+    # the Slack client's 10 s timeout, past which the post would fail and be retried.
+    slack.set_delay("chat.postMessage", 8, after=True)
+    try:
+        resp = stack.post_training({"model_name": model_name, "run_id": run_id})
+        event_id = resp.json()["event_id"]
+        wait_notice(slack, model_name)
+        # The lock lapses under the waiting task (a stall, a Redis failover): its key is gone.
+        gone_at = time.time()
+        assert redis.Redis.from_url(stack.redis_url).delete(f"registry-bot:lock:{model_name}")
+        [lost] = wait_for(
+            lambda: worker_said(stack, event_id, "stopped before"), "the lost lock", timeout=30
+        )
+    finally:
+        slack.set_delay("chat.postMessage", 0, after=True)
+    assert lost["level"] == "error" and lost["model"] == model_name
+    # Its next registry call after Slack's answer was the write it stopped before.
+    sent = [path for at, path, _ in list(mlflow_proxy.hits) if gone_at <= at <= lost["at"]]
+    assert not sent, f"MLflow heard from a task that had lost its lock: {sent}"
+    wait_for(lambda: worker_said(stack, event_id, "task done"), "the task's rerun", timeout=30)
+    time.sleep(1.0)
+    assert len(worker_said(stack, event_id, "transient failure")) == 1  # run again once
+    assert len(worker_said(stack, event_id, "task done")) == 1
+    client = MlflowClient(mlflow_server)
+    [mv] = client.search_model_versions(f"name = '{model_name}'")
+    [notice] = [m for m in slack.messages("CNOTICES") if m["text"].startswith(f"{model_name} v")]
+    assert len(notices_for(slack, model_name)) == 1 and mv.current_stage == "Staging"
+    tags = client.get_model_version(model_name, mv.version).tags
+    assert tags["registry_bot.notice_ts"] == notice["ts"] and tags["registry_bot.noticed_at"]
+    assert tags["registry_bot.event_id"] == event_id
+    assert tags["registry_bot.notice_channel"] == "CNOTICES"
+    assert [e["type"] for e in json.loads(tags["registry_bot.log"])] == ["staged"]

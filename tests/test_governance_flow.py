@@ -18,19 +18,16 @@ import pytest
 import redis
 from mlflow import MlflowClient
 
-from registry.locks import model_lock
-from registry.messages import (
-    ACCEPT_ACTION,
-    APPROVE_ACTION,
-    REVERT_ACTION,
-    button_value,
-)
-from registry.protection import ALERT_EVENT
-from registry.sweep import sweep
+from registry.adapters.locks import model_lock
+from registry.flows.protection import ALERT_EVENT
+from registry.flows.sweep import sweep
+from registry.views.alerts import ACCEPT_ACTION, REVERT_ACTION
 from tests.support import (
     MLFLOW_SECRET,
     Clock,
     answered,
+    approve_click,
+    button_in,
     button_texts,
     click,
     confirm_with_reason,
@@ -104,20 +101,6 @@ def governed(stacks, slack, tmp_path_factory):
     return stacks.get(services=SERVICES, POLICY_FILE=str(path)), str(path)
 
 
-def approve(stack, slack, model, version, user, ts, channel):
-    resp, url = click(
-        stack.bot_url,
-        slack,
-        user=user,
-        action_id=APPROVE_ACTION,
-        value=button_value(model, version),
-        message_ts=ts,
-        channel=channel,
-    )
-    assert resp.status_code == 200, resp.text
-    return url
-
-
 def said(slack, url: str) -> str:
     return answered(slack, url)[-1]["text"]
 
@@ -128,7 +111,7 @@ def stage_of(mlflow_server, model, version) -> str:
 
 def promoted(stack, slack, mlflow_server, model, user, *, constant) -> str:
     version, channel, ts = stage_and_wait(stack, mlflow_server, model, constant=constant)
-    approve(stack, slack, model, version, user, ts, channel)
+    approve_click(stack, slack, model, version, user, ts, channel)
     wait_for(lambda: stage_of(mlflow_server, model, version) == "Production", "promotion")
     wait_for(lambda: version_tags(mlflow_server, model, version).get("registry_bot.announced"), "")
     return version
@@ -178,16 +161,22 @@ def test_each_model_notices_in_its_channel_and_refuses_the_other_models_approver
     assert message_in(slack, "CCHURN", churn_ts)["text"].startswith(f"{CHURN} v{churn_v}")
     assert not [m for m in slack.messages("CNOTICES") if FRAUD in m["text"] or CHURN in m["text"]]
 
-    refused = approve(stack, slack, CHURN, churn_v, "UFRAUD1", churn_ts, "CCHURN")
+    refused = approve_click(stack, slack, CHURN, churn_v, "UFRAUD1", churn_ts, "CCHURN")
     assert "not one" in said(slack, refused)
     _, url = slash(stack.bot_url, slack, f"rollback {CHURN}", user="UFRAUD1", channel="CCHURN")
     assert "Only approvers" in said(slack, url)
     assert stage_of(mlflow_server, CHURN, churn_v) == "Staging"
 
-    approve(stack, slack, FRAUD, fraud_v, "UFRAUD1", fraud_ts, "CFRAUD")
+    approve_click(stack, slack, FRAUD, fraud_v, "UFRAUD1", fraud_ts, "CFRAUD")
     wait_for(lambda: stage_of(mlflow_server, FRAUD, fraud_v) == "Production", "fraud promoted")
-    replies = wait_for(lambda: message_in(slack, "CFRAUD", fraud_ts)["replies"], "thread reply")
-    assert any("now Production" in r["text"] for r in replies)
+    # The thread also holds the notice's evidence: wait for the promotion's own reply.
+    wait_for(
+        lambda: any(
+            "now Production" in r.get("text", "")
+            for r in message_in(slack, "CFRAUD", fraud_ts)["replies"]
+        ),
+        "the promotion's thread reply",
+    )
 
     _, url = slash(stack.bot_url, slack, f"status {FRAUD}", user="UOUTSIDER")
     status = said(slack, url)
@@ -205,23 +194,23 @@ def test_slots_need_an_ml_lead_and_a_risk_reviewer_who_are_different_people(
     stack, _ = governed
     v1, channel, ts = stage_and_wait(stack, mlflow_server, SLOTS, constant=1.0)
     assert channel == "CSLOTS"
-    first = approve(stack, slack, SLOTS, v1, "UMLLEAD1", ts, channel)
+    first = approve_click(stack, slack, SLOTS, v1, "UMLLEAD1", ts, channel)
     assert "still missing: 1 from group SRISK" in said(slack, first)
     notice = json.dumps(message_in(slack, channel, ts)["blocks"], ensure_ascii=False)
     assert "✅ group SML (1 needed): <@UMLLEAD1>" in notice
     assert "⬜ group SRISK (1 needed): nobody yet, 1 missing" in notice
 
-    second = approve(stack, slack, SLOTS, v1, "UMLLEAD2", ts, channel)
+    second = approve_click(stack, slack, SLOTS, v1, "UMLLEAD2", ts, channel)
     assert "already full" in said(slack, second)
     assert stage_of(mlflow_server, SLOTS, v1) == "Staging"
-    approve(stack, slack, SLOTS, v1, "URISK1", ts, channel)
+    approve_click(stack, slack, SLOTS, v1, "URISK1", ts, channel)
     wait_for(lambda: stage_of(mlflow_server, SLOTS, v1) == "Production", "promoted by risk")
     assert version_tags(mlflow_server, SLOTS, v1)["registry_bot.approvals"] == "UMLLEAD1,URISK1"
 
     v2, _, ts2 = stage_and_wait(stack, mlflow_server, SLOTS, constant=2.0)
-    both = approve(stack, slack, SLOTS, v2, "UBOTH", ts2, channel)
+    both = approve_click(stack, slack, SLOTS, v2, "UBOTH", ts2, channel)
     assert "still missing: 1 from group SRISK" in said(slack, both)
-    again = approve(stack, slack, SLOTS, v2, "UBOTH", ts2, channel)
+    again = approve_click(stack, slack, SLOTS, v2, "UBOTH", ts2, channel)
     assert "already approved" in said(slack, again)
     assert stage_of(mlflow_server, SLOTS, v2) == "Staging"  # one person, one slot
 
@@ -229,7 +218,7 @@ def test_slots_need_an_ml_lead_and_a_risk_reviewer_who_are_different_people(
         version, _, ts3 = stage_and_wait(
             stack, mlflow_server, SLOTS, constant=3.0, requested_by=requester
         )
-        own = approve(stack, slack, SLOTS, version, requester, ts3, channel)
+        own = approve_click(stack, slack, SLOTS, version, requester, ts3, channel)
         assert "someone else" in said(slack, own)
         assert "registry_bot.approvals" not in version_tags(mlflow_server, SLOTS, version)
 
@@ -288,13 +277,7 @@ def test_a_stage_moved_by_hand_is_alerted_once_then_reverted_then_accepted(
     by_hand(mlflow_server, GUARDED, v3)
     assert local_sweeps(mlflow_server, slack, GUARDED, 3) == [{"out_of_band": 1}, {}, {}]
     second = alerts_in(slack, "CGUARD")[-1]
-    accept_value = next(
-        el["value"]
-        for b in second["blocks"]
-        if b["type"] == "actions"
-        for el in b["elements"]
-        if el["action_id"] == ACCEPT_ACTION
-    )
+    accept_value = button_in(second, ACCEPT_ACTION)["value"]
     opened = len(slack.calls("views.open"))
     click(
         stack.bot_url,
@@ -346,7 +329,7 @@ def test_the_production_alias_moved_by_hand_is_alerted_at_once_in_aliases_mode(
     v1, _, _ = stage_and_wait(stack, mlflow_server, ALIASED, constant=1.0)
     svc = local_services(mlflow_server, slack, policy=POLICY, registry_mode="aliases")
     lock = redis.Redis.from_url(stack.redis_url)
-    from registry import lifecycle, protection
+    from registry.flows import lifecycle, protection
 
     with model_lock(lock, ALIASED):
         assert lifecycle.approve(svc, ALIASED, v1, user="UAPPROVER1") == "promoted"
@@ -387,7 +370,7 @@ def test_an_approval_during_a_freeze_waits_for_its_end_and_a_rollback_does_not(
     versions = []
     for constant in (1.0, 2.0):
         version, channel, ts = stage_and_wait(stack, mlflow_server, FROZEN, constant=constant)
-        url = approve(stack, slack, FROZEN, version, "UAPPROVER1", ts, channel)
+        url = approve_click(stack, slack, FROZEN, version, "UAPPROVER1", ts, channel)
         assert f"frozen until {until} (release freeze)" in said(slack, url)
         assert stage_of(mlflow_server, FROZEN, version) == "Staging"
         notice = json.dumps(message_in(slack, channel, ts)["blocks"])

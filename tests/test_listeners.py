@@ -12,35 +12,31 @@ from slack_bolt import BoltContext
 
 from bot.deps import QUEUE_DOWN, Deps
 from bot.listeners import commands, decisions
-from registry.commands import HISTORY_DEFAULT, help_text
-from registry.decisions import NO_APPROVERS, NOT_APPROVER, NOT_APPROVER_NOR_REQUESTER
-from registry.dedup import DeliveryLedger
-from registry.messages import (
-    APPROVE_ACTION,
-    REASON_BLOCK,
-    REASON_INPUT,
-    REJECT_ACTION,
-    button_value,
-    reject_modal,
+from registry.adapters.dedup import DeliveryLedger
+from registry.adapters.queue import (
+    TASK_APPROVE,
+    TASK_COMMAND,
+    TASK_REJECT,
+    TASK_ROLLBACK,
+    QueueUnavailable,
 )
-from registry.queue import TASK_APPROVE, TASK_COMMAND, TASK_REJECT, TASK_ROLLBACK, QueueUnavailable
-from registry.reports import (
-    ROLLBACK_CANCEL,
-    ROLLBACK_CONFIRM,
-    ROLLBACK_MODAL,
-    RollbackPlan,
-    plan_blocks,
-)
-from registry.settings import Settings
+from registry.rules.commands import HISTORY_DEFAULT, help_text
+from registry.rules.decisions import NO_APPROVERS, NOT_APPROVER, NOT_APPROVER_NOR_REQUESTER
+from registry.rules.reports import RollbackPlan
+from registry.rules.settings import Settings
+from registry.views.modals import REASON_BLOCK, REASON_INPUT, ROLLBACK_MODAL, reject_modal
+from registry.views.notice import APPROVE_ACTION, REJECT_ACTION, button_value
+from registry.views.plans import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, plan_blocks
 from tests.fakes import FakeDirectory
-from tests.support import primitive
+from tests.support import button_in, primitive
 
 APPROVER, OUTSIDER = "UAPPROVER1", "UOUTSIDER"
 RESPONSE_URL = "https://hooks.slack.test/actions/T0TEST/1/abc"
 
 
 class RecordingProducer:
-    """Stands for `registry.queue.Producer`: records each task, or fails as a down broker."""
+    """Stands for `registry.adapters.queue.Producer`: records each task, or fails as a down
+    broker."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
@@ -309,7 +305,7 @@ def test_status_is_queued_as_a_command(slack):
 @pytest.mark.parametrize("text", ["rollback churn", "promote churn 2"])
 def test_approver_commands_by_a_non_approver_are_refused(slack, text):
     run_command(slack, text, user=OUTSIDER)
-    verb = text.split()[0]
+    verb = {"rollback": "roll back"}.get(text.split()[0], text.split()[0])  # a verb, said so
     assert slack.respond.calls == [
         {"text": NOT_APPROVER.format(verb=verb), "response_type": "ephemeral"}
     ]
@@ -351,13 +347,7 @@ def test_a_mention_is_answered_to_the_person_who_asked(slack):
 def plan_button(action_id: str) -> str:
     """The value of a rollback plan's Confirm or Cancel button."""
     _, blocks = plan_blocks(RollbackPlan("churn", current="3", target="2", reason="bad drift"))
-    return next(
-        el["value"]
-        for b in blocks
-        if b["type"] == "actions"
-        for el in b["elements"]
-        if el["action_id"] == action_id
-    )
+    return button_in({"blocks": blocks}, action_id)["value"]
 
 
 class RecordingRespond:
@@ -464,13 +454,7 @@ def test_rollback_confirm_with_the_queue_down_keeps_the_plan(slack, plan_url):
 def test_confirm_on_an_alerts_channel_plan_queues_at_once_and_closes_it_for_everyone(slack):
     plan = RollbackPlan("churn", current="3", target="2", reason="HighErrorRate", alert="k1")
     _, blocks = plan_blocks(plan)
-    value = next(
-        el["value"]
-        for b in blocks
-        if b["type"] == "actions"
-        for el in b["elements"]
-        if el["action_id"] == ROLLBACK_CONFIRM
-    )
+    value = button_in({"blocks": blocks}, ROLLBACK_CONFIRM)["value"]
     body = click(APPROVER, ROLLBACK_CONFIRM, value)
     body["message"] = {"ts": "1700000000.000100", "text": "plan", "blocks": blocks}
     commands.on_rollback_confirm(

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from slack_sdk import WebClient
 
-from registry.settings import Settings
-from registry.slack import COMMAND_SCOPES, EVENT_SCOPES, WEB_API_SCOPES
+from registry.adapters.slack import COMMAND_SCOPES, EVENT_SCOPES, WEB_API_SCOPES
+from registry.rules.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = ("registry", "webhooks", "worker", "bot")
@@ -218,9 +218,9 @@ def test_a_new_call_without_its_scope_is_caught():
 
 def test_an_unneeded_scope_or_unused_table_entry_is_caught():
     manifest = copy.deepcopy(load("socket"))
-    manifest["oauth_config"]["scopes"]["bot"].append("files:write")
+    manifest["oauth_config"]["scopes"]["bot"].append("reactions:write")
     called = {m: w for m, w in product_calls().items() if m != "views.publish"}
     assert scope_problems(manifest, called) == [
         "WEB_API_SCOPES lists views.publish, which nothing calls",
-        "the manifest grants files:write, which nothing needs",
+        "the manifest grants reactions:write, which nothing needs",
     ]

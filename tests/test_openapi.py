@@ -26,7 +26,7 @@ def test_served_document_matches_and_covers_every_route(stacks):
     stack = stacks.get(services=("webhooks",), FUZZ="1", ALERTMANAGER_TOKEN=ALERTMANAGER_TOKEN)
     served = requests.get(f"{stack.webhooks_url}/openapi.json", timeout=5).json()
     assert served == openapi_document()
-    from registry.settings import Settings
+    from registry.rules.settings import Settings
     from tests.support import TRAINING_SECRET
     from webhooks.app import create_app
 

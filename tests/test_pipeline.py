@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from registry.messages import APPROVE_ACTION, REJECT_ACTION
+from registry.views.notice import APPROVE_ACTION, REJECT_ACTION
 from tests.support import buttons, log_model, notices_for, wait_idle, wait_notice
 
 pytestmark = pytest.mark.slow

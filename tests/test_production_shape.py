@@ -24,7 +24,7 @@ from devkit import prodstack
 from devkit.postgres import database_url
 from devkit.prodstack import DRIVERS, Addresses, ProdStack
 from devkit.slack_double import SlackDouble
-from registry.messages import APPROVE_ACTION, button_value
+from registry.views.notice import APPROVE_ACTION, button_value
 from tests.support import (
     MLFLOW_SECRET,
     TRAINING_SECRET,
@@ -99,6 +99,7 @@ def _compose_addresses() -> Addresses:
         _image_driver(), *credentials, "postgres", POSTGRES_PORT, db["POSTGRES_DB"]
     )
     artifacts = next(v.split(":")[1] for v in COMPOSE["mlflow"]["volumes"] if "artifact" in v)
+    redis = _argv(COMPOSE["redis"]["command"])
     return Addresses(
         bind=_environment("webhooks")["WEBHOOKS_HOST"],
         mlflow_port=_container_port("mlflow"),
@@ -106,6 +107,7 @@ def _compose_addresses() -> Addresses:
         bot_port=_container_port("bot"),
         backend_store_uri=backend,
         artifacts=artifacts,
+        redis_password=redis[redis.index("--requirepass") + 1],  # compose interpolates it
     )
 
 

@@ -11,9 +11,11 @@ import requests
 from slack_sdk.signature import SignatureVerifier
 from standardwebhooks.webhooks import Webhook
 
-from registry.events import SignatureError, verify_standard_webhook
-from registry.messages import APPROVE_ACTION, button_value
+from registry.rules.events import SignatureError, verify_standard_webhook
+from registry.views.notice import APPROVE_ACTION, button_value
 from tests.support import (
+    ALERTMANAGER_TOKEN,
+    CANARY_SECRET,
     MLFLOW_SECRET,
     SERVICES,
     SLACK_SIGNING_SECRET,
@@ -71,7 +73,7 @@ def test_slack_signing_vector():
 
 
 # Over HTTP the stamps keep 10 s from the window's edge, for a request a busy machine is slow
-# to deliver; tests/test_events.py checks the edge itself to the second.
+# to deliver; tests/rules/test_events.py checks the edge itself to the second.
 @pytest.mark.slow
 @pytest.mark.parametrize(("offset", "status"), [(-310, 401), (-290, 202), (290, 202), (310, 401)])
 def test_training_timestamps_through_http(stacks, offset, status):
@@ -122,7 +124,10 @@ SECRETS = [
     SLACK_SIGNING_SECRET,
     TRAINING_SECRET,
     TRAINING_SECRET.removeprefix("whsec_"),
+    CANARY_SECRET.removeprefix("whsec_"),
     MLFLOW_SECRET,
+    ALERTMANAGER_TOKEN,
+    "xapp-test",  # the Slack double's app-level token, which Socket Mode stacks use
 ]
 
 

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 import requests
 
-from registry.messages import APPROVE_ACTION, button_value
+from registry.views.notice import APPROVE_ACTION, button_value
 from tests.support import (
     SERVICES,
     answered,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import socket
@@ -25,9 +24,9 @@ import redis
 import requests
 from mlflow import MlflowClient
 
-from devkit.stack import free_port, start_redis, stop, wait_until
-from registry.changes import LIFECYCLE_CHANNEL as CHANNEL
-from registry.changes import LifecycleEvent
+from devkit.stack import free_port, start_redis, stop, url_answers, wait_until
+from registry.rules.record import LIFECYCLE_CHANNEL as CHANNEL
+from registry.rules.record import LifecycleEvent
 from registry.serving import NoModelLoaded, ServedModel
 from registry.serving.api import create_app, parse_inputs, plain
 from registry.serving.model import concerns
@@ -212,9 +211,34 @@ def test_only_events_about_the_model_concern_it(data, expected):
     assert concerns(data, "churn") is expected
 
 
-def test_default_channel_is_the_one_lifecycle_events_are_published_on():
-    default = inspect.signature(ServedModel).parameters["channel"].default
-    assert default == CHANNEL
+def test_default_channel_is_the_one_lifecycle_events_are_published_on(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("REDIS_KEY_PREFIX", raising=False)
+    assert served_by(FakeRegistry()).channel == CHANNEL
+    monkeypatch.setenv("REDIS_KEY_PREFIX", "team-a:")
+    assert served_by(FakeRegistry()).channel == f"team-a:{CHANNEL}"
+
+
+def test_settings_are_read_from_a_dot_env_file_under_the_environment(monkeypatch, tmp_path):
+    for name in ("REGISTRY_MODE", "PRODUCTION_ALIAS", "REDIS_URL", "REDIS_KEY_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text(
+        "REGISTRY_MODE=aliases\nPRODUCTION_ALIAS=live\nREDIS_KEY_PREFIX=team-a:\n"
+        "REDIS_URL=redis://127.0.0.1:6391/2\nREFRESH_SECONDS=7\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRODUCTION_ALIAS", "champion")  # the environment wins over the file
+    served = served_by(FakeRegistry(), redis_url=None, refresh_seconds=None)
+    assert (served.mode, served.alias, served.refresh_seconds) == ("aliases", "champion", 7.0)
+    assert served.redis_url == "redis://127.0.0.1:6391/2"
+    assert served.channel == f"team-a:{CHANNEL}"
+
+
+def test_a_bad_key_prefix_is_refused(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", "two words")
+    with pytest.raises(ValueError, match="REDIS_KEY_PREFIX must be"):
+        served_by(FakeRegistry())
 
 
 def test_settings_default_from_the_environment(monkeypatch):
@@ -694,8 +718,42 @@ def test_the_api_refuses_to_start_with_one_clear_line(tmp_path, case, expected):
     assert result.stdout == ""
 
 
+@pytest.mark.slow
+def test_the_api_reads_its_settings_from_a_dot_env_file(tmp_path, mlflow_server, model_name):
+    version = register(mlflow_server, model_name, 4.0)
+    promote(mlflow_server, model_name, version)
+    (tmp_path / ".env").write_text(f"MLFLOW_TRACKING_URI={mlflow_server}\n")
+    port = free_port()
+    env = api_env(None, "redis://127.0.0.1:9/0")  # no MLFLOW_TRACKING_URI in the environment
+    with (tmp_path / "api.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "registry.serving", "--model", model_name, "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: proc.poll() is None and url_answers(f"{url}/version", status=200), 60, "the API"
+        )
+        assert requests.get(f"{url}/version", timeout=5).json()["version"] == version
+    finally:
+        stop(proc)
+    assert proc.returncode == 0, (tmp_path / "api.log").read_text()[-2000:]
+
+
 @contextmanager
 def listening_port() -> Iterator[int]:
     """Hold a listening socket on a free port for the duration of a with block."""
     with socket.create_server(("127.0.0.1", 0)) as sock:
         yield sock.getsockname()[1]
+
+
+def test_ready_once_a_version_is_loaded_and_live_before(api_client):
+    idle = create_app(served_by(FakeRegistry(None))).test_client()
+    assert idle.get("/healthz").status_code == 503
+    assert idle.get("/livez").status_code == 200
+    assert api_client.get("/healthz").status_code == 200
+    assert api_client.get("/healthz").get_json()["version"] == "7"

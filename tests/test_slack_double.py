@@ -20,7 +20,7 @@ from slack_sdk.webhook import WebhookClient
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from devkit.slack_double import SlackDouble
+from devkit.slack_double import SlackDouble, watch_refusals
 from devkit.slack_socket import BAD_TICKET, NotConnected
 
 TOKEN = "xoxb-double-test"
@@ -150,6 +150,7 @@ def test_post_ephemeral(double, client):
     assert double.messages("C1") == []
 
 
+@pytest.mark.slack_refuses("invalid_arguments")
 def test_views_open_update_push(double, client):
     opened = client.views_open(trigger_id="123.456.abc", view=MODAL)["view"]
     assert opened["id"].startswith("V") and opened["callback_id"] == "reject"
@@ -189,6 +190,61 @@ def test_users_and_usergroups(client):
         slack_error(lambda: client.users_lookupByEmail(email="x@example.com")) == "users_not_found"
     )
     assert slack_error(lambda: client.usergroups_users_list(usergroup="SNONE")) == "no_such_subteam"
+
+
+def test_conversations_info_says_whether_the_bot_is_in_a_channel(double, client):
+    double.leave("COUTSIDE")
+    double.leave("GPRIVATE")
+    double.unknown_channels.add("CGONE")
+    channel = client.conversations_info(channel="CNOTICES")["channel"]
+    assert (channel["id"], channel["is_member"], channel["is_archived"]) == (
+        "CNOTICES",
+        True,
+        False,
+    )
+    assert client.conversations_info(channel="COUTSIDE")["channel"]["is_member"] is False
+    assert slack_error(lambda: client.conversations_info(channel="CGONE")) == "channel_not_found"
+    # A private channel the bot is not in is hidden from it, as if it did not exist.
+    assert slack_error(lambda: client.conversations_info(channel="GPRIVATE")) == (
+        "channel_not_found"
+    )
+
+
+def test_every_answer_names_the_tokens_scopes(double, client):
+    scopes = client.auth_test().headers["X-OAuth-Scopes"].split(",")
+    assert "chat:write" in scopes and "users:read.email" in scopes
+    double.scopes.discard("chat:write")
+    assert "chat:write" not in client.auth_test().headers["X-OAuth-Scopes"].split(",")
+
+
+@pytest.mark.parametrize(
+    ("call", "needed"),
+    [
+        (lambda c: c.chat_postMessage(channel="CNOTICES", text="hi"), "chat:write"),
+        (lambda c: c.users_lookupByEmail(email="ada@example.com"), "users:read.email"),
+        (lambda c: c.usergroups_users_list(usergroup="SAPPROVERS"), "usergroups:read"),
+        (lambda c: c.conversations_info(channel="CNOTICES"), "channels:read"),
+        (lambda c: c.conversations_info(channel="GPRIVATE"), "groups:read"),
+        (lambda c: c.conversations_history(channel="GPRIVATE"), "groups:history"),
+    ],
+)
+def test_a_method_the_token_has_no_scope_for_is_refused_naming_the_scope(
+    double, client, call, needed
+):
+    double.scopes.discard(needed)
+    with pytest.raises(SlackApiError) as info:
+        call(client)
+    answer = info.value.response
+    assert (answer["error"], answer["needed"]) == ("missing_scope", needed)
+    assert needed not in answer["provided"].split(",") and "users:read" in answer["provided"]
+    double.scopes.add(needed)
+    assert call(client)["ok"]
+
+
+def test_without_the_email_scope_users_info_leaves_the_email_out(double, client):
+    assert client.users_info(user="UADA")["user"]["profile"]["email"] == "ada@example.com"
+    double.scopes.discard("users:read.email")
+    assert "email" not in client.users_info(user="UADA")["user"]["profile"]
 
 
 def test_wrong_or_missing_token_is_refused(double):
@@ -454,6 +510,7 @@ def test_a_ticket_works_once_and_an_unknown_one_is_refused(double):
         assert closed.value.rcvd.code == BAD_TICKET
 
 
+@pytest.mark.slack_refuses("invalid_arguments")
 def test_views_publish_keeps_each_users_home_tab(double, client):
     home = {"type": "home", "blocks": BLOCKS}
     first = client.views_publish(user_id="UADA", view=home)["view"]
@@ -495,3 +552,201 @@ def wait_until_closed(double, timeout: float = 5.0) -> bool:
     while double.socket.links() and time.monotonic() < deadline:
         time.sleep(0.05)
     return double.socket.links() == 0
+
+
+# -- Slack's limits: exactly at the limit is taken, one over is refused -----------------------
+
+
+def section(text: str = "s", **extra) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}, **extra}
+
+
+def button(n: int = 0, *, text: str = "Go", value: str = "v", action_id: str = "") -> dict:
+    return {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text},
+        "action_id": action_id or f"act_{n}",
+        "value": value,
+    }
+
+
+def mrkdwn(text: str) -> dict:
+    return {"type": "mrkdwn", "text": text}
+
+
+def modal(blocks=()) -> dict:
+    return {"type": "modal", "title": {"type": "plain_text", "text": "Why"}, "blocks": [*blocks]}
+
+
+def reason_input(label: str) -> dict:
+    element = {"type": "plain_text_input", "action_id": "reason_input"}
+    return {"type": "input", "block_id": "reason", "label": plain(label), "element": element}
+
+
+def plain(text: str) -> dict:
+    return {"type": "plain_text", "text": text}
+
+
+# Each limit: a message (or view) holding n of something, and the largest n Slack takes.
+MESSAGE_LIMITS = {
+    "blocks in a message": (lambda n: {"blocks": [section()] * n}, 50),
+    "section text": (lambda n: {"blocks": [section("x" * n)]}, 3000),
+    "header text": (lambda n: {"blocks": [{"type": "header", "text": plain("h" * n)}]}, 150),
+    "section fields": (
+        lambda n: {"blocks": [{"type": "section", "fields": [mrkdwn("f")] * n}]},
+        10,
+    ),
+    "field text": (
+        lambda n: {"blocks": [{"type": "section", "fields": [mrkdwn("f" * n)]}]},
+        2000,
+    ),
+    "context elements": (
+        lambda n: {"blocks": [{"type": "context", "elements": [mrkdwn("c")] * n}]},
+        10,
+    ),
+    "actions elements": (
+        lambda n: {"blocks": [{"type": "actions", "elements": [button(i) for i in range(n)]}]},
+        25,
+    ),
+    "button text": (
+        lambda n: {"blocks": [{"type": "actions", "elements": [button(text="b" * n)]}]},
+        75,
+    ),
+    "button value": (
+        lambda n: {"blocks": [{"type": "actions", "elements": [button(value="v" * n)]}]},
+        2000,
+    ),
+    "block_id": (lambda n: {"blocks": [section(block_id="b" * n)]}, 255),
+    "action_id": (
+        lambda n: {"blocks": [{"type": "actions", "elements": [button(action_id="a" * n)]}]},
+        255,
+    ),
+}
+VIEW_LIMITS = {
+    "blocks in a view": (lambda n: modal([section()] * n), 100),
+    "section text in a view": (lambda n: modal([section("x" * n)]), 3000),
+    "modal title": (lambda n: {**modal(), "title": plain("t" * n)}, 24),
+    "modal submit": (lambda n: {**modal([reason_input("Why?")]), "submit": plain("s" * n)}, 24),
+    "modal close": (lambda n: {**modal(), "close": plain("c" * n)}, 24),
+    "private_metadata": (lambda n: {**modal(), "private_metadata": "m" * n}, 3000),
+    "input label": (lambda n: modal([reason_input("l" * n)]), 2000),
+}
+MESSAGE_METHODS = ("chat.postMessage", "chat.update", "chat.postEphemeral", "response_url")
+VIEW_METHODS = ("views.open", "views.push", "views.update", "views.publish")
+
+
+def send(double: SlackDouble, method: str, content: dict) -> tuple[int, str]:
+    """Send `content` (message fields, or a view) with `method`; return (HTTP status, error)."""
+    if method == "response_url":
+        with requests.post(
+            double.response_url("r1"), json={"text": "t", **content}, timeout=5
+        ) as r:
+            return r.status_code, "" if r.text == "ok" else r.text
+    params: dict = {"channel": "C1", "text": "fallback", **content}
+    if method == "chat.update":
+        params["ts"] = api(double, "chat.postMessage", {"channel": "C1", "text": "first"})[1]["ts"]
+    elif method == "chat.postEphemeral":
+        params["user"] = "UADA"
+    elif method.startswith("views."):
+        params = {"trigger_id": "1.2.3", "view": content}
+    if method == "views.update":
+        params["view_id"] = api(double, "views.open", {"trigger_id": "t", "view": modal()})[1][
+            "view"
+        ]["id"]
+    elif method == "views.publish":
+        home = {k: v for k, v in content.items() if k not in ("title", "submit", "close")}
+        params = {"user_id": "UADA", "view": {**home, "type": "home"}}
+    status, body = api(double, method, params)
+    return status, "" if body["ok"] else body["error"]
+
+
+def api(double: SlackDouble, method: str, params: dict) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with requests.post(double.api_url + method, json=params, headers=headers, timeout=5) as resp:
+        return resp.status_code, resp.json()
+
+
+@pytest.mark.slack_refuses("invalid_blocks")
+@pytest.mark.parametrize("method", MESSAGE_METHODS)
+@pytest.mark.parametrize("limit", MESSAGE_LIMITS)
+def test_a_message_at_each_limit_is_taken_and_one_over_is_refused(double, method, limit):
+    build, most = MESSAGE_LIMITS[limit]
+    assert send(double, method, build(most)) == (200, "")
+    refused = 400 if method == "response_url" else 200  # the Web API says ok=false
+    assert send(double, method, build(most + 1)) == (refused, "invalid_blocks")
+    last = double.calls(method)[-1]
+    assert (last.status, last.error, last.refused_content) == (refused, "invalid_blocks", True)
+
+
+@pytest.mark.slack_refuses("invalid_arguments")
+@pytest.mark.parametrize(
+    ("limit", "method"),
+    [
+        (limit, method)
+        for limit in VIEW_LIMITS
+        for method in VIEW_METHODS
+        # A Home tab has no title, submit or close.
+        if not (method == "views.publish" and limit.startswith("modal"))
+    ],
+)
+def test_a_view_at_each_limit_is_taken_and_one_over_is_refused(double, limit, method):
+    build, most = VIEW_LIMITS[limit]
+    assert send(double, method, build(most)) == (200, "")
+    assert send(double, method, build(most + 1)) == (200, "invalid_arguments")
+    assert double.calls(method)[-1].refused_content
+
+
+@pytest.mark.slack_refuses("msg_too_long")
+@pytest.mark.parametrize("method", MESSAGE_METHODS)
+def test_a_text_over_40000_characters_is_msg_too_long(double, method):
+    assert send(double, method, {"text": "x" * 40_000}) == (200, "")
+    refused = 400 if method == "response_url" else 200
+    assert send(double, method, {"text": "x" * 40_001}) == (refused, "msg_too_long")
+
+
+@pytest.mark.slack_refuses("invalid_blocks")
+def test_a_refusal_says_where_stores_nothing_and_is_heard(double, client):
+    heard = []
+    undo = watch_refusals(lambda d, call: heard.append((d, call.method)))
+    try:
+        resp = api(double, "chat.postMessage", {"channel": "C1", "blocks": [section("x" * 3001)]})
+    finally:
+        undo()
+    assert resp[1]["error"] == "invalid_blocks"
+    assert resp[1]["errors"] == ["/blocks/0/text/text: 3001 characters, more than 3000"]
+    assert resp[1]["response_metadata"]["messages"][0].startswith("[ERROR] /blocks/0/text")
+    assert heard == [(double, "chat.postMessage")]
+    assert double.messages("C1") == []
+    twice = [section(block_id="b"), section(block_id="b")]
+    assert slack_error(lambda: client.chat_postMessage(channel="C1", text="t", blocks=twice)) == (
+        "invalid_blocks"
+    )
+    no_text = [{"type": "section", "text": mrkdwn("")}]
+    assert slack_error(lambda: client.chat_postMessage(channel="C1", text="t", blocks=no_text)) == (
+        "invalid_blocks"
+    )
+
+
+def test_posts_where_the_bot_is_no_member_are_not_in_channel(double, client):
+    client.chat_postMessage(channel="C1", text="in every channel by default")
+    double.leave("C1")
+    assert slack_error(lambda: client.chat_postMessage(channel="C1", text="x")) == "not_in_channel"
+    assert (
+        slack_error(lambda: client.chat_postEphemeral(channel="C1", user="UADA", text="x"))
+        == "not_in_channel"
+    )
+    assert slack_error(lambda: client.conversations_history(channel="C1")) == "not_in_channel"
+    assert (
+        slack_error(lambda: client.api_call("chat.postMessage", json={"text": "x"}))
+        == "channel_not_found"
+    )
+    assert [c.status for c in double.calls("chat.postMessage")] == [200, 200, 200]
+    double.join("C1")
+    client.chat_postMessage(channel="C1", text="back")
+    assert [m["text"] for m in double.messages("C1")] == ["in every channel by default", "back"]
+    with SlackDouble(token=TOKEN, not_in=["CPRIVATE"]) as other:
+        outside = WebClient(token=TOKEN, base_url=other.api_url)
+        assert slack_error(lambda: outside.chat_postMessage(channel="CPRIVATE", text="x")) == (
+            "not_in_channel"
+        )
+        assert outside.chat_postMessage(channel="COTHER", text="x")["ok"] is True

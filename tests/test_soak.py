@@ -34,3 +34,6 @@ def test_the_quick_soak_keeps_every_invariant(mlflow_server, tmp_path):
     assert figures["redis_restarts"] == 1
     assert figures["duplicates"] == 0 and figures["lost"] == 0
     assert figures["recorded"]["promoted"] >= 1  # the checks read a record with changes in it
+    # The events for the model whose channel refuses every post wait, unnoticed, and the
+    # other models' notices went out all the same.
+    assert figures["muted_versions_waiting"] == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bench.soak.check import Findings, Seen, _check_click
 from bench.soak.drive import Click
-from registry.versions import ModelVersion
+from registry.rules.versions import ModelVersion
 
 
 def seen(ephemerals: list[dict], versions: list[ModelVersion] | None = None) -> Seen:

@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from bot.listeners.decisions import EMPTY_REASON
-from registry.messages import APPROVE_ACTION, REJECT_ACTION, button_value
+from registry.views.notice import APPROVE_ACTION, REJECT_ACTION, button_value
 from tests.support import (
     SERVICES,
     click_payload,
@@ -29,8 +29,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def socket_loop(stacks, slack):
-    """The services with the bot in Socket Mode: SLACK_APP_TOKEN set, no HTTP endpoint."""
-    return stacks.get(services=SERVICES, SLACK_APP_TOKEN=slack.app_token)
+    """The services with the bot in Socket Mode: SLACK_TRANSPORT=socket, no HTTP endpoint."""
+    return stacks.get(services=SERVICES, SLACK_APP_TOKEN=slack.app_token, SLACK_TRANSPORT="socket")
 
 
 def click(slack, model_name, version, ts, *, user, action_id=APPROVE_ACTION):

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 import redis
 
-from registry.events import CREATED_BY_TAG
-from registry.queue import TASK_STAGE_EVENT, TASK_STAGE_VERSION
-from registry.settings import Settings
+from registry.adapters.queue import TASK_STAGE_EVENT, TASK_STAGE_VERSION
+from registry.rules.events import CREATED_BY_TAG
+from registry.rules.settings import Settings
 from tests.support import (
+    CANARY_SECRET,
     MLFLOW_SECRET,
     TRAINING_SECRET,
     mlflow_signed_headers,
@@ -29,7 +30,7 @@ MARK = uuid.uuid4().hex[:8]  # in every model name and message id: the keys to c
 
 
 class RecordingCelery:
-    """Stands for the Celery app behind `registry.queue.Producer`: records `send_task`."""
+    """Stands for the Celery app behind `registry.adapters.queue.Producer`: records `send_task`."""
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
@@ -181,3 +182,47 @@ def test_an_mlflow_version_created_elsewhere_is_queued_once(client, celery):
     assert sent["name"] == TASK_STAGE_VERSION
     assert sent["kwargs"] == {"event_id": f"mlflow-{model}-4", "model_name": model, "version": "4"}
     assert "enqueued_at" in sent["headers"]
+
+
+def test_a_number_no_float_can_hold_is_a_400_naming_the_field(client, celery):
+    # JSON allows any integer; 10**400 overflows a float and once answered 500.
+    resp = post_training(
+        client, {"model_name": unique("m"), "run_id": "r1", "metrics": {"auc": 10**400}}
+    )
+    assert resp.status_code == 400, resp.get_json()
+    assert [d.split(":")[0] for d in resp.get_json()["details"]] == ["metrics"]
+    assert celery.sent == []
+
+
+def canary_app(redis_url, celery, **settings):
+    config = Settings(
+        mlflow_tracking_uri="http://mlflow.invalid",
+        redis_url=f"{redis_url}/{DB}",
+        training_webhook_secrets=(TRAINING_SECRET,),
+        **settings,
+    )
+    return webhooks_app.create_app(config, celery=celery).test_client()
+
+
+def post_canary(client, *, secret: str):
+    raw = json.dumps({"model_name": unique("m"), "version": "3", "passed": True}).encode()
+    headers = signed_headers(raw, secret=secret, msg_id=f"msg_{unique('c')}")
+    return client.post("/hooks/canary", data=raw, headers=headers)
+
+
+def test_a_canary_verdict_needs_the_canary_secret_not_the_training_one(redis_url, celery):
+    client = canary_app(redis_url, celery, canary_webhook_secrets=(CANARY_SECRET,))
+    # The training job holds the training secret: it must not pass its own canary.
+    refused = post_canary(client, secret=TRAINING_SECRET)
+    assert (refused.status_code, refused.get_json()["error"]) == (401, "invalid signature")
+    assert celery.sent == []
+    accepted = post_canary(client, secret=CANARY_SECRET)
+    assert accepted.status_code == 202, accepted.get_json()
+    assert [sent["name"] for sent in celery.sent] == ["registry_bot.canary_verdict"]
+
+
+def test_without_a_canary_secret_the_canary_route_is_off(redis_url, celery):
+    client = canary_app(redis_url, celery)
+    resp = post_canary(client, secret=TRAINING_SECRET)
+    assert resp.status_code == 404 and "CANARY_WEBHOOK_SECRET" in resp.get_json()["error"]
+    assert celery.sent == []

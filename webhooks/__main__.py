@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from registry.httpserver import serve
-from registry.logs import configure_logging
-from registry.settings import SettingsError
+from registry.process.httpserver import serve
+from registry.process.logs import configure_logging
+from registry.rules.settings import SettingsError
 
 
 def main(argv: list[str]) -> int:

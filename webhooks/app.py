@@ -6,7 +6,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -14,7 +14,18 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from werkzeug.exceptions import HTTPException
 
-from registry.events import (
+from registry.adapters.dedup import seen_key
+from registry.adapters.queue import (
+    TASK_ALERT,
+    TASK_CANARY,
+    TASK_PROTECT,
+    TASK_STAGE_EVENT,
+    TASK_STAGE_VERSION,
+    Producer,
+    QueueUnavailable,
+)
+from registry.process.settings import load_settings
+from registry.rules.events import (
     MAX_BODY_BYTES,
     AliasChanged,
     InvalidEvent,
@@ -30,18 +41,8 @@ from registry.events import (
     verify_mlflow_webhook,
     verify_standard_webhook,
 )
-from registry.guard import alert_key
-from registry.queue import (
-    TASK_ALERT,
-    TASK_CANARY,
-    TASK_PROTECT,
-    TASK_STAGE_EVENT,
-    TASK_STAGE_VERSION,
-    Producer,
-    QueueUnavailable,
-)
-from registry.settings import Settings
-from registry.watchlist import concerns
+from registry.rules.guard import alert_key
+from registry.rules.settings import Settings
 from webhooks.openapi import openapi_document
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ CLAIM_TTL = 5  # seconds; an enqueue takes milliseconds
 CLAIMED, QUEUED = "claimed", "queued"
 QUEUE_DOWN = "queue unavailable"
 ALERTS_OFF = "Alertmanager alerts are not enabled (ALERTMANAGER_TOKEN)"
+CANARY_OFF = "canary verdicts are not enabled (CANARY_WEBHOOK_SECRET)"
 
 
 class Refused(Exception):
@@ -64,9 +66,7 @@ class Refused(Exception):
 
 def create_app(settings: Settings | None = None, *, celery: Any = None) -> Flask:
     """Build the webhooks app; settings come from the environment unless given."""
-    settings = settings or Settings.from_env(
-        require=("MLFLOW_TRACKING_URI", "TRAINING_WEBHOOK_SECRET")
-    )
+    settings = settings or load_settings(require=("MLFLOW_TRACKING_URI", "TRAINING_WEBHOOK_SECRET"))
     app = Flask("webhooks")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["registry_bot"] = Receiver(settings, Producer(settings, celery=celery))
@@ -101,9 +101,13 @@ class Receiver:
             registry=self.metrics,
         )
 
-    def enqueue_once(self, dedup_key: str, task: str, kwargs: dict[str, Any]) -> str:
-        """Enqueue unless `dedup_key` was queued already; return "queued" or "duplicate"."""
-        key = f"registry-bot:seen:{dedup_key}"
+    def seen(self, kind: str, event_id: str) -> str:
+        """Return the key that marks this inbound event as queued, under REDIS_KEY_PREFIX."""
+        return seen_key(kind, event_id, self.settings.redis_key_prefix)
+
+    def enqueue_once(self, key: str, task: str, kwargs: dict[str, Any]) -> str:
+        """Enqueue unless `key` (registry.adapters.dedup.seen_key) was queued already; return
+        "queued" or "duplicate"."""
         if not self._claim(key):
             return "duplicate"
         try:
@@ -154,6 +158,7 @@ def _register_routes(app: Flask) -> None:
     app.add_url_rule("/hooks/canary", view_func=canary_hook, methods=["POST"])
     app.add_url_rule("/hooks/alertmanager", view_func=alertmanager_hook, methods=["POST"])
     app.add_url_rule("/healthz", view_func=healthz, methods=["GET"])
+    app.add_url_rule("/livez", view_func=livez, methods=["GET"])
     app.add_url_rule("/metrics", view_func=metrics, methods=["GET"])
     app.add_url_rule("/openapi.json", view_func=openapi, methods=["GET"])
     app.register_error_handler(Refused, _refused)
@@ -172,9 +177,12 @@ def training_hook() -> tuple[Response, int]:
     """Accept a signed training-completion event."""
     recv = receiver()
     with recv.latency.labels("training").time():
-        event_id, event = _signed_event("training", parse_training_event)
+        secrets = recv.settings.training_webhook_secrets
+        event_id, event = _signed_event("training", secrets, parse_training_event)
         status = recv.enqueue_once(
-            f"training:{event_id}", TASK_STAGE_EVENT, {"event_id": event_id, **event.as_kwargs()}
+            recv.seen("training", event_id),
+            TASK_STAGE_EVENT,
+            {"event_id": event_id, **event.as_kwargs()},
         )
     recv.accepted.labels("training").inc()
     log.info("training event %s", status, extra={"event_id": event_id, "model": event.model_name})
@@ -182,23 +190,27 @@ def training_hook() -> tuple[Response, int]:
 
 
 def canary_hook() -> tuple[Response, int]:
-    """Accept a signed canary verdict for a version in its canary window."""
+    """Accept a canary verdict signed with the canary's own secret, never the training one:
+    a training job must not be able to pass its own canary."""
     recv = receiver()
-    event_id, verdict = _signed_event("canary", parse_canary_event)
+    secrets = recv.settings.canary_webhook_secrets
+    if not secrets:
+        raise Refused(404, CANARY_OFF, reason="off")
+    event_id, verdict = _signed_event("canary", secrets, parse_canary_event)
     status = recv.enqueue_once(
-        f"canary:{event_id}", TASK_CANARY, {"event_id": event_id, **verdict.as_kwargs()}
+        recv.seen("canary", event_id), TASK_CANARY, {"event_id": event_id, **verdict.as_kwargs()}
     )
     recv.accepted.labels("canary").inc()
     return jsonify(status=status, event_id=event_id), 202
 
 
-def _signed_event(route: str, parse: Callable[[bytes], Any]) -> tuple[str, Any]:
-    """Verify a Standard Webhooks signature and parse the body, or refuse."""
+def _signed_event(
+    route: str, secrets: Sequence[str], parse: Callable[[bytes], Any]
+) -> tuple[str, Any]:
+    """Verify a Standard Webhooks signature by one of `secrets` and parse the body, or refuse."""
     body = _json_body(route)
     try:
-        event_id = verify_standard_webhook(
-            request.headers, body, receiver().settings.training_webhook_secrets
-        )
+        event_id = verify_standard_webhook(request.headers, body, secrets)
         return event_id, parse(body)
     except SignatureError as exc:
         raise Refused(401, "invalid signature", [str(exc)], reason="signature") from None
@@ -229,7 +241,7 @@ def mlflow_hook() -> tuple[Response, int]:
     event_id = f"mlflow-{created.model_name}-{created.version}"
     kwargs = {"event_id": event_id, "model_name": created.model_name, "version": created.version}
     status = recv.enqueue_once(
-        f"mlflow:{created.model_name}:{created.version}", TASK_STAGE_VERSION, kwargs
+        recv.seen("mlflow", f"{created.model_name}:{created.version}"), TASK_STAGE_VERSION, kwargs
     )
     recv.accepted.labels("mlflow").inc()
     return jsonify(status=status, event_id=event_id), 202
@@ -244,13 +256,20 @@ def _alias_moved(recv: Receiver, moved: AliasChanged, delivery_id: str) -> tuple
     # Our own promotions move the alias too: the check finds nothing then, under the lock.
     event_id = f"mlflow-alias-{delivery_id}"
     kwargs = {"event_id": event_id, "model_name": moved.model_name}
-    status = recv.enqueue_once(f"mlflow-alias:{delivery_id}", TASK_PROTECT, kwargs)
+    status = recv.enqueue_once(recv.seen("mlflow-alias", delivery_id), TASK_PROTECT, kwargs)
     recv.accepted.labels("mlflow").inc()
     return jsonify(status=status, event_id=event_id), 202
 
 
 def alertmanager_hook() -> tuple[Response, int]:
-    """Accept Alertmanager's webhook; queue each alert that concerns a guarded Production."""
+    """Accept Alertmanager's webhook; queue every alert that names a model.
+
+    The door does not read the registry, and a mirror of it in Redis lags it (right after
+    Production moved, after a worker died between a move and its record, after Redis lost
+    its data): an alert it filtered out would be lost, as Alertmanager sends it again only
+    hours later. So each is queued, and the worker decides it against the registry under
+    the model's lock; `handled` counts the alerts queued for that.
+    """
     recv = receiver()
     token = recv.settings.alertmanager_token
     if not token:
@@ -263,8 +282,7 @@ def alertmanager_hook() -> tuple[Response, int]:
         alerts = parse_alertmanager(_json_body("alertmanager"))
     except InvalidEvent as exc:
         raise Refused(400, str(exc), exc.details, reason="invalid") from None
-    # Every lookup before any enqueue: with Redis down, nothing is queued.
-    taken = [a for a in _model_alerts(alerts) if _concerns(recv, a)]
+    taken = _model_alerts(alerts)
     for alert in taken:
         key = alert_key(alert.fingerprint, alert.starts_at)
         recv.enqueue(TASK_ALERT, {"event_id": f"alert-{key}", **alert.as_kwargs()})
@@ -278,19 +296,6 @@ def _model_alerts(alerts: list) -> list[ModelAlert]:
     return [alert for alert in found if alert is not None]
 
 
-def _concerns(recv: Receiver, alert: ModelAlert) -> bool:
-    """Say whether the alert is for a model under guard (or has a plan); log it if not."""
-    try:
-        taken = concerns(recv.redis, alert, time.time())
-    except redis.RedisError as exc:
-        raise Refused(503, QUEUE_DOWN, [str(exc)], reason="queue") from None
-    if not taken:
-        key = alert_key(alert.fingerprint, alert.starts_at)
-        ctx = {"event_id": f"alert-{key}", "model": alert.model_name, "version": alert.version}
-        log.info("%s alert concerns no guarded Production", alert.status, extra=ctx)
-    return taken
-
-
 def healthz() -> tuple[Response, int]:
     """Report whether Redis answers."""
     try:
@@ -298,6 +303,11 @@ def healthz() -> tuple[Response, int]:
     except redis.RedisError as exc:
         return jsonify(redis=f"down: {exc}"), 503
     return jsonify(redis="ok"), 200
+
+
+def livez() -> tuple[Response, int]:
+    """Say the service answers (its liveness: Redis being down is no reason to restart it)."""
+    return jsonify(live=True), 200
 
 
 def metrics() -> Response:

@@ -10,8 +10,9 @@ import uuid
 
 import requests
 
-from registry.events import InvalidEvent, TrainingEvent, parse_training_event, signed_headers
-from registry.settings import Settings, SettingsError
+from registry.process.settings import load_settings
+from registry.rules.events import InvalidEvent, TrainingEvent, parse_training_event, signed_headers
+from registry.rules.settings import SettingsError
 
 RETRY_STATUSES = {502, 503, 504}
 
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> int:
     """Run the CLI; exit 0 when the event was accepted."""
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.from_env(require=("TRAINING_WEBHOOK_SECRET",))
+        settings = load_settings(require=("TRAINING_WEBHOOK_SECRET",))
         event = event_from_args(args)
         answer = send(
             args.url or settings.webhooks_url,

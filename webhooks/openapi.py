@@ -100,8 +100,7 @@ HANDLED = {
         "handled": {
             "type": "integer",
             "minimum": 0,
-            "description": "alerts queued: firing ones for a guarded Production, resolved ones"
-            " with a plan",
+            "description": "alerts queued for the worker to decide: every one that names a model",
         },
     },
 }
@@ -128,15 +127,7 @@ def openapi_document() -> dict[str, Any]:
             "/hooks/mlflow": {"post": _mlflow()},
             "/hooks/canary": {"post": _canary()},
             "/hooks/alertmanager": {"post": _alertmanager()},
-            "/healthz": {
-                "get": {
-                    "summary": "Whether Redis answers",
-                    "responses": _answers(
-                        _200=("Redis answers", {"type": "object"}),
-                        _503=("Redis is down", {"type": "object"}),
-                    ),
-                }
-            },
+            **_probes(),
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
@@ -156,6 +147,26 @@ def openapi_document() -> dict[str, Any]:
     }
 
 
+def _probes() -> dict[str, Any]:
+    return {
+        "/healthz": {
+            "get": {
+                "summary": "Whether Redis answers",
+                "responses": _answers(
+                    _200=("Redis answers", {"type": "object"}),
+                    _503=("Redis is down", {"type": "object"}),
+                ),
+            }
+        },
+        "/livez": {
+            "get": {
+                "summary": "Whether the service answers at all (Redis has no say)",
+                "responses": _answers(_200=("It answers", {"type": "object"})),
+            }
+        },
+    }
+
+
 def _training() -> dict:
     return {
         "summary": "A training run finished: register, stage and announce its model version",
@@ -167,10 +178,17 @@ def _training() -> dict:
 
 def _canary() -> dict:
     return {
-        "summary": "A canary's verdict on a version in its canary window",
+        "summary": (
+            "A canary's verdict on a version in its canary window, signed with "
+            "CANARY_WEBHOOK_SECRET (never the training secret)"
+        ),
         "parameters": SIGNED,
         "requestBody": {"required": True, **_json(CANARY_VERDICT)},
-        "responses": _answers(_202=("Queued, or a duplicate webhook-id", ACCEPTED), **REFUSALS),
+        "responses": _answers(
+            _202=("Queued, or a duplicate webhook-id", ACCEPTED),
+            _404=("CANARY_WEBHOOK_SECRET is not set", ERROR),
+            **REFUSALS,
+        ),
     }
 
 

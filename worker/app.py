@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
 import redis
 from celery import Celery, bootsteps, current_app
-from celery.signals import before_task_publish, task_received
+from celery.signals import before_task_publish, celeryd_init, task_received
 from kombu.utils.json import dumps
 
-from registry.queue import (
+from registry.adapters.queue import (
     HELD_RENEW_EVERY,
     RESEND_EVERY,
     TASK_SWEEP,
+    UNACKED,
     celery_app,
     envelope,
     journal,
@@ -22,23 +24,31 @@ from registry.queue import (
     resend_lost,
     strike_off,
 )
-from registry.settings import Settings
+from registry.process import preflight
+from registry.process.heartbeat import EVERY
+from registry.process.settings import load_settings
+from registry.rules.settings import Settings, SettingsError
+from worker.pulse import Pulse
 
 log = logging.getLogger(__name__)
 
 JOURNAL_WAIT = 15.0  # seconds a journal write waits for Redis before the publish goes on
+WORKER_REQUIRED = ("MLFLOW_TRACKING_URI", "SLACK_BOT_TOKEN", "SLACK_CHANNEL")
 
 
 def create_celery(settings: Settings | None = None, *, require_slack: bool = False) -> Celery:
     """Build the worker's Celery app, with its tasks and the scheduler's sweep."""
     if settings is None:
-        slack = ("SLACK_BOT_TOKEN", "SLACK_CHANNEL") if require_slack else ()
-        required = ("MLFLOW_TRACKING_URI", *slack)
-        settings = Settings.from_env(require=required)
+        required = WORKER_REQUIRED if require_slack else ("MLFLOW_TRACKING_URI",)
+        settings = load_settings(require=required)
     app = celery_app(settings, include=["worker.tasks"])
     app.conf.beat_schedule = beat_schedule(settings)
     app.steps["consumer"].add(RenewHeld)
     app.steps["consumer"].add(ResendLost)
+    app.steps["consumer"].add(Pulse)
+    # Beat's own loop beats the scheduler's heartbeat, so it wakes at least that often.
+    app.conf.beat_scheduler = "worker.pulse:PulsingScheduler"
+    app.conf.beat_max_loop_interval = EVERY
     app.registry_settings = settings  # type: ignore[attr-defined]
     return app
 
@@ -67,11 +77,11 @@ class _Every(bootsteps.StartStopStep):
     def __init__(self, parent, **kwargs):
         super().__init__(parent, **kwargs)
         self.tref = None
-        self.queue = ""
+        self.settings: Settings | None = None
 
     def start(self, parent) -> None:
         channel = parent.task_consumer.channel
-        self.queue = parent.app.registry_settings.queue
+        self.settings = parent.app.registry_settings
         self.tref = parent.timer.call_repeatedly(self.every, self._run, (channel,))
 
     def _run(self, channel) -> None:
@@ -92,7 +102,8 @@ class _Every(bootsteps.StartStopStep):
 
 
 class RenewHeld(_Every):
-    """Keep the messages this worker holds from looking abandoned (registry.queue.renew_held)."""
+    """Keep the messages this worker holds from looking abandoned
+    (registry.adapters.queue.renew_held)."""
 
     every = HELD_RENEW_EVERY
     failing = "could not renew held messages"
@@ -103,15 +114,33 @@ class RenewHeld(_Every):
 
 class ResendLost(_Every):
     """Queue again what a killed worker took off the queue before recording it as held
-    (registry.queue.resend_lost); one worker at a time."""
+    (registry.adapters.queue.resend_lost); one worker at a time."""
 
     every = RESEND_EVERY
     failing = "could not look for lost tasks"
 
     def run(self, channel) -> None:
-        with channel.conn_or_acquire() as client:
-            if client.set(f"{self.queue}:journal:lock", "1", nx=True, ex=RESEND_EVERY):
-                resend_lost(client, self.queue)
+        # A client of its own, not the channel's: kombu's puts REDIS_KEY_PREFIX before only
+        # some commands' keys, and every key here is named with the prefix already.
+        settings = self.settings
+        assert settings is not None  # set by start()
+        client = _client(settings)
+        if client.set(f"{settings.queue_key}:journal:lock", "1", nx=True, ex=RESEND_EVERY):
+            resend_lost(client, settings.queue_key, unacked=settings.redis_key(UNACKED))
+
+
+@celeryd_init.connect(weak=False, dispatch_uid="registry-bot-check-at-start")
+def check_at_start(instance: Any = None, **_: Any) -> None:
+    """Check the Slack setup before the worker takes any work (registry.process.preflight); a token
+    Slack refuses stops it with one line, as a bad setting does."""
+    settings = getattr(getattr(instance, "app", None), "registry_settings", None)
+    if settings is None or not settings.slack_bot_token:
+        return  # not registry-bot's worker, or one built without Slack (tests)
+    try:
+        preflight.check(settings)
+    except SettingsError as exc:
+        print(f"registry-bot worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _settings() -> Settings | None:
@@ -134,10 +163,16 @@ def journal_published(
     properties: dict | None = None,
     **_: Any,
 ) -> None:
-    """Journal a message the worker queues itself (a retry, an event delivery), as the
-    producer journals its own; the sweep, which beat sends again anyway, is left out."""
+    """Stamp a message the worker or the scheduler queues with when it was queued, and
+    journal it (a retry, an event delivery) as the producer journals its own; the sweep,
+    which beat sends again anyway, is left out."""
     settings = _settings()
-    if settings is None or sender == TASK_SWEEP or not headers or "id" not in headers:
+    if settings is None or headers is None:
+        return
+    # The queue's oldest age is read off this header (registry.process.backlog), as the producer
+    # writes it; a retry is queued anew, whatever its first try's stamp was.
+    headers["enqueued_at"] = time.time()
+    if sender == TASK_SWEEP or "id" not in headers:
         return
     raw = envelope(
         dumps(body),
@@ -146,13 +181,18 @@ def journal_published(
         routing_key=routing_key or settings.queue,
         reply_to=(properties or {}).get("reply_to") or "",
     )
-    # Redis restarting (or loading its file) refuses for a few seconds; so would the publish
-    # that follows, which kombu retries. Wait as long before publishing unjournaled.
+    _journal_patiently(settings, str(headers["id"]), dumps(raw), sender)
+
+
+def _journal_patiently(settings: Settings, task_id: str, raw: str, sender: str) -> None:
+    """Journal a message; Redis restarting (or loading its file) refuses for a few seconds,
+    and so would the publish that follows, which kombu retries: wait as long, then publish
+    unjournaled."""
     deadline = time.monotonic() + JOURNAL_WAIT
     while True:
         try:
             pipe = _client(settings).pipeline(transaction=True)
-            journal(pipe, settings.queue, headers["id"], dumps(raw), time.time())
+            journal(pipe, settings.queue_key, task_id, raw, time.time())
             pipe.execute()
             return
         except redis.RedisError as exc:
@@ -169,6 +209,6 @@ def journal_received(request: Any = None, **_: Any) -> None:
     if settings is None or request is None:
         return
     try:
-        strike_off(_client(settings), settings.queue, request.id)
+        strike_off(_client(settings), settings.queue_key, request.id)
     except redis.RedisError as exc:  # left in the journal: found held, or sent again
         log.warning("could not strike a task off the journal: %s", exc)

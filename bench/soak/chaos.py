@@ -43,6 +43,7 @@ class ChaosLog:
     kills: list[Kill] = field(default_factory=list)
     redis_restarts: int = 0
     mlflow_restarts: int = 0
+    mlflow_down_seconds: float = 0.0  # the long outage: MLflow stopped, then started again
     faults: int = 0  # fault runs queued on the double
     errors: list[str] = field(default_factory=list)
 
@@ -55,6 +56,7 @@ class Chaos(threading.Thread):
         self.stack, self.schedule = stack, sorted(schedule)
         self.random = random.Random(seed)
         self.done = ChaosLog()
+        self._down_at = 0.0
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -93,6 +95,15 @@ class Chaos(threading.Thread):
         self.stack.restart_mlflow()
         self.done.mlflow_restarts += 1
 
+    def mlflow_down(self) -> None:
+        """Stop MLflow for longer than any fixed retry budget (a migration, an upgrade)."""
+        self.stack.stop_mlflow()
+        self._down_at = time.monotonic()
+
+    def mlflow_up(self) -> None:
+        self.stack.start_mlflow()
+        self.done.mlflow_down_seconds = time.monotonic() - self._down_at
+
     def slack(self) -> None:
         method = self.random.choice(sorted(FAULT_RUNS))
         status = self.random.choice((429, 500))
@@ -116,10 +127,12 @@ def schedule(
     kills_within: float = 1.0,
     redis: bool = True,
     mlflow: bool = True,
+    outage: float = 0.0,
     seed: int = 7,
 ) -> list[tuple[float, str]]:
     """Spread the kills over the first `kills_within` of `seconds`, the Slack faults over all
-    of it; one Redis restart and one MLflow restart."""
+    of it; one Redis restart and one MLflow restart; an MLflow outage of `outage` seconds
+    from a quarter of the way in."""
     rng = random.Random(seed)
     slot = seconds * kills_within / max(kills, 1)
     plan = [(slot * (i + rng.uniform(0.2, 0.8)), "kill") for i in range(kills)]
@@ -128,4 +141,6 @@ def schedule(
         plan.append((0.35 * seconds, "redis"))
     if mlflow:
         plan.append((0.62 * seconds, "mlflow"))
+    if outage:
+        plan += [(0.25 * seconds, "mlflow_down"), (0.25 * seconds + outage, "mlflow_up")]
     return plan

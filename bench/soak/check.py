@@ -13,12 +13,12 @@ from bench.soak.drive import Click, Event, Ledger
 from bench.soak.slack import SlackSide
 from bench.soak.stack import QUEUE, SoakStack
 from bench.stack import CHANNEL
-from registry.decisions import NOT_APPROVER
-from registry.gateway import MlflowGateway
-from registry.notice import NOTICE_EVENT
-from registry.queue import UNACKED, journal_keys
-from registry.record import history_of
-from registry.versions import ModelVersion
+from registry.adapters.mlflow import MlflowGateway
+from registry.adapters.queue import UNACKED, journal_keys
+from registry.flows.notice import NOTICE_EVENT
+from registry.rules.decisions import NOT_APPROVER
+from registry.rules.record import history_of
+from registry.rules.versions import ModelVersion
 
 LIFECYCLE = ("promoted", "rolled_back", "archived", "rejected", "expired")
 NEEDS_REASON = ("rolled_back", "archived", "rejected")
@@ -40,6 +40,7 @@ class Findings:
     queue: list[str] = field(default_factory=list)
     notice_seconds: list[float] = field(default_factory=list)
     recorded: Counter = field(default_factory=Counter)  # changes in the durable record, by type
+    muted_waiting: int = 0  # versions of the model whose channel refuses every post
 
     def problems(self) -> list[str]:
         """Return every finding, one line each."""
@@ -83,11 +84,19 @@ def look(stack: SoakStack, ledger: Ledger, side: SlackSide) -> Seen:
     )
 
 
-def check(stack: SoakStack, ledger: Ledger, side: SlackSide) -> Findings:
-    """Check every invariant of the soak against what MLflow and the double hold now."""
+def check(stack: SoakStack, ledger: Ledger, side: SlackSide, *, muted: str = "") -> Findings:
+    """Check every invariant of the soak against what MLflow and the double hold now.
+
+    `muted` is the model whose channel refuses every post: its events must each have one
+    version, waiting without a notice, and the sweep must have noted its failures."""
     seen, found = look(stack, ledger, side), Findings()
     for event in ledger.accepted():
-        _check_event(seen, event, found)
+        if event.model == muted:
+            _check_muted(seen, event, found)
+        else:
+            _check_event(seen, event, found)
+    if found.muted_waiting and f"sweep failed on {muted}" not in stack.services["worker"].log():
+        found.lost.append(f"{muted}: its refused posts were never noted by the sweep")
     for model, versions in seen.versions.items():
         serving = [mv.version for mv in versions if mv.stage == "Production"]
         if len(serving) > 1:
@@ -122,6 +131,20 @@ def _check_event(seen: Seen, event: Event, found: Findings) -> None:
         at = seen.notice_at.get((mv.name, mv.version))
         if at:
             found.notice_seconds.append(max(0.0, at - event.accepted_at))
+
+
+def _check_muted(seen: Seen, event: Event, found: Findings) -> None:
+    """One version for the event's run, waiting: Slack refuses every post to its channel."""
+    mine = [mv for mv in seen.versions.get(event.model, []) if mv.run_id == event.run_id]
+    what = f"{event.model} run {event.run_id[:8]}"
+    if not mine:
+        found.lost.append(f"{what}: accepted, no version")
+    elif len(mine) > 1:
+        found.duplicates.append(f"{what}: {len(mine)} versions")
+    elif mine[0].tag("notice_ts"):
+        found.wrong.append(f"{what}: a notice recorded in a channel that refuses every post")
+    else:
+        found.muted_waiting += 1
 
 
 def _check_record(mv: ModelVersion, found: Findings) -> None:

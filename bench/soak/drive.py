@@ -19,10 +19,11 @@ from bench.soak.slack import Sent, SlackSide
 from bench.soak.stack import OUTSIDER, REQUESTER
 from bench.stack import CHANNEL, CLICKERS, TRAINING_SECRET
 from devkit.slack_double import SlackDouble
-from registry.events import signed_headers
-from registry.messages import APPROVE_ACTION, REJECT_ACTION, REJECT_MODAL, button_value
-from registry.notice import NOTICE_EVENT
-from registry.reports import ROLLBACK_CONFIRM, ROLLBACK_MODAL, parse_plan_value
+from registry.flows.notice import NOTICE_EVENT
+from registry.rules.events import signed_headers
+from registry.views.modals import REJECT_MODAL, ROLLBACK_MODAL
+from registry.views.notice import APPROVE_ACTION, REJECT_ACTION, button_value
+from registry.views.plans import ROLLBACK_CONFIRM, parse_plan_value
 
 SEND_ATTEMPTS = 90  # a sender retries a 503 or a refused connection, about a second apart
 ANSWER_WAIT = 150.0  # how long a person waits for a plan or a modal before giving up

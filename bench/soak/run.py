@@ -19,6 +19,8 @@ from bench.soak.stack import SoakStack
 
 log = logging.getLogger(__name__)
 
+MUTED_CHANNEL = "CMUTED"  # the channel the bot was never invited to
+
 REDELIVERED = "redelivered: the worker that held this task died"
 RESENT = "queued again: a task lost between the queue and a worker"
 
@@ -37,9 +39,16 @@ class Plan:
     slack_faults: int = 40
     redis_restart: bool = True
     mlflow_restart: bool = True
+    # MLflow down this long while events and clicks keep coming: longer than the six tries
+    # (about two minutes) tasks once had before they dropped their work.
+    mlflow_outage: float = 300.0
     settle_seconds: float = 600.0
     sweep_interval: int = 30
     seed: int = 7  # the chaos schedule, the faults and the clicks; a finding replays with it
+    # Every so many events go to a model whose channel the bot was never invited to: each
+    # post there is refused (not_in_channel). Its versions must wait without a notice, and
+    # the other models' work must not wait for it.
+    muted_every: int = 10
 
 
 # The variant `make test` runs: kills early, so their work is back well within the run, and
@@ -53,6 +62,7 @@ QUICK = Plan(
     calm_events=0,
     slack_faults=6,
     mlflow_restart=False,
+    mlflow_outage=0.0,
     settle_seconds=150.0,
 )
 
@@ -82,12 +92,15 @@ def soak(plan: Plan, *, mlflow_url: str = "", keep: bool = False) -> Result:
     """Run one soak on a stack of its own (on the MLflow server at `mlflow_url` if given, which
     is then never restarted); stop everything it started, whatever happens."""
     if mlflow_url:
-        plan = replace(plan, mlflow_restart=False)
+        plan = replace(plan, mlflow_restart=False, mlflow_outage=0.0)
     started = time.monotonic()
-    stack = SoakStack.open(plan.sweep_interval, mlflow_url)
+    run = uuid.uuid4().hex[:6]  # names of their own, on a shared MLflow server too
+    muted = f"soak-{run}-muted"
+    stack = SoakStack.open(plan.sweep_interval, mlflow_url, policy=muted_policy(muted))
+    stack.slack.leave(MUTED_CHANNEL)
     ok = False
     try:
-        result = _soak(stack, plan)
+        result = _soak(stack, plan, run, muted)
         result.seconds = time.monotonic() - started
         ok = result.ok
         return result
@@ -97,10 +110,16 @@ def soak(plan: Plan, *, mlflow_url: str = "", keep: bool = False) -> Result:
             log.warning("soak logs kept in %s", stack.workdir)
 
 
-def _soak(stack: SoakStack, plan: Plan) -> Result:
-    run = uuid.uuid4().hex[:6]  # names of their own, on a shared MLflow server too
+def muted_policy(model: str) -> str:
+    """Return the soak's policy: `model` notices in a channel the bot is not in."""
+    return f"models:\n  {model}:\n    channel: {MUTED_CHANNEL}\n"
+
+
+def _soak(stack: SoakStack, plan: Plan, run: str, muted: str) -> Result:
     models = [f"soak-{run}-m{i}" for i in range(plan.models)]
     runs = _runs(stack, models, plan.events, f"soak-{run}")
+    if plan.muted_every:
+        runs = [(muted if i % plan.muted_every == 5 else m, r) for i, (m, r) in enumerate(runs)]
     ledger, side = Ledger(), SlackSide(stack.bot_url, stack.slack)
     events = EventDriver(stack.webhooks_url, ledger)
     clicks = ClickDriver(side, stack.slack, ledger, seed=plan.seed)
@@ -115,6 +134,7 @@ def _soak(stack: SoakStack, plan: Plan) -> Result:
             kills_within=plan.kills_within,
             redis=plan.redis_restart,
             mlflow=plan.mlflow_restart,
+            outage=plan.mlflow_outage,
             seed=plan.seed,
         ),
         seed=plan.seed,
@@ -129,7 +149,7 @@ def _soak(stack: SoakStack, plan: Plan) -> Result:
     chaos.join(timeout=plan.seconds + 600)
     chaos.stop()
     settled = time.monotonic()
-    findings = _settle(stack, ledger, side, plan.settle_seconds, resume_beat=False)
+    findings = _settle(stack, ledger, side, plan.settle_seconds, resume_beat=False, muted=muted)
     events.close()
     clicks.close()
     return Result(
@@ -160,20 +180,26 @@ def _calm(stack, ledger, side, events, runs, plan) -> tuple[int, int]:
     if not runs:
         return 0, 0
     events.send_all(runs, plan.calm_events * 0.5, threading.Event())
-    _settle(stack, ledger, side, plan.settle_seconds)
+    _settle(stack, ledger, side, plan.settle_seconds, muted="")
     worker_log = stack.services["worker"].log()
     return worker_log.count("] received"), worker_log.count(REDELIVERED)
 
 
 def _settle(
-    stack: SoakStack, ledger: Ledger, side: SlackSide, timeout: float, *, resume_beat: bool = True
+    stack: SoakStack,
+    ledger: Ledger,
+    side: SlackSide,
+    timeout: float,
+    *,
+    resume_beat: bool = True,
+    muted: str,
 ) -> Findings:
     """Wait until nothing is lost and the queue is empty (beat paused), or `timeout`."""
     deadline = time.monotonic() + timeout
     stack.services["beat"].stop()  # its sweeps would keep the queue from ever being empty
     try:
         while True:
-            found = check(stack, ledger, side)
+            found = check(stack, ledger, side, muted=muted)
             if not list(unresolved(found)) or time.monotonic() > deadline:
                 return found
             time.sleep(3.0)
@@ -201,9 +227,11 @@ def figures(result: Result) -> dict:
         "held_at_kills": sum(k.held for k in chaos.kills),
         "redis_restarts": chaos.redis_restarts,
         "mlflow_restarts": chaos.mlflow_restarts,
+        "mlflow_down_s": round(chaos.mlflow_down_seconds),
         "slack_429": result.slack_faults.get(429, 0),
         "slack_500": result.slack_faults.get(500, 0),
         "recorded": {kind: found.recorded[kind] for kind in LIFECYCLE},
+        "muted_versions_waiting": found.muted_waiting,
         "duplicates": len(found.duplicates),
         "lost": len(found.lost),
         "other_findings": len(found.problems()) - len(found.duplicates) - len(found.lost),
@@ -228,8 +256,13 @@ def table(result: Result) -> str:
         ("clicks", f"{f['clicks']} ({kinds})"),
         ("whole-worker kills", f"{f['kills']} ({f['held_at_kills']} messages held at the kills)"),
         ("restarts", f"Redis {f['redis_restarts']}, MLflow {f['mlflow_restarts']}"),
+        ("MLflow down, while events and clicks came", f"{f['mlflow_down_s']} s"),
         ("Slack 429 / 500 injected", f"{f['slack_429']} / {f['slack_500']}"),
         ("changes recorded", ", ".join(f"{k} {n}" for k, n in f["recorded"].items())),
+        (
+            "events for a model whose channel refuses every post: versions waiting unnoticed",
+            str(f["muted_versions_waiting"]),
+        ),
         ("duplicates found", str(f["duplicates"])),
         ("lost", str(f["lost"])),
         ("other findings", str(f["other_findings"])),

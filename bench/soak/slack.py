@@ -14,7 +14,7 @@ from bench.stack import CHANNEL, TEAM
 from bot.listeners.clicks import click_id
 from devkit import slack_requests
 from devkit.slack_double import SlackDouble
-from registry.messages import REASON_BLOCK, REASON_INPUT
+from registry.views.modals import REASON_BLOCK, REASON_INPUT
 
 SOAK = {"domain": "soak", "app": "ASOAK"}
 

@@ -115,14 +115,18 @@ class SoakStack:
     mlflow_key: str = ""
     sweep_interval: int = 60
     external_mlflow: str = ""  # an MLflow server someone else runs: used, never restarted
+    policy: str = ""  # the services' POLICY_FILE, when there is one
 
     @classmethod
-    def open(cls, sweep_interval: int, mlflow_url: str = "") -> SoakStack:
+    def open(cls, sweep_interval: int, mlflow_url: str = "", policy: str = "") -> SoakStack:
         """Start everything (MLflow unless `mlflow_url` names a server) and wait for each."""
         from cryptography.fernet import Fernet
 
         workdir = Path(tempfile.mkdtemp(prefix="registry-bot-soak-"))
         stack = cls(workdir, sweep_interval=sweep_interval, external_mlflow=mlflow_url)
+        if policy:
+            stack.policy = str(workdir / "policy.yaml")
+            Path(stack.policy).write_text(policy)
         stack.mlflow_key = Fernet.generate_key().decode()  # kept across MLflow restarts
         try:
             stack.start_redis()
@@ -175,6 +179,7 @@ class SoakStack:
             WEBHOOKS_PORT=str(self.webhooks_port),
             BOT_PORT=str(self.bot_port),
             SWEEP_INTERVAL=str(self.sweep_interval),
+            **({"POLICY_FILE": self.policy} if self.policy else {}),
         )
 
     def start(self, name: str) -> None:
@@ -204,8 +209,12 @@ class SoakStack:
 
     def restart_mlflow(self) -> None:
         """Stop the MLflow server and start it again on the same port and database."""
-        devkit.stack.stop(self.mlflow_proc, timeout=30)
+        self.stop_mlflow()
         self.start_mlflow()
+
+    def stop_mlflow(self) -> None:
+        """Stop the MLflow server: every registry call fails until `start_mlflow`."""
+        devkit.stack.stop(self.mlflow_proc, timeout=30)
 
     def close(self, keep: bool = False) -> None:
         """Stop every process and the double; remove the work directory unless `keep`."""

@@ -12,19 +12,19 @@ from slack_sdk import WebClient
 
 from bot.deps import QUEUE_DOWN, Deps
 from bot.listeners.clicks import click_id
-from registry.commands import APPROVER_VERBS, CommandError, help_text, parse_command
-from registry.guard import PLAN_CANCELLED, PLAN_CONFIRMED, closed_plan
-from registry.messages import REASON_BLOCK, REASON_INPUT, escape, format_time, mention
-from registry.queue import TASK_COMMAND, TASK_ROLLBACK
-from registry.reports import (
-    REASON_LIMIT,
-    ROLLBACK_CANCEL,
-    ROLLBACK_CONFIRM,
-    ROLLBACK_MODAL,
-    RollbackPlan,
-    parse_plan_value,
-    rollback_modal,
+from registry.adapters.queue import TASK_COMMAND, TASK_ROLLBACK
+from registry.rules.commands import (
+    APPROVER_VERBS,
+    VERB_WORDS,
+    CommandError,
+    help_text,
+    parse_command,
 )
+from registry.rules.reports import REASON_LIMIT, RollbackPlan
+from registry.rules.text import escape, format_time, mention
+from registry.views.alerts import PLAN_CANCELLED, PLAN_CONFIRMED, closed_plan
+from registry.views.modals import REASON_BLOCK, REASON_INPUT, ROLLBACK_MODAL, rollback_modal
+from registry.views.plans import ROLLBACK_CANCEL, ROLLBACK_CONFIRM, parse_plan_value
 
 CANCELLED = "Rollback cancelled; nothing changed."
 ROLLING_BACK = "Rolling {model} back to v{target}…"
@@ -83,7 +83,8 @@ def handle_text(
     if cmd.verb == "help":
         reply(help_text(deps.settings.slack_command))
         return
-    refusal = deps.refusal(user, cmd.verb, cmd.model) if cmd.verb in APPROVER_VERBS else ""
+    verb = VERB_WORDS.get(cmd.verb, cmd.verb)  # "may roll back", as a person says it
+    refusal = deps.refusal(user, verb, cmd.model) if cmd.verb in APPROVER_VERBS else ""
     if refusal:
         reply(refusal)
         return

@@ -7,7 +7,7 @@ import logging
 from slack_bolt import App, BoltContext
 
 from bot.deps import Deps
-from registry.queue import TASK_PUBLISH_HOME
+from registry.adapters.queue import TASK_PUBLISH_HOME
 
 
 def register(app: App) -> None:

@@ -27,9 +27,11 @@ from devkit.slack_socket import NotConnected
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-SLACK_PATHS = ("/api/", "/response/")  # served by the double, on the sandbox's own port
+# Served by the double, on the sandbox's own port: the Web API, response URLs, upload URLs
+# and the files shared (the pictures a notice's thread shows).
+SLACK_PATHS = ("/api/", "/response/", "/upload/", "/files/")
 CHANNEL_NAME = "models"
-HEADER = "registry-bot sandbox — #{name} ({channel})"
+HEADER = "registry-bot sandbox — #{name}"  # by name, as Slack shows a channel; never its ID
 APP_ID = "A0SANDBOX"
 LEGACY_TOKEN = "sandbox-verification-token"  # Slack still sends its deprecated token field
 SLACK_USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
@@ -46,6 +48,7 @@ BOT_DOWN = "{what} failed: the bot is not reachable ({error})."
 NOT_CONNECTED = "the bot holds no Socket Mode connection"
 NO_TRAINING = "This sandbox has no training callback."
 NO_ALERTS = "This sandbox has no alert callback."
+NO_PROMOTE = "This sandbox has no MLflow to promote in by hand."
 NOTHING_SERVED = "nothing in Production yet"
 
 Json = dict[str, Any]
@@ -673,6 +676,7 @@ def create_sandbox(
     )
     _action_routes(app, slack, on_train)
     _alert_route(app, on_alert)
+    _promote_route(app)
     app.wsgi_app = _with_slack_api(app.wsgi_app, double)  # type: ignore[method-assign]
     return app
 
@@ -694,7 +698,7 @@ def _page_routes(
     def state():
         user = request.args.get("user", "")
         return jsonify(
-            header=HEADER.format(name=CHANNEL_NAME, channel=room.channel),
+            header=HEADER.format(name=CHANNEL_NAME),
             channel=room.channel,
             channel_name=CHANNEL_NAME,
             team_id=team_id,
@@ -766,13 +770,27 @@ def _alert_route(app: Flask, on_alert: Callable[[], str] | None) -> None:
     @app.post("/sandbox/alert")
     def fire_alert():
         """Post an alert for the served model to the webhooks service, as Alertmanager would."""
-        if on_alert is None:
-            return jsonify(error=NO_ALERTS), 404
-        try:
-            return jsonify(message=on_alert())
-        except Exception as exc:  # the page shows why; the traceback goes to the log
-            log.exception("firing an alert failed")
-            return jsonify(error=f"firing an alert failed: {exc}"), 500
+        return _demo_action(on_alert, NO_ALERTS, "firing an alert")
+
+
+def _promote_route(app: Flask) -> None:
+    @app.post("/sandbox/promote")
+    def promote_by_hand():
+        """Ask MLflow to make a hand-registered version Production, as a person would (the
+        gate inside MLflow refuses it): the callback in app.config["on_promote"]."""
+        return _demo_action(app.config.get("on_promote"), NO_PROMOTE, "promoting in MLflow by hand")
+
+
+def _demo_action(action: Callable[[], str] | None, missing: str, what: str):
+    """Run one of the demo's buttons: its message, 404 without it, or 500 saying why it failed
+    (the page shows why; the traceback goes to the log)."""
+    if action is None:
+        return jsonify(error=missing), 404
+    try:
+        return jsonify(message=action())
+    except Exception as exc:
+        log.exception("%s failed", what)
+        return jsonify(error=f"{what} failed: {exc}"), 500
 
 
 def _with_slack_api(flask_app: Callable[..., Any], double: SlackDouble) -> Callable[..., Any]:

@@ -8,8 +8,9 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from registry.httpserver import listen
-from registry.logs import configure_logging
+from registry.process.httpserver import listen
+from registry.process.logs import configure_logging
+from registry.process.settings import merged_env
 
 if TYPE_CHECKING:
     from werkzeug.serving import BaseWSGIServer
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     """Load the model, serve it until Ctrl-C or SIGTERM; return the exit status."""
     args = parse_args(argv)
     configure_logging()
-    if not os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+    # The environment over a `.env` file in the working directory, as the other services.
+    env = merged_env(None, ".env")
+    if not env.get("MLFLOW_TRACKING_URI", "").strip():
         return refuse("MLFLOW_TRACKING_URI is required but not set")
     # Imported only now: a missing setting is reported without waiting for MLflow's import.
     from werkzeug.serving import make_server
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(f"cannot listen on {args.host}:{args.port}: {reason}")
     with sock:
         try:
-            served = ServedModel(args.model)
+            served = ServedModel(args.model, env=env)
         except ValueError as exc:
             return refuse(str(exc))
         server = make_server(
@@ -77,7 +80,7 @@ def serve(served: ServedModel, server: BaseWSGIServer) -> int:
     return 0
 
 
-def _interrupt(signum: int, frame: object) -> None:
+def _interrupt(_signum: int, _frame: object) -> None:
     # SIGTERM ends serve_forever the same way Ctrl-C does, so cleanup runs once, in one place.
     raise KeyboardInterrupt
 

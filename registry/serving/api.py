@@ -105,6 +105,8 @@ def create_app(served: ServedModel) -> Flask:
     def version():
         return jsonify(served.status())
 
+    _probes(app, served)
+
     @app.get("/metrics")
     def metrics():
         return Response(generate_latest(measured.registry), mimetype="text/plain; version=0.0.4")
@@ -121,6 +123,20 @@ def create_app(served: ServedModel) -> Flask:
         return jsonify(error="prediction failed", details=f"{type(exc).__name__}: {exc}"), 500
 
     return app
+
+
+def _probes(app: Flask, served: ServedModel) -> None:
+    """Serve the probes: ready (`/healthz`) once a version is loaded, live (`/livez`) always."""
+
+    @app.get("/healthz")
+    def healthz():
+        # Ready once a version is loaded: before that every /predict would answer 503.
+        status = served.status()
+        return jsonify(status), 200 if status["version"] else 503
+
+    @app.get("/livez")
+    def livez():
+        return jsonify(live=True), 200
 
 
 def _predict(served: ServedModel) -> tuple[dict[str, Any], int]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,9 @@ from mlflow.exceptions import MlflowException
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from registry.changes import LIFECYCLE_CHANNEL
+from registry.process.settings import merged_env
+from registry.rules.record import LIFECYCLE_CHANNEL
+from registry.rules.settings import key_prefix
 
 log = logging.getLogger(__name__)
 
@@ -109,12 +110,15 @@ class ServedModel:
         production_alias: str | None = None,
         redis_url: str | None = None,
         refresh_seconds: float | None = None,
-        channel: str = LIFECYCLE_CHANNEL,
+        channel: str | None = None,
         loader: Loader | None = None,
         resolver: Resolver | None = None,
+        env: Mapping[str, str] | None = None,
     ):
-        env = os.environ
-        self.name, self.channel = name, channel
+        # The environment over a `.env` file in the working directory, as every service reads.
+        env = merged_env(None, ".env") if env is None else env
+        prefix = key_prefix(env.get("REDIS_KEY_PREFIX", ""))
+        self.name, self.channel = name, channel or prefix + LIFECYCLE_CHANNEL
         self.mode = _mode(mode or env.get("REGISTRY_MODE"))
         self.alias = production_alias or env.get("PRODUCTION_ALIAS") or "production"
         self.redis_url = redis_url or env.get("REDIS_URL") or DEFAULT_REDIS_URL

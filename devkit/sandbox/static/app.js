@@ -20,7 +20,9 @@ const page = {
   homeKey: "",
   tab: "channel",
   lastCommand: "",
-  pendingRun: "",  // the training run the sidebar says was sent, until its notice is here
+  pendingRun: "",
+  channel: "",
+  channelName: "",  // the training run the sidebar says was sent, until its notice is here
 };
 
 // -- Slack mrkdwn -------------------------------------------------------------------------
@@ -86,7 +88,11 @@ function token(inner) {
     const name = (page.users[id] || {}).name || label || id;
     return `<span class="mention">@${esc(name)}</span>`;
   }
-  if (target.startsWith("#C")) return `<span class="mention">#${esc(label || target.slice(1))}</span>`;
+  if (target.startsWith("#C")) {
+    // Slack shows a channel by its name, as the page's header does, never by its ID.
+    const named = target.slice(1) === page.channel ? page.channelName : "";
+    return `<span class="mention">#${esc(label || named || target.slice(1))}</span>`;
+  }
   if (target.startsWith("!")) return `<span class="mention">@${esc(label || target.slice(1))}</span>`;
   const url = decode(target);
   const text = esc(decode(label || target));
@@ -145,12 +151,30 @@ function content(msg) {
   const where = msg.ephemeral
     ? `data-ephemeral="${esc(msg.id)}"` : `data-ts="${esc(msg.ts)}"`;
   if (msg.blocks && msg.blocks.length) return msg.blocks.map((bk, b) => block(bk, where, b)).join("");
-  return `<div class="b-section">${mrkdwn(msg.text)}</div>`;
+  if (msg.files && msg.files.length && !msg.text) return files(msg.files);
+  return `<div class="b-section">${mrkdwn(msg.text)}</div>` + files(msg.files || []);
 }
 
+// Files shared into the channel or a thread: a picture inline, as Slack shows it; any
+// other file as its name.
+function files(list) {
+  return list.map(f => {
+    const url = String(f.url_private || "");
+    const local = url.startsWith(location.origin + "/files/") ? url : "";
+    const title = `<div class="file-title">${esc(f.title || f.name || "")}</div>`;
+    if (local && /^image\/(png|jpeg)$/.test(f.mimetype || "")) {
+      return `<div class="b-file" data-testid="file">${title}`
+        + `<img src="${esc(local)}" alt="${esc(f.title || f.name || "")}"></div>`;
+    }
+    return `<div class="b-file" data-testid="file">${title}</div>`;
+  }).join("");
+}
+
+// Times as registry-bot writes them everywhere: 24-hour, in UTC.
 function clock(ts) {
   const at = new Date(Number(ts) * 1000);
-  return at.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+  const two = (n) => String(n).padStart(2, "0");
+  return `${two(at.getUTCHours())}:${two(at.getUTCMinutes())} UTC`;
 }
 
 // The command the visitor typed: Slack shows it to nobody, the sandbox to its sender.
@@ -294,7 +318,10 @@ function render(state) {
   document.title = state.header;
   document.querySelector("[data-testid=header]").textContent = state.header;
   document.getElementById("channel-name").textContent = state.channel_name;
-  document.getElementById("channel-id").textContent = state.channel;
+  // The ID is for developers only: Slack shows a channel by its name.
+  document.getElementById("channel-name").title = state.channel;
+  page.channel = state.channel;
+  page.channelName = state.channel_name;
   renderUsers(state.users);
   renderServed(state.served);
   renderTimeline(state.messages);
@@ -422,6 +449,22 @@ async function onAlert() {
   }
 }
 
+// The gate inside MLflow: a person moves a hand-registered version into Production in
+// MLflow itself; MLflow refuses, and the request appears in the channel as a notice.
+async function onPromote() {
+  const note = document.getElementById("promote-status");
+  const button = document.getElementById("promote");
+  button.disabled = true;
+  note.textContent = "Training a run, registering it in MLflow and moving it to Production…";
+  try {
+    const answer = await post("/sandbox/promote", {});
+    note.textContent = answer.message || answer.error || "";
+  } finally {
+    button.disabled = false;
+    poll();
+  }
+}
+
 function onPick(event) {
   page.user = event.target.value;
   localStorage.setItem("sandbox-user", page.user);
@@ -439,6 +482,7 @@ document.getElementById("composer").addEventListener("submit", onCommand);
 document.getElementById("command").addEventListener("keydown", onCommandKey);
 document.getElementById("train").addEventListener("click", onTrain);
 document.getElementById("alert").addEventListener("click", onAlert);
+document.getElementById("promote").addEventListener("click", onPromote);
 document.getElementById("user-picker").addEventListener("change", onPick);
 poll();
 setInterval(poll, POLL_MS);

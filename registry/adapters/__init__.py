@@ -1,0 +1,1 @@
+"""The adapters: MLflow, Slack, Redis (locks, dedup, the queue), behind the ports."""

@@ -1,0 +1,1 @@
+"""The workflows: each change run through the ports, resumable, under the model's lock."""
