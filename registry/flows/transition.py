@@ -14,7 +14,7 @@ from dataclasses import replace
 from registry.flows.lifecycle import apply_gates, stage_version
 from registry.flows.notice import refresh_notice, thread
 from registry.ports.services import Services
-from registry.rules.decisions import ASKED_AT, ASKED_BY, asked_in_mlflow
+from registry.rules.decisions import ASKED_AT, asked_in_mlflow, asker_key
 from registry.rules.record import prefixed
 from registry.rules.text import escape, format_time
 from registry.rules.versions import ModelVersion, VersionNotFound
@@ -22,8 +22,6 @@ from registry.rules.versions import ModelVersion, VersionNotFound
 log = logging.getLogger(__name__)
 
 ASKED_AT_TAG = f"registry_bot.{ASKED_AT}"
-ASKED_BY_TAG = f"registry_bot.{ASKED_BY}"  # everyone who asked, whom the record bars from approving
-MOST_ASKERS = 20
 SOMEONE = "someone (the MLflow server does not sign people in)"
 
 
@@ -94,10 +92,9 @@ def _claim_unasked(svc: Services, mv: ModelVersion, asked_by: str) -> None:
 
 def _asker_tags(mv: ModelVersion, asked_by: str) -> dict[str, str]:
     """The tag that adds `asked_by` to the version's askers, whom approving is barred."""
-    askers = asked_in_mlflow(mv)
-    if not asked_by or asked_by in askers:
+    if not asked_by or asked_by.lower() in {who.lower() for who in asked_in_mlflow(mv)}:
         return {}
-    return {ASKED_BY_TAG: ",".join([*askers, asked_by][-MOST_ASKERS:])}
+    return prefixed({asker_key(asked_by): asked_by})
 
 
 def _ctx(event_id: str, name: str, version: str) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from registry.rules.policy import Slot
 from registry.rules.record import time_of
 from registry.rules.settings import Settings
 from registry.rules.text import escape, format_time, mentions
-from registry.rules.versions import ModelVersion
+from registry.rules.versions import TAG, ModelVersion
 
 NOT_APPROVER = "Only approvers may {verb} model versions; you are not one."
 NOT_APPROVER_NOR_REQUESTER = (
@@ -52,7 +53,7 @@ TRY_AGAIN = (
 )
 
 
-ASKED_BY = "asked_in_mlflow_by"  # the people who asked through MLflow, comma-separated
+ASKED_BY = "asked_in_mlflow_by"  # one tag a person who asked through MLflow: see asker_key
 ASKED_AT = "asked_in_mlflow_at"  # when a move into Production was first asked for in MLflow
 
 
@@ -197,9 +198,21 @@ def _named(clicker: Clicker, *people: str) -> bool:
     return bool(named & mine)
 
 
+def asker_key(asked_by: str) -> str:
+    """Return the record's key for one person who asked in MLflow (after `registry_bot.`).
+
+    One tag a person, never a list in one tag: a list must be capped somewhere, and then
+    enough people asking after someone would drop them and let them approve. The key is a
+    digest of the name, which MLflow takes as a tag key whatever the name holds, and the
+    same however the server cases it.
+    """
+    return f"{ASKED_BY}.{hashlib.sha256(asked_by.lower().encode()).hexdigest()}"
+
+
 def asked_in_mlflow(mv: ModelVersion) -> list[str]:
-    """Return who asked for the version in MLflow (SPEC 14), as the record lists them."""
-    return [who for who in mv.tag(ASKED_BY).split(",") if who]
+    """Return who asked for the version in MLflow (SPEC 14), as the record names them."""
+    prefix = f"{TAG}{ASKED_BY}."
+    return sorted(who for key, who in mv.tags.items() if key.startswith(prefix) and who)
 
 
 def needs_email(mv: ModelVersion) -> bool:

@@ -93,7 +93,7 @@ def test_a_fresh_request_names_the_asker_as_asker_not_requester_and_bars_only_ap
     svc.gateway.register_elsewhere("churn", "run-1")
     assert ask(svc, asked_by="eve@x.com") == "noticed"
     mv = svc.gateway.get_version("churn", "1")
-    assert not mv.tag("requested_by") and mv.tag("asked_in_mlflow_by") == "eve@x.com"
+    assert not mv.tag("requested_by") and transition.asked_in_mlflow(mv) == ["eve@x.com"]
     text = notice_text(svc)
     assert "Asked for Production in MLflow by eve@x.com" in text
     assert "Requested by*\\neve" not in text
@@ -127,3 +127,20 @@ def test_an_event_staged_version_still_shows_its_runs_user():
     svc.gateway.runs["run-1"] = RunSummary("run-1", "0", {"accuracy": 0.95}, user="UB")
     lifecycle.stage_training_event(svc, TrainingEvent("churn", "run-1"), event_id="e1")
     assert "<@UB>" in notice_text(svc)
+
+
+# -- finding: the record kept the last 20 askers, so a 21st freed the first to approve --------
+
+
+def test_every_asker_stays_barred_however_many_ask_after_them():
+    people = {"UEVE": "eve@x.com", **{f"UP{i}": f"p{i}@x.com" for i in range(30)}}
+    svc = fake_services(approvers=("UA", "UEVE"), emails=people)
+    noticed_without_requester(svc)
+    ask(svc, asked_by="eve@x.com")
+    for i in range(30):
+        assert ask(svc, asked_by=f"p{i}@x.com") == "already_requested"
+    ask(svc, asked_by="EVE@x.com")  # the same person, however the server spells the name
+    mv = svc.gateway.get_version("churn", "1")
+    assert sorted(transition.asked_in_mlflow(mv)) == sorted(people.values())
+    assert lifecycle.approve(svc, "churn", "1", user="UEVE") == "refused"
+    assert lifecycle.approve(svc, "churn", "1", user="UA") == "promoted"
