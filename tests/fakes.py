@@ -356,6 +356,7 @@ class FakeUploads:
         self.started: dict[str, tuple[str, bytes]] = {}
         self.shared: list[tuple[str, str, str, str]] = []  # file id, title, channel, thread
         self.refuse = ""
+        self.busy_channels: set[str] = set()  # where Slack answered 429 moments ago
         # Called after each share as (file id, title); True: die there, once.
         self.die_after: Callable[[str, str], bool] | None = None
 
@@ -376,6 +377,9 @@ class FakeUploads:
 
     def shared_in_thread(self, file_id: str, *, channel: str, thread_ts: str) -> bool:
         return any(s[0] == file_id and s[2:] == (channel, thread_ts) for s in self.shared)
+
+    def busy(self, channel: str) -> bool:
+        return channel in self.busy_channels
 
 
 if TYPE_CHECKING:

@@ -35,6 +35,15 @@ def test_a_burst_of_50_events_for_one_channel_posts_each_notice_once(stacks, sla
             count=BURST,
         )
         took = time.monotonic() - started
+        # Each notice's evidence follows in its thread, after the notices: it waits while
+        # Slack answers the channel's posts with 429, and is not lost for waiting.
+        slack.wait_for(
+            "chat.postMessage",
+            lambda c: c.status == 200 and _evidence_of(c, prefix) is not None,
+            timeout=DEADLINE,
+            count=BURST,
+        )
+        evidence_took = time.monotonic() - started
         time.sleep(3.0)  # a duplicate would be a retried task posting once more
     finally:
         slack.set_pace(CHANNEL, None)
@@ -49,9 +58,18 @@ def test_a_burst_of_50_events_for_one_channel_posts_each_notice_once(stacks, sla
     assert all(c.response == {"ok": False, "error": "ratelimited"} for c in limited)
     accepted = sorted(c.at for c in posts if c.status == 200)
     assert min(b - a for a, b in zip(accepted, accepted[1:], strict=False)) >= 0.99 / PER_SECOND
+    replies = [c for c in slack.calls("chat.postMessage") if c.status == 200]
+    evidence = Counter(_evidence_of(c, prefix) for c in replies) - Counter({None: len(replies)})
+    assert evidence == Counter(models)  # one evidence reply a notice, none lost, none twice
+    last_notice = accepted[-1]
+    early = [c for c in replies if _evidence_of(c, prefix) and c.at < last_notice]
+    # Only evidence that found the channel quiet for a moment (the burst's first seconds,
+    # before any notice was answered 429) may go before a notice.
+    assert len(early) <= 5, len(early)
     FIGURES.append(
         f"Burst: {BURST} training events for one channel -> {BURST} notices, none twice, in "
-        f"{took:.1f} s at {PER_SECOND:g} message/s ({len(limited)} posts answered 429)"
+        f"{took:.1f} s at {PER_SECOND:g} message/s ({len(limited)} posts answered 429); "
+        f"their evidence in {evidence_took:.1f} s, {len(early)} of it before the last notice"
     )
     assert took < DEADLINE
 
@@ -62,3 +80,13 @@ def _model_of(call, prefix: str) -> str | None:
     if call.params.get("channel") != CHANNEL or call.params.get("thread_ts"):
         return None
     return text.split(" v")[0] if text.startswith(prefix) else None
+
+
+def _evidence_of(call, prefix: str) -> str | None:
+    """Return the model an evidence reply in a notice's thread is for, or None."""
+    text = str(call.params.get("text", ""))
+    if call.params.get("channel") != CHANNEL or not call.params.get("thread_ts"):
+        return None
+    if not text.startswith(f"*Evidence for {prefix}"):
+        return None
+    return text.removeprefix("*Evidence for ").split(" v")[0]

@@ -49,6 +49,7 @@ from registry.flows import (
 from registry.flows import notice as home_tab
 from registry.flows.sweep import SweepMemory, SweepReport
 from registry.flows.sweep import sweep as run_sweep
+from registry.ports.evidence import ChannelBusy
 from registry.ports.fencing import Fence, fenced
 from registry.ports.locks import LockBusy, LockLost
 from registry.ports.services import Recipient, Services
@@ -66,6 +67,7 @@ from registry.rules.versions import ModelVersion, RegistryError
 log = logging.getLogger(__name__)
 
 BACKOFF_CAP = 60  # seconds between tries at most: back within a minute of MLflow's return
+PACE_CAP = 15  # evidence waiting out a burst's notices looks again this often at most
 FIRST_TRIED = "first_tried_at"  # a retried task's header: when its first try began
 HOME_GIVE_UP = 120.0  # a Home tab not drawn by then is drawn again when next opened
 DELAYED = (
@@ -609,8 +611,12 @@ def _retry_or_give_up(
         first_failure = task.request.retries == 0 and failure_kind(exc) == "mlflow"
         if first_failure and waiting and waiting.delayed:
             _tell(task, waiting, DELAYED, limit)
-        delay = min(2 ** (task.request.retries + 1), BACKOFF_CAP)
-        log.warning("transient failure, retrying in %ss: %s", delay, exc, extra=ctx)
+        paced = isinstance(exc, ChannelBusy)  # not a failure: the notices go first
+        delay = min(2 ** (task.request.retries + 1), PACE_CAP if paced else BACKOFF_CAP)
+        if paced:
+            log.info("%s, trying again in %ss", exc, delay, extra=ctx)
+        else:
+            log.warning("transient failure, retrying in %ss: %s", delay, exc, extra=ctx)
         raise task.retry(exc=exc, countdown=delay, headers={FIRST_TRIED: first}) from exc
     metrics().given_up.labels(task.name).inc()
     log.error("gave up after %s of transient failures: %s", _duration(limit), exc, extra=ctx)
@@ -711,7 +717,7 @@ def is_transient(exc: BaseException) -> bool:
     """Say whether a failure may pass if the task runs again later."""
     from mlflow.exceptions import MlflowException, RestException
 
-    busy = LockBusy | LockLost | alerts.ChangeInFlight
+    busy = LockBusy | LockLost | alerts.ChangeInFlight | ChannelBusy
     if isinstance(exc, busy | redis.ConnectionError | redis.TimeoutError):
         return True
     if isinstance(exc, requests.ConnectionError | requests.Timeout):

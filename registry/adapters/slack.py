@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qs
 
+import redis
 import requests
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -14,6 +19,9 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
 from registry.ports.evidence import UploadRefused
@@ -66,32 +74,138 @@ class ResponseUrlFailed(RuntimeError):
         self.status = status
 
 
-def retry_handlers() -> list:
-    """Return bounded retry handlers: 429 (honouring Retry-After), 5xx and connection errors."""
+class ChannelPace:
+    """The channels where Slack answered a top-level post with 429 moments ago, seen by every
+    worker process: a Redis key a channel, living QUIET seconds past the last Retry-After.
+
+    Notices and their evidence share a channel's pace (about one message a second). In a
+    burst the evidence waits while the key lives, so the notices still queued go first.
+    Only an ordering hint: Redis failing to say is "not busy", and the post goes ahead.
+    """
+
+    QUIET = 5
+
+    def __init__(self, client: redis.Redis, prefix: str = ""):
+        self.client = client
+        self.prefix = prefix
+
+    @classmethod
+    def at(cls, url: str, prefix: str = "") -> ChannelPace:
+        """Return the pace kept in the Redis at `url` (connected at first use)."""
+        return cls(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5), prefix)
+
+    def note(self, channel: str, retry_after: float) -> None:
+        """Record that Slack asked posts to `channel` to wait `retry_after` seconds."""
+        try:
+            self.client.set(self._key(channel), "1", ex=math.ceil(retry_after) + self.QUIET)
+        except redis.RedisError as exc:
+            log.warning("could not note Slack's pace in %s: %s", channel, exc)
+
+    def busy(self, channel: str) -> bool:
+        """Say whether Slack answered a top-level post to `channel` with 429 moments ago."""
+        try:
+            return bool(self.client.exists(self._key(channel)))
+        except redis.RedisError as exc:
+            log.warning("could not read Slack's pace in %s: %s", channel, exc)
+            return False
+
+    def _key(self, channel: str) -> str:
+        return f"{self.prefix}slack:ratelimited:{channel}"
+
+
+class PacedRateLimitHandler(RateLimitErrorRetryHandler):
+    """Slack's 429 handler (it sleeps for Retry-After) that first notes the pace of the
+    channel a refused top-level post was for."""
+
+    def __init__(self, pace: ChannelPace, **options: Any):
+        super().__init__(**options)
+        self.pace = pace
+
+    def can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is not None and response.status_code == 429:
+            channel = _top_level_channel(request)
+            if channel:
+                self.pace.note(channel, _retry_after(response))
+        return super().can_retry(state=state, request=request, response=response, error=error)
+
+
+def _top_level_channel(request: HttpRequest) -> str:
+    """Return the channel of a post to a channel itself (a notice, an alert), or '' for any
+    other call: a thread's replies (the evidence among them) never make their channel busy,
+    or the evidence of a burst would hold itself back once the notices are out."""
+    params = _params_of(request)
+    if not request.url.endswith("/chat.postMessage") or params.get("thread_ts"):
+        return ""
+    return str(params.get("channel") or "")
+
+
+def _params_of(request: HttpRequest) -> dict[str, Any]:
+    """Return a Web API call's parameters (JSON or form body)."""
+    params: dict[str, Any] = dict(request.body_params or {})
+    raw = request.data.decode("utf-8", "replace") if request.data else ""
+    if raw.startswith("{"):
+        with contextlib.suppress(ValueError):
+            params.update(json.loads(raw))
+    elif raw:
+        params.update({k: v[0] for k, v in parse_qs(raw).items()})
+    return params
+
+
+def _retry_after(response: HttpResponse) -> float:
+    """Return the seconds Slack's Retry-After asks for (1 when it says nothing usable)."""
+    values = response.headers.get("retry-after") or response.headers.get("Retry-After") or []
+    try:
+        return max(0.0, float(values[0]))
+    except (IndexError, ValueError):
+        return 1.0
+
+
+def retry_handlers(pace: ChannelPace | None = None) -> list:
+    """Return bounded retry handlers: 429 (honouring Retry-After, and noting the channel's
+    pace when `pace` is given), 5xx and connection errors."""
+    limited = (
+        PacedRateLimitHandler(pace, max_retry_count=RETRIES)
+        if pace is not None
+        else RateLimitErrorRetryHandler(max_retry_count=RETRIES)
+    )
     return [
-        RateLimitErrorRetryHandler(max_retry_count=RETRIES),
+        limited,
         ServerErrorRetryHandler(max_retry_count=RETRIES),
         ConnectionErrorRetryHandler(max_retry_count=RETRIES),
     ]
 
 
-def web_client(settings: Settings, *, timeout: int = 10, retries: bool = True) -> WebClient:
+def web_client(
+    settings: Settings,
+    *,
+    timeout: int = 10,
+    retries: bool = True,
+    pace: ChannelPace | None = None,
+) -> WebClient:
     """Build the WebClient every service uses (without `retries`: one try a call)."""
     base = settings.slack_api_url.rstrip("/") + "/"  # WebClient joins method names onto it
     return WebClient(
         token=settings.slack_bot_token,
         base_url=base,
         timeout=timeout,
-        retry_handlers=retry_handlers() if retries else [],
+        retry_handlers=retry_handlers(pace) if retries else [],
     )
 
 
 class SlackNotifier:
     """Posts and updates the product's Slack messages through the Web API (a Notifier)."""
 
-    def __init__(self, client: WebClient, channel: str):
+    def __init__(self, client: WebClient, channel: str, pace: ChannelPace | None = None):
         self.client = client
         self.channel = channel
+        self.pace = pace
 
     def post(self, text: str, blocks: Sequence[dict], *, channel: str = "", **meta: Any) -> str:
         """Post to the notice channel (or `channel`); return the message ts."""
@@ -187,6 +301,10 @@ class SlackNotifier:
         resp = self.client.conversations_replies(channel=channel, ts=thread_ts, limit=FIND_WINDOW)
         messages: list[dict] = resp.get("messages", [])
         return any(f.get("id") == file_id for m in messages for f in m.get("files") or [])
+
+    def busy(self, channel: str) -> bool:
+        """Say whether Slack answered a top-level post to `channel` with 429 moments ago."""
+        return self.pace is not None and self.pace.busy(channel)
 
 
 def _refusable(call: Any) -> Any:

@@ -14,7 +14,13 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
 from registry.flows.notice import tell_once
-from registry.ports.evidence import EvidenceSource, ModelFiles, UploadRefused, Uploads
+from registry.ports.evidence import (
+    ChannelBusy,
+    EvidenceSource,
+    ModelFiles,
+    UploadRefused,
+    Uploads,
+)
 from registry.ports.services import Services
 from registry.rules.evidence import (
     IMAGE_KINDS,
@@ -77,6 +83,8 @@ def post_evidence(svc: Services, name: str, version: str) -> str:
         return "no_notice"
     if mv.tag(DONE_KEY) == "done":
         return "already_shown"
+    if uploads.busy(channel):  # a burst: the notices still queued share the channel's pace
+        raise ChannelBusy(channel)
     try:
         facts, files = gather(svc, source, mv, rule)
     except (ValueError, KeyError, TypeError) as exc:  # data no rule foresaw: said, not raised

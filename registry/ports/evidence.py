@@ -20,6 +20,15 @@ class UploadRefused(RuntimeError):
     """Slack refused an upload for good (its error, e.g. missing_scope): said, not retried."""
 
 
+class ChannelBusy(RuntimeError):
+    """Slack asked for slower posting in the notice's channel moments ago: the evidence
+    waits and is tried again, so the notices queued behind it go first."""
+
+    def __init__(self, channel: str):
+        super().__init__(f"Slack is slowing posts to {channel} down: the evidence waits")
+        self.channel = channel
+
+
 @dataclass(frozen=True)
 class ModelFiles:
     """A version's MLmodel and requirements.txt text; None when the model has no such file.
@@ -71,4 +80,9 @@ class Uploads(Protocol):
 
     def shared_in_thread(self, file_id: str, *, channel: str, thread_ts: str) -> bool:
         """Say whether the file is shared in the thread (a run that died may have shared it)."""
+        ...
+
+    def busy(self, channel: str) -> bool:
+        """Say whether Slack answered a top-level post to `channel` (a notice, say) with 429
+        moments ago: the channel's pace is spent on messages that come before evidence."""
         ...

@@ -9,7 +9,7 @@ from typing import Any
 from registry.adapters.directory import SlackDirectory
 from registry.adapters.evidence import MlflowEvidence
 from registry.adapters.mlflow import MlflowGateway
-from registry.adapters.slack import SlackNotifier, web_client
+from registry.adapters.slack import ChannelPace, SlackNotifier, web_client
 from registry.ports.services import Services, no_emit, no_follow
 from registry.rules.record import LifecycleEvent
 from registry.rules.settings import Settings
@@ -57,8 +57,9 @@ def build_services(
         staging_alias=settings.staging_alias,
         production_alias=settings.production_alias,
     )
-    client = web_client(settings)
-    notifier = SlackNotifier(client, channel or settings.slack_channel)
+    pace = ChannelPace.at(settings.redis_url, settings.redis_key_prefix)
+    client = web_client(settings, pace=pace)
+    notifier = SlackNotifier(client, channel or settings.slack_channel, pace)
     return Services(
         gateway=gateway,
         notifier=notifier,

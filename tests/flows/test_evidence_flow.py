@@ -9,7 +9,7 @@ import pytest
 
 from registry.flows import lifecycle
 from registry.flows.evidence import post_evidence
-from registry.ports.evidence import ModelFiles
+from registry.ports.evidence import ChannelBusy, ModelFiles
 from registry.rules.events import TrainingEvent
 from registry.rules.evidence import MAX_IMAGE_BYTES, PNG_MAGIC, TrendPoint
 from registry.rules.text import SECTION_TEXT
@@ -218,3 +218,14 @@ def test_data_no_rule_foresaw_is_one_line_not_a_failed_task(svc):
     [text] = reply_texts(svc)
     assert text.splitlines()[1] == ":warning: the evidence could not be read (KeyError: 'metrics')"
     assert svc.uploads.shared == []
+
+
+def test_evidence_waits_while_slack_slows_the_channel_down_so_notices_go_first(svc):
+    svc.uploads.busy_channels.add("CNOTICES")
+    with pytest.raises(ChannelBusy, match="CNOTICES"):
+        post_evidence(svc, MODEL, "2")
+    assert reply_texts(svc) == [] and svc.uploads.started == {}
+    assert not svc.gateway.get_version(MODEL, "2").tag("evidence")
+    svc.uploads.busy_channels.clear()
+    assert post_evidence(svc, MODEL, "2") == "shown"
+    assert len(reply_texts(svc)) == 1 and len(svc.uploads.shared) == 3
