@@ -670,6 +670,8 @@ def _services_for(settings: Settings, model_name: str, *, lock: bool) -> Iterato
 
 def _failed(task: Task, exc: Exception, ctx: dict) -> bool:
     """Count a failed run (and log a lost lock); say whether it may pass on a retry."""
+    if isinstance(exc, ChannelBusy):
+        return True  # evidence letting a burst's notices go first: waiting, not failing
     transient = is_transient(exc)
     metrics().task_failures.labels(task.name, str(transient).lower(), failure_kind(exc)).inc()
     if isinstance(exc, SlackApiError):

@@ -87,3 +87,28 @@ def test_redis_failing_to_say_is_not_busy_and_noting_never_raises():
     pace = ChannelPace.at(f"redis://127.0.0.1:{free_port()}", "gone:")
     pace.note("C1", 1.0)
     assert not pace.busy("C1")
+
+
+def test_evidence_waiting_for_a_busy_channel_is_retried_and_not_counted_as_failing():
+    from types import SimpleNamespace
+
+    from registry.adapters.queue import TASK_EVIDENCE
+    from registry.ports.evidence import ChannelBusy
+    from worker.tasks import _failed, metrics
+
+    failures = metrics().task_failures
+    task = SimpleNamespace(name=TASK_EVIDENCE)
+
+    def counted() -> float:
+        return sum(
+            s.value
+            for m in failures.collect()
+            for s in m.samples
+            if s.name.endswith("_total") and s.labels["task"] == TASK_EVIDENCE
+        )
+
+    before = counted()
+    assert _failed(task, ChannelBusy("CBUSY"), {}) is True  # tried again
+    assert counted() == before
+    assert _failed(task, KeyError("notice_ts"), {}) is False  # a real failure still counts
+    assert counted() == before + 1
