@@ -68,6 +68,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_CAP = 60  # seconds between tries at most: back within a minute of MLflow's return
 PACE_CAP = 15  # evidence waiting out a burst's notices looks again this often at most
+PACE_PATIENCE = 600.0  # and waits that long at most: then it takes its turn with the rest
 FIRST_TRIED = "first_tried_at"  # a retried task's header: when its first try began
 HOME_GIVE_UP = 120.0  # a Home tab not drawn by then is drawn again when next opened
 DELAYED = (
@@ -109,11 +110,12 @@ def queue_evidence(mv: ModelVersion) -> None:
 def post_evidence(self: Task, *, event_id: str, model_name: str, version: str) -> str:
     """Show a noticed version's evidence in its thread, under a lock of its own: the model's
     decisions never wait for its uploads, and two runs for one version never overlap."""
+    patient = time.time() - _first_tried(self) < PACE_PATIENCE
     return _run(
         self,
         model_name,
         event_id,
-        lambda svc: evidence.post_evidence(svc, model_name, version),
+        lambda svc: evidence.post_evidence(svc, model_name, version, patient=patient),
         version=version,
         lock_key=f"{model_name} v{version} evidence",
     )
@@ -613,8 +615,9 @@ def _retry_or_give_up(
             _tell(task, waiting, DELAYED, limit)
         paced = isinstance(exc, ChannelBusy)  # not a failure: the notices go first
         delay = min(2 ** (task.request.retries + 1), PACE_CAP if paced else BACKOFF_CAP)
-        if paced:
-            log.info("%s, trying again in %ss", exc, delay, extra=ctx)
+        if paced:  # said once a wait: Celery logs each retry too
+            level = logging.INFO if task.request.retries == 0 else logging.DEBUG
+            log.log(level, "%s, trying again in %ss", exc, delay, extra=ctx)
         else:
             log.warning("transient failure, retrying in %ss: %s", delay, exc, extra=ctx)
         raise task.retry(exc=exc, countdown=delay, headers={FIRST_TRIED: first}) from exc

@@ -12,6 +12,8 @@ from urllib.parse import parse_qs
 
 import redis
 import requests
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -91,8 +93,13 @@ class ChannelPace:
 
     @classmethod
     def at(cls, url: str, prefix: str = "") -> ChannelPace:
-        """Return the pace kept in the Redis at `url` (connected at first use)."""
-        return cls(redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5), prefix)
+        """Return the pace kept in the Redis at `url` (connected at first use). Only a hint,
+        so a Redis that does not answer at once is not waited for, nor asked again: a
+        notice's post must not stall on it."""
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=0.5, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
+        return cls(client, prefix)
 
     def note(self, channel: str, retry_after: float) -> None:
         """Record that Slack asked posts to `channel` to wait `retry_after` seconds."""
@@ -110,7 +117,7 @@ class ChannelPace:
             return False
 
     def _key(self, channel: str) -> str:
-        return f"{self.prefix}slack:ratelimited:{channel}"
+        return f"{self.prefix}registry-bot:slack-pace:{channel}"
 
 
 class PacedRateLimitHandler(RateLimitErrorRetryHandler):

@@ -71,8 +71,12 @@ class Upload:
         return FILE_KEY + hashlib.sha256(self.title.encode()).hexdigest()[:12]
 
 
-def post_evidence(svc: Services, name: str, version: str) -> str:
-    """Show the version's evidence in its notice's thread, once; return what happened."""
+def post_evidence(svc: Services, name: str, version: str, *, patient: bool = True) -> str:
+    """Show the version's evidence in its notice's thread, once; return what happened.
+
+    While `patient`, a channel where Slack is slowing top-level posts down is waited out
+    (ChannelBusy): the caller stops being patient after a while, so it is never starved.
+    """
     mv = svc.gateway.get_version(name, version)
     rule = svc.settings.policy.for_model(name).evidence
     source, uploads = svc.evidence, svc.uploads
@@ -83,7 +87,7 @@ def post_evidence(svc: Services, name: str, version: str) -> str:
         return "no_notice"
     if mv.tag(DONE_KEY) == "done":
         return "already_shown"
-    if uploads.busy(channel):  # a burst: the notices still queued share the channel's pace
+    if patient and uploads.busy(channel):  # a burst: the notices queued share the pace
         raise ChannelBusy(channel)
     try:
         facts, files = gather(svc, source, mv, rule)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from registry.flows.lifecycle import apply_gates, stage_version
 from registry.flows.notice import refresh_notice, thread
 from registry.ports.services import Services
-from registry.rules.decisions import ASKED_AT, asked_in_mlflow, asker_key
+from registry.rules.decisions import ASKED_AT, asked_in_mlflow, asker_key, same_person
 from registry.rules.record import prefixed
 from registry.rules.text import escape, format_time
 from registry.rules.versions import ModelVersion, VersionNotFound
@@ -92,7 +92,7 @@ def _claim_unasked(svc: Services, mv: ModelVersion, asked_by: str) -> None:
 
 def _asker_tags(mv: ModelVersion, asked_by: str) -> dict[str, str]:
     """The tag that adds `asked_by` to the version's askers, whom approving is barred."""
-    if not asked_by or asked_by.lower() in {who.lower() for who in asked_in_mlflow(mv)}:
+    if not asked_by or same_person(asked_by) in {same_person(w) for w in asked_in_mlflow(mv)}:
         return {}
     return prefixed({asker_key(asked_by): asked_by})
 

@@ -193,9 +193,14 @@ def is_asker(mv: ModelVersion, clicker: Clicker) -> bool:
 
 
 def _named(clicker: Clicker, *people: str) -> bool:
-    named = {who.lower() for who in people} - {""}
-    mine = {clicker.user.lower(), clicker.email.lower()} - {""}
+    named = {same_person(who) for who in people} - {""}
+    mine = {same_person(clicker.user), same_person(clicker.email)} - {""}
     return bool(named & mine)
+
+
+def same_person(name: str) -> str:
+    """Return `name` as people are compared: trimmed, case folded (a Slack ID, an e-mail)."""
+    return name.strip().casefold()
 
 
 def asker_key(asked_by: str) -> str:
@@ -204,9 +209,9 @@ def asker_key(asked_by: str) -> str:
     One tag a person, never a list in one tag: a list must be capped somewhere, and then
     enough people asking after someone would drop them and let them approve. The key is a
     digest of the name, which MLflow takes as a tag key whatever the name holds, and the
-    same however the server cases it.
+    same however the server cases or pads it.
     """
-    return f"{ASKED_BY}.{hashlib.sha256(asked_by.lower().encode()).hexdigest()}"
+    return f"{ASKED_BY}.{hashlib.sha256(same_person(asked_by).encode()).hexdigest()}"
 
 
 def asked_in_mlflow(mv: ModelVersion) -> list[str]:

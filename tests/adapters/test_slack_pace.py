@@ -42,7 +42,7 @@ def test_a_429_on_a_post_marks_its_channel_busy_for_every_process(double, pace, 
     # Another process's view of the same Redis says so; another channel is not busy.
     elsewhere = ChannelPace.at(redis_url, pace.prefix)
     assert elsewhere.busy("CBUSY") and not elsewhere.busy("CQUIET")
-    ttl = redis.Redis.from_url(redis_url).ttl(f"{pace.prefix}slack:ratelimited:CBUSY")
+    ttl = redis.Redis.from_url(redis_url).ttl(f"{pace.prefix}registry-bot:slack-pace:CBUSY")
     assert 1 < ttl <= 1 + ChannelPace.QUIET  # Retry-After 1, then a few quiet seconds
 
 
@@ -63,7 +63,8 @@ def test_without_a_pace_the_notifier_is_never_busy(double):
     notifier = SlackNotifier(client, "CBUSY")
     notifier.post("first", [])
     notifier.post("second", [])
-    assert not notifier.busy("CBUSY")
+    assert [c.status for c in double.calls("chat.postMessage")] == [200, 429, 200]
+    assert not notifier.busy("CBUSY")  # the bot's own client, say: nothing noted, nothing read
 
 
 def test_only_a_top_level_post_names_its_channel_busy():

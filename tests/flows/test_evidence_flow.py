@@ -229,3 +229,9 @@ def test_evidence_waits_while_slack_slows_the_channel_down_so_notices_go_first(s
     svc.uploads.busy_channels.clear()
     assert post_evidence(svc, MODEL, "2") == "shown"
     assert len(reply_texts(svc)) == 1 and len(svc.uploads.shared) == 3
+
+
+def test_evidence_that_has_waited_long_enough_takes_its_turn_in_a_busy_channel(svc):
+    svc.uploads.busy_channels.add("CNOTICES")  # a channel Slack never stops slowing down
+    assert post_evidence(svc, MODEL, "2", patient=False) == "shown"
+    assert len(reply_texts(svc)) == 1 and len(svc.uploads.shared) == 3
