@@ -380,7 +380,9 @@ def click(bot_url: str, slack, **kw: Any) -> tuple[requests.Response, str]:
     return interaction(bot_url, payload), response_url
 
 
-def approve_click(stack, slack, model: str, version: str, user: str, ts: str, channel: str) -> str:
+def approve_click(
+    stack, slack, model: str, version: str, user: str, ts: str, channel: str = "CNOTICES"
+) -> str:
     """Click Approve on `model` v`version`'s notice (message `ts` in `channel`) as `user`;
     assert the bot took the click and return the response URL its answer goes to."""
     from registry.views.notice import APPROVE_ACTION, button_value
@@ -1034,3 +1036,25 @@ SERVICE_LINKS = {
     "WEBHOOKS_SERVICE_HOST": "10.0.0.2",
     "REDIS_PORT": "tcp://10.0.0.3:6379",
 }
+
+
+def metric_families() -> list:
+    """Return every metric family the services register (worker, bot, webhooks, the
+    prediction API and the queue's backlog), each from its own definitions."""
+    from prometheus_client import CollectorRegistry
+
+    from registry.adapters.queue import Producer
+    from registry.process.backlog import QueueCollector
+    from registry.process.metrics import BotMetrics, WorkerMetrics
+    from registry.rules.settings import Settings
+    from registry.serving.api import PredictionMetrics
+    from webhooks.app import Receiver
+
+    settings = Settings(mlflow_tracking_uri="http://mlflow:5000", redis_url="redis://x:1/0")
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    WorkerMetrics(registries[0])
+    BotMetrics(registries[1])
+    registries.append(Receiver(settings, Producer(settings)).metrics)
+    registries.append(PredictionMetrics().registry)
+    families = [f for r in registries for f in r.collect()]
+    return families + list(QueueCollector(None, "q").describe())  # type: ignore[arg-type]

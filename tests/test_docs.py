@@ -14,13 +14,9 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from prometheus_client import CollectorRegistry
 
-from registry.process.backlog import QueueCollector
-from registry.process.metrics import BotMetrics, WorkerMetrics
 from registry.rules.settings import Settings, parse_settings
-from registry.serving.api import PredictionMetrics
-from tests.support import REPO
+from tests.support import REPO, metric_families
 
 DOCS = REPO / "docs"
 # The packages the wheel and the image ship, as pyproject.toml lists them.
@@ -185,18 +181,7 @@ def test_a_settings_row_says_its_default():
 
 
 def metrics_the_code_registers() -> set[str]:
-    settings = Settings(mlflow_tracking_uri="http://mlflow:5000", redis_url="redis://x:1/0")
-    from registry.adapters.queue import Producer
-    from webhooks.app import Receiver
-
-    registries = [CollectorRegistry(), CollectorRegistry()]
-    WorkerMetrics(registries[0])
-    BotMetrics(registries[1])
-    registries.append(Receiver(settings, Producer(settings)).metrics)
-    registries.append(PredictionMetrics().registry)
-    families = [f for r in registries for f in r.collect()]
-    families += list(QueueCollector(None, "q").describe())  # type: ignore[arg-type]
-    return {f.name for f in families}
+    return {f.name for f in metric_families()}
 
 
 def test_the_metrics_page_names_every_metric_and_no_other():

@@ -16,13 +16,13 @@ from mlflow import MlflowClient
 from devkit.stack import free_port, stop, wait_until
 from registry.rules.guard import ALERT_EVENT, alert_key
 from registry.rules.record import parse_time
-from registry.views.notice import APPROVE_ACTION, button_value
 from registry.views.plans import ROLLBACK_CANCEL, ROLLBACK_CONFIRM
 from tests.support import (
     ALERTMANAGER_TOKEN,
     FaultyProxy,
     alert,
     alertmanager_payload,
+    approve_click,
     button_in,
     click,
     prediction_api,
@@ -438,14 +438,7 @@ def test_an_alert_the_moment_production_moved_gets_its_plan(
             return moved.is_set() and model_name in body and "set-tag" in request.path
 
         proxy.hang_when(after_the_move, 3)  # the write after the move waits 3 s, then fails
-        click(
-            stack.bot_url,
-            slack,
-            user="UAPPROVER1",
-            action_id=APPROVE_ACTION,
-            value=button_value(model_name, version),
-            message_ts=ts,
-        )
+        approve_click(stack, slack, model_name, version, "UAPPROVER1", ts)
         wait_for(lambda: stage_of(mlflow_server, model_name, version) == "Production", "the move")
         firing = alert(model_name, version=version)
         assert post_alerts(stack, firing).json()["handled"] == 1

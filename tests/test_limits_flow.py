@@ -9,10 +9,9 @@ from urllib.parse import quote
 
 import pytest
 
-from registry.views.notice import APPROVE_ACTION, button_value
 from tests.support import (
     answered,
-    click,
+    approve_click,
     log_model,
     slash,
     stage_of,
@@ -87,7 +86,7 @@ def test_a_notice_for_a_long_name_many_metrics_and_a_long_description_fits(
     assert len(table) <= 3000 and cut and 0 < int(cut.group(1)) < METRICS
     assert f"/runs/{run_id}" in table  # where every metric can be read
 
-    response_url = approve(loop, slack, model, notice.response["ts"])
+    response_url = approve_click(loop, slack, model, "1", "UAPPROVER1", notice.response["ts"])
     wait_for(lambda: stage_of(mlflow_server, model, "1") == "Production", "v1 in Production")
     decided = wait_for(
         lambda: [
@@ -108,19 +107,6 @@ def test_a_notice_for_a_long_name_many_metrics_and_a_long_description_fits(
     mine = [c for c in slack.calls() if model in json.dumps(c.params)]
     assert not [c for c in mine if c.refused_content], [c.response for c in mine]
     assert response_url
-
-
-def approve(loop, slack, model: str, ts: str) -> str:
-    resp, url = click(
-        loop.bot_url,
-        slack,
-        user="UAPPROVER1",
-        action_id=APPROVE_ACTION,
-        value=button_value(model, "1"),
-        message_ts=ts,
-    )
-    assert resp.status_code == 200, resp.text
-    return url
 
 
 def ask(loop, slack, text: str) -> str:

@@ -10,15 +10,8 @@ from typing import Any
 import promql_parser
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
-from registry.adapters.queue import Producer
-from registry.process.backlog import QueueCollector
-from registry.process.metrics import BotMetrics, WorkerMetrics
-from registry.rules.settings import Settings
-from registry.serving.api import PredictionMetrics
-from tests.support import REPO
-from webhooks.app import Receiver
+from tests.support import REPO, metric_families
 
 MONITORING = REPO / "deploy" / "monitoring"
 RULES = yaml.safe_load((MONITORING / "alerts.yaml").read_text(encoding="utf-8"))
@@ -34,15 +27,7 @@ SUFFIXES = {
 
 def exported() -> set[str]:
     """Return every sample name the services export, from their own metric definitions."""
-    settings = Settings(mlflow_tracking_uri="http://mlflow:5000", redis_url="redis://x:1/0")
-    registries = [CollectorRegistry(), CollectorRegistry()]
-    WorkerMetrics(registries[0])
-    BotMetrics(registries[1])
-    registries.append(Receiver(settings, Producer(settings)).metrics)
-    registries.append(PredictionMetrics().registry)
-    families = [f for r in registries for f in r.collect()]
-    families += list(QueueCollector(None, "q").describe())  # type: ignore[arg-type]
-    return {f.name + suffix for f in families for suffix in SUFFIXES[f.type]}
+    return {f.name + suffix for f in metric_families() for suffix in SUFFIXES[f.type]}
 
 
 def rules() -> list[dict[str, Any]]:

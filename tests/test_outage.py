@@ -14,11 +14,10 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from registry.views.notice import APPROVE_ACTION, button_value
 from tests.support import (
     FIGURES,
     FaultyProxy,
-    click,
+    approve_click,
     log_model,
     notices_for,
     said_to,
@@ -56,14 +55,7 @@ def test_an_mlflow_outage_longer_than_the_old_retry_budget_loses_nothing(
             stack.post_training({"model_name": model_name, "run_id": run}).json()["event_id"]
             for run in runs
         ]
-        _, url = click(
-            stack.bot_url,
-            slack,
-            user="UAPPROVER1",
-            action_id=APPROVE_ACTION,
-            value=button_value(model_name, version),
-            message_ts=ts,
-        )
+        url = approve_click(stack, slack, model_name, version, "UAPPROVER1", ts)
         # The clicker hears once that the click waits, and why.
         assert "MLflow is not answering just now" in said_to(slack, url, timeout=60)
         time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
@@ -104,14 +96,7 @@ def test_past_the_age_limit_the_person_waiting_is_told_and_the_event_may_be_sent
         proxy.stop()
         body = {"model_name": model_name, "run_id": run, "requested_by": "UREQUESTER"}
         sent = stack.post_training(body, msg_id="msg_outage_" + model_name)
-        _, url = click(
-            stack.bot_url,
-            slack,
-            user="UAPPROVER1",
-            action_id=APPROVE_ACTION,
-            value=button_value(model_name, version),
-            message_ts=ts,
-        )
+        url = approve_click(stack, slack, model_name, version, "UAPPROVER1", ts)
         gave_up = wait_for(
             lambda: [
                 c.params["text"]

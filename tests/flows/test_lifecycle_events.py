@@ -15,8 +15,7 @@ from werkzeug.wrappers import Request, Response
 
 from registry.rules.record import LIFECYCLE_CHANNEL as CHANNEL
 from registry.rules.record import LifecycleEvent, event_for
-from registry.views.notice import APPROVE_ACTION, button_value
-from tests.support import SERVICES, click, stage, stage_of, updates_of, wait_for
+from tests.support import SERVICES, approve_click, stage, stage_of, updates_of, wait_for
 
 SINK_SECRET = "whsec_" + base64.b64encode(b"sink-secret-for-lifecycle-events!").decode()
 
@@ -100,14 +99,7 @@ def test_each_change_is_published_once_and_signed_and_a_failing_sink_is_retried(
         pubsub.subscribe(CHANNEL)
         v1, ts1 = stage(stack, slack, mlflow_server, model_name)
         clicked = time.time()
-        click(
-            stack.bot_url,
-            slack,
-            user="UAPPROVER1",
-            action_id=APPROVE_ACTION,
-            value=button_value(model_name, v1),
-            message_ts=ts1,
-        )
+        approve_click(stack, slack, model_name, v1, "UAPPROVER1", ts1)
         update = wait_for(lambda: updates_of(slack, ts1), "notice update")[0]
         assert update.at - clicked < 3.0  # the failing sink did not hold up Slack
         assert stage_of(mlflow_server, model_name, v1) == "Production"

@@ -25,13 +25,12 @@ from registry.rules.events import TrainingEvent
 from registry.rules.record import history_of
 from registry.rules.reports import plan_rollback
 from registry.rules.settings import Settings
-from registry.views.notice import APPROVE_ACTION, button_value
 from tests.fakes import Crash
 from tests.support import (
     FaultyProxy,
     Ticking,
     answered,
-    click,
+    approve_click,
     confirm_with_reason,
     fake_services,
     local_services,
@@ -342,14 +341,7 @@ def promoted(stack, slack, mlflow_server, model_name: str, constant: float) -> s
     body = {"model_name": model_name, "run_id": run_id, "requested_by": "UREQUESTER"}
     assert stack.post_training(body).status_code == 202
     version, ts = noticed_version(mlflow_server, model_name, run_id)
-    click(
-        stack.bot_url,
-        slack,
-        user="UAPPROVER1",
-        action_id=APPROVE_ACTION,
-        value=button_value(model_name, version),
-        message_ts=ts,
-    )
+    approve_click(stack, slack, model_name, version, "UAPPROVER1", ts)
     client = MlflowClient(mlflow_server)
     wait_for(
         lambda: client.get_model_version(model_name, version).tags.get("registry_bot.announced"),
