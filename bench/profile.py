@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import devkit.stack
 from bench.footprint import repo_relative
 from bench.load import Request
 from bench.prelog import LoggedRun
@@ -31,7 +32,6 @@ from bench.stack import (
     TOKEN,
     TRAINING_SECRET,
     Bench,
-    children,
     python_probe,
 )
 
@@ -198,7 +198,7 @@ def pyspy_worker(
         "--",
     ]
     service = bench.worker(1, wrap=wrap, name="worker-pyspy")
-    worker_pids = children(service.proc.pid)
+    worker_pids = devkit.stack.descendants(service.proc.pid)
     try:
         send()
     finally:

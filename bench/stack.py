@@ -50,7 +50,7 @@ class Service:
 
     def pids(self) -> list[int]:
         """Return the service's processes: the main one first, then its children."""
-        return [self.proc.pid, *children(self.proc.pid)]
+        return [self.proc.pid, *devkit.stack.descendants(self.proc.pid)]
 
     def log(self) -> str:
         """Return the service's log so far."""
@@ -200,21 +200,6 @@ def _alive(service: Service) -> bool:
             f"{service.name} exited {service.proc.returncode}: {service.log()[-2000:]}"
         )
     return True
-
-
-def children(pid: int) -> list[int]:
-    """Return the pids whose parent is `pid`, and theirs, depth first."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found += [int(entry.name), *children(int(entry.name))]
-    return found
 
 
 def memory_kb(pid: int, field_name: str = "VmRSS") -> int:
