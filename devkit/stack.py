@@ -4,6 +4,7 @@ the environment services run with, and readiness probes."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -69,6 +70,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def steady_port(low: int = 20000) -> int:
+    """Return a TCP port free on 127.0.0.1 right now, for a server that stops and must
+    listen on the same port again (an outage, a restart).
+
+    free_port's ports come from the kernel's ephemeral range, which it also hands out as
+    the source port of every outgoing connection: while such a server is down, any client
+    on the machine may take its port, and the restart fails with "Address already in use".
+    A port below that range is never taken that way.
+    """
+    first = _ephemeral_range()[0]
+    if first <= low + 100:
+        return free_port()
+    for _ in range(200):
+        port = random.randrange(low, first)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {low} and {first}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """Return the kernel's range of source ports for outgoing connections."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535  # IANA's dynamic ports, as macOS and Windows use them
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:

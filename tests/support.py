@@ -28,6 +28,7 @@ from devkit.stack import (
     descendants,
     free_port,
     service_env,
+    steady_port,
     stop,
     url_answers,
     wait_until,
@@ -617,7 +618,7 @@ class FaultyProxy:
         self.release = threading.Event()
         self.hits: list[tuple[float, str, int]] = []
         self.lock = threading.Lock()
-        self.port = free_port()
+        self.port = steady_port()  # stop() and start() again must find it free
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = None
         self.start()

@@ -16,7 +16,7 @@ import pytest
 import redis
 import requests
 
-from devkit.stack import free_port, start_redis, stop, wait_until
+from devkit.stack import free_port, start_redis, steady_port, stop, wait_until
 from registry.process.heartbeat import EVERY, WITHIN, Heartbeat, main
 from tests.support import log_model, notices_for
 
@@ -68,7 +68,7 @@ def test_the_probe_command_exits_0_1_or_2(tmp_path, monkeypatch, capsys):
 @pytest.fixture
 def own_redis(tmp_path):
     """A Redis this test may stop and start again; yield (url, restart)."""
-    port = free_port()
+    port = steady_port()  # restart() must find it free
     server = {"proc": start_redis(port, tmp_path / "redis")}
 
     def restart(up: bool) -> None:

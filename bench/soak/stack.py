@@ -104,8 +104,8 @@ class SoakStack:
     """Redis with an append-only file, an MLflow server on SQLite, the services, the double."""
 
     workdir: Path
-    redis_port: int = field(default_factory=devkit.stack.free_port)
-    mlflow_port: int = field(default_factory=devkit.stack.free_port)
+    redis_port: int = field(default_factory=devkit.stack.steady_port)  # restarted
+    mlflow_port: int = field(default_factory=devkit.stack.steady_port)  # restarted
     webhooks_port: int = field(default_factory=devkit.stack.free_port)
     bot_port: int = field(default_factory=devkit.stack.free_port)
     slack: SlackDouble = field(default_factory=lambda: SlackDouble(token=TOKEN, users=USERS))
